@@ -1,0 +1,29 @@
+"""random_fallback: inject prompts that owe nothing to the LLM's context, to escape a stall."""
+
+from __future__ import annotations
+
+import random
+
+from langgraph.runtime import Runtime
+
+from context import SearchContext
+from services.random_prompts import random_prompts
+from services.runtime import context_of, services_for
+from state import SearchState, bump
+
+
+def random_fallback(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
+    ctx = context_of(runtime)
+    services = services_for(ctx, state["run_id"])
+    stats = state["stats"]
+    # Seeded by run settings and progress, so a resumed or repeated run makes the same prompts.
+    rng = random.Random(f"{ctx.seed}:{state['iteration']}:{stats['fallback_batches']}")
+    prompts = random_prompts(
+        rng, ctx.batch_size, services.subject.vocabulary, [r["prompt"] for r in state["top"]]
+    )
+    return SearchState(
+        candidates=prompts,
+        source="fallback",
+        attempts=0,
+        stats=bump(stats, generated=len(prompts), fallback_batches=1),
+    )

@@ -1,0 +1,42 @@
+"""semantic_filter: drop exact duplicates and near-copies of mediocre prompts before measuring."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+from context import SearchContext
+from services.runtime import context_of, services_for
+from state import SearchState, bump
+
+# How many recent near-copies the LLM is shown, so it learns what to avoid.
+REJECTED_SHOWN = 10
+
+
+def semantic_filter(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
+    ctx = context_of(runtime)
+    services = services_for(ctx, state["run_id"])
+    # Cut to the token cap first, so the filter judges exactly what will be measured.
+    cut = [services.subject.truncate(p, ctx.max_prompt_tokens) for p in state["candidates"]]
+    prompts = [p for p in cut if p.strip()]
+    verdicts = services.index.check(
+        prompts,
+        threshold=ctx.similarity_threshold,
+        filter_buckets=frozenset(b.strip() for b in ctx.filter_buckets.split(",") if b.strip()),
+        low_percentile=ctx.low_percentile,
+        high_percentile=ctx.high_percentile,
+    )
+    accepted = [p for p, v in zip(prompts, verdicts) if v.status == "accepted"]
+    similar = [p for p, v in zip(prompts, verdicts) if v.status == "similar"]
+    whole_batch_rejected = state["source"] == "llm" and not accepted
+    return SearchState(
+        accepted=accepted,
+        rejected_similar=(state["rejected_similar"] + similar)[-REJECTED_SHOWN:],
+        attempts=state["attempts"] + 1 if whole_batch_rejected else 0,
+        stats=bump(
+            state["stats"],
+            accepted=len(accepted),
+            rejected_similar=len(similar),
+            rejected_duplicate=sum(v.status == "duplicate" for v in verdicts),
+            rejected_empty=len(cut) - len(prompts),
+        ),
+    )

@@ -1,0 +1,34 @@
+"""stagnation_check: decide whether the search goes on, is stalled, or is done."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+from context import SearchContext
+from services.runtime import context_of
+from state import SearchState
+
+
+def stop_reason(state: SearchState, ctx: SearchContext) -> str:
+    """Why the run must stop now, or "" if it may go on."""
+    best = state["best"]
+    if ctx.target is not None and best is not None and best["activation"] >= ctx.target:
+        return f"reached the target activation {ctx.target:g}"
+    if state["iteration"] >= ctx.iterations:
+        return f"ran {ctx.iterations} iterations"
+    if ctx.max_prompts and state["stats"]["measured"] >= ctx.max_prompts:
+        return f"measured {ctx.max_prompts} prompts"
+    if ctx.time_limit and state["elapsed"] >= ctx.time_limit:
+        return f"reached the time limit of {ctx.time_limit:g} s"
+    return ""
+
+
+def stagnation_check(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
+    ctx = context_of(runtime)
+    reason = stop_reason(state, ctx)
+    if reason:
+        return SearchState(route="done", stop_reason=reason)
+    if state["since_improvement"] >= ctx.patience:
+        # The fallback gets one batch; the LLM then has a fresh window of patience.
+        return SearchState(route="stalled", since_improvement=0)
+    return SearchState(route="continue")

@@ -1,0 +1,161 @@
+"""Find prompts that make one neuron fire: the command line.
+
+    python run.py --neuron 840                      # GPT-2 small, layer 9
+    python run.py --neuron 840 --model embedded     # offline, on the bundled model
+    python run.py --resume RUN_ID                   # continue a stopped run
+    python run.py --list                            # past runs
+    python run.py report RUN_ID                     # rebuild a run's report.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+# LangSmith reads its settings once, on first import: .env must be loaded before anything else.
+load_dotenv()
+
+from context import SearchContext  # noqa: E402
+from services.errors import UserError  # noqa: E402
+
+# Fields with an option of their own below, or none at all.
+SPECIAL = {"seed_prompts", "builtin_seeds", "low_percentile", "high_percentile", "hint"}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run.py",
+        description="Search for text prompts that maximally activate one MLP neuron of a transformer. "
+        "Subcommands: `run.py report RUN_ID` rebuilds a run's report, `run.py --list` lists runs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(SearchContext):
+        if f.name in SPECIAL:
+            continue
+        kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=kind,
+            default=None,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata['description']} (default: {f.default})",
+            metavar=f.name.upper() if kind is not str or "choices" not in f.metadata else None,
+        )
+    p.add_argument("--hint", help=f"{SearchContext.__dataclass_fields__['hint'].metadata['description']}")
+    p.add_argument("--hint-file", metavar="PATH", help="Read the hint from a text file.")
+    p.add_argument("--seed-prompts", metavar="FILE", help="A UTF-8 file of extra seed prompts, one per line, measured first.")
+    p.add_argument("--no-builtin-seeds", action="store_true", help="Skip the built-in seed prompts (then give --seed-prompts).")
+    p.add_argument(
+        "--bucket-percentiles",
+        metavar="LOW,HIGH",
+        help="Percentiles of activations seen so far that bound the low and high buckets (default: 15,85).",
+    )
+    p.add_argument("--stats-every", type=int, default=50, metavar="N", help="Print the statistics every N iterations (0: never).")
+    p.add_argument("--resume", metavar="RUN_ID", help="Continue the run with this id (only budgets may change).")
+    p.add_argument("--list", action="store_true", help="List the runs in --results-dir and exit.")
+    p.add_argument("--quiet", action="store_true", help="No live progress line.")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> dict:
+    """The SearchContext settings the user gave explicitly."""
+    names = {f.name for f in dataclasses.fields(SearchContext)} - SPECIAL
+    settings = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.hint_file:
+        try:
+            settings["hint"] = Path(args.hint_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"Cannot read the hint file {args.hint_file} ({error}). Give --hint-file a UTF-8 text file.") from None
+    if args.hint is not None:
+        settings["hint"] = args.hint
+    if args.seed_prompts:
+        from services.seeds import read_seed_file
+
+        settings["seed_prompts"] = read_seed_file(args.seed_prompts)
+    if args.no_builtin_seeds:
+        settings["builtin_seeds"] = False
+    if args.bucket_percentiles:
+        try:
+            low, high = (float(x) for x in args.bucket_percentiles.split(","))
+        except ValueError:
+            raise UserError(f"--bucket-percentiles takes two numbers as LOW,HIGH (e.g. 15,85), not {args.bucket_percentiles!r}.") from None
+        settings["low_percentile"], settings["high_percentile"] = low, high
+    return settings
+
+
+def main(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    console = Console()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    try:
+        if argv[:1] == ["report"]:
+            return report_command(argv[1:], console)
+        args = parser().parse_args(argv)
+        results_dir = args.results_dir or SearchContext.results_dir
+        if args.list:
+            return list_runs(Path(results_dir), console)
+        return search_command(args, console)
+    except UserError as error:
+        console.print(f"[bold red]Error:[/] {error}", highlight=False)
+        return 2
+
+
+def search_command(args: argparse.Namespace, console) -> int:
+    from neuron_search import NeuronSearch
+    from services.display import RichProgress
+    from services.results import print_summary, write_run_results
+
+    settings = settings_from(args)
+    if args.resume:
+        search = NeuronSearch.resume(args.resume, **settings)
+    else:
+        search = NeuronSearch(**settings)
+    progress = False if args.quiet else RichProgress(stats_every=args.stats_every, console=console)
+    result = search.run(progress=progress)
+    paths = write_run_results(result.run_dir)
+    print_summary(result, console)
+    console.print(f"Results written to [bold]{result.run_dir}[/]: " + ", ".join(p.name for p in paths.values()))
+    if result.stop_reason == "stopped by the user":
+        console.print(f"Stopped after the batch in flight. Continue with: [bold]python run.py --resume {result.run_id}[/]")
+    return 0
+
+
+def report_command(argv: list[str], console) -> int:
+    from services.results import write_run_results
+
+    p = argparse.ArgumentParser(prog="run.py report", description="Rebuild results.json, records.csv and report.html of a past run.")
+    p.add_argument("run_id")
+    p.add_argument("--results-dir", default=SearchContext.results_dir)
+    args = p.parse_args(argv)
+    run_dir = Path(args.results_dir) / args.run_id
+    if not (run_dir / "run.json").is_file():
+        raise UserError(f"There is no run {args.run_id!r} in {args.results_dir}/. `python run.py --list` shows the runs there.")
+    paths = write_run_results(run_dir)
+    console.print(f"Wrote {paths['html']}")
+    return 0
+
+
+def list_runs(results_dir: Path, console) -> int:
+    from rich.table import Table
+
+    from services.results import run_summary
+
+    table = Table(title=f"Runs in {results_dir}/", title_justify="left")
+    for column in ("run id", "model", "layer", "neuron", "prompts", "best", "date"):
+        table.add_column(column, justify="right" if column in ("layer", "neuron", "prompts", "best") else "left")
+    for run_json in sorted(results_dir.glob("*/run.json")):
+        summary = run_summary(run_json.parent)
+        table.add_row(*summary)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,91 @@
+"""What a person watches: the live progress line, the statistics block and the result tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from context import SearchContext
+from state import Record, SearchState, Stats
+
+
+class ProgressDisplay(Protocol):
+    def update(self, state: SearchState, context: SearchContext) -> None: ...
+    def close(self) -> None: ...
+
+
+class RichProgress:
+    """A live progress line (in a terminal or a notebook), plus the statistics every N iterations."""
+
+    def __init__(self, stats_every: int = 0, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.stats_every = stats_every
+        self._bar = Progress(
+            TextColumn("[bold]iteration"),
+            MofNCompleteColumn(),
+            BarColumn(bar_width=16),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=self.console,
+        )
+        self._task = None
+
+    def update(self, state: SearchState, context: SearchContext) -> None:
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("", total=context.iterations)
+        stats, best = state["stats"], state.get("best")
+        best_text = f"best [bold green]{best['activation']:.4f}[/] {best['prompt'][:48]!r}" if best else "best -"
+        self._bar.update(
+            self._task,
+            completed=min(state["iteration"], context.iterations),
+            description=f"tried {stats['generated']}  accepted {stats['accepted']}  {best_text}",
+        )
+        if self.stats_every and state["iteration"] % self.stats_every == 0 and state["iteration"]:
+            self._bar.console.print(stats_table(stats, f"Statistics after iteration {state['iteration']}"))
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._bar.stop()
+
+
+def records_table(records: Sequence[Record], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("activation", justify="right")
+    table.add_column("peak token")
+    table.add_column("source")
+    table.add_column("iter", justify="right")
+    table.add_column("prompt", overflow="fold")
+    for rank, r in enumerate(records, 1):
+        table.add_row(str(rank), f"{r['activation']:.4f}", repr(r["token"]), r["source"], str(r["iteration"]), r["prompt"])
+    return table
+
+
+def stats_table(stats: Stats, title: str = "Statistics", buckets: dict[str, int] | None = None, unique: int | None = None) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    generated = max(stats["generated"], 1)
+    rows = [
+        ("prompts generated", f"{stats['generated']}"),
+        ("accepted", f"{stats['accepted']} ({100 * stats['accepted'] / generated:.1f}%)"),
+        ("rejected as semantic near-copies", f"{stats['rejected_similar']}"),
+        ("rejected as exact duplicates", f"{stats['rejected_duplicate']}"),
+        ("rejected as empty", f"{stats['rejected_empty']}"),
+        ("measured", f"{stats['measured']}"),
+        ("failed to measure", f"{stats['failed']}"),
+        ("LLM calls (errors, empty answers)", f"{stats['llm_calls']} ({stats['llm_errors']}, {stats['llm_empty']})"),
+        ("regenerations / fallback batches", f"{stats['regenerations']} / {stats['fallback_batches']}"),
+    ]
+    if buckets is not None:
+        rows.append(("buckets high / mid / low", f"{buckets['high']} / {buckets['mid']} / {buckets['low']}"))
+    if unique is not None:
+        rows.append(("unique prompts", f"{unique}"))
+    for row in rows:
+        table.add_row(*row)
+    return table

@@ -1,0 +1,95 @@
+"""The run's append-only history: every measured prompt, in one SQLite file.
+
+The graph state keeps only the current batch and the top/bottom records; everything else is
+here. Rows are keyed by (iteration, slot), so replaying a batch after a crash writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypedDict
+
+from state import Measurement, Source
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    iteration  INTEGER NOT NULL,
+    slot       INTEGER NOT NULL,
+    source     TEXT    NOT NULL,
+    prompt     TEXT    NOT NULL,
+    activation REAL,
+    token      TEXT    NOT NULL,
+    tokens     TEXT    NOT NULL,
+    vals       TEXT    NOT NULL,
+    error      TEXT    NOT NULL,
+    PRIMARY KEY (iteration, slot)
+)
+"""
+
+
+class StoredRecord(TypedDict):
+    iteration: int
+    slot: int
+    source: Source
+    prompt: str
+    activation: float | None  # None when the prompt could not be measured
+    token: str  # where the neuron fired most
+    tokens: list[str]
+    values: list[float]
+    error: str
+
+
+class RecordStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+
+    def append(self, iteration: int, source: Source, batch: list[Measurement]) -> None:
+        """Write one measured batch in a single transaction."""
+        rows = [
+            (
+                iteration,
+                slot,
+                source,
+                m["prompt"],
+                None if m["error"] else m["activation"],
+                m["tokens"][m["peak"]] if m["tokens"] else "",
+                json.dumps(m["tokens"]),
+                json.dumps(m["values"]),
+                m["error"],
+            )
+            for slot, m in enumerate(batch)
+        ]
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def __iter__(self) -> Iterator[StoredRecord]:
+        cursor = self._db.execute("SELECT * FROM records ORDER BY iteration, slot")
+        for row in cursor:
+            yield StoredRecord(
+                iteration=row[0],
+                slot=row[1],
+                source=row[2],
+                prompt=row[3],
+                activation=row[4],
+                token=row[5],
+                tokens=json.loads(row[6]),
+                values=json.loads(row[7]),
+                error=row[8],
+            )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def unique_prompts(self) -> int:
+        return self._db.execute("SELECT COUNT(DISTINCT prompt) FROM records").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

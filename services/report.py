@@ -1,0 +1,681 @@
+"""A run's results on disk: results.json, records.csv and a self-contained report.html.
+
+The record store is streamed once. Memory stays bounded however long the run: the CSV is written
+row by row, only the top/bottom records are kept (heaps), and the scatter plot keeps a reservoir
+sample of points plus every point that raised the best activation, so the best-so-far curve and
+the winning prompts are always drawn even when the dots are thinned out.
+
+Everything in the HTML that comes from a prompt or a token was written by an LLM, so it is
+escaped; the page uses no scripts and no external resources and opens offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import html
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from services.record_store import StoredRecord
+
+MAX_PLOT_POINTS = 5_000
+SOURCES = ("seed", "llm", "fallback")
+SOURCE_COLOURS = {"seed": "#7b61b5", "llm": "#1f7ab8", "fallback": "#e08a00"}
+OTHER_SOURCE_COLOUR = "#777777"
+BEST_COLOUR = "#c0262d"
+# Token highlight colours (Neuroscope-like): white -> orange for positive, white -> blue for negative.
+POSITIVE_RGB = (234, 88, 12)
+NEGATIVE_RGB = (37, 99, 235)
+TITLE_KEYS = ("model", "layer", "neuron", "llm", "position")
+CSV_COLUMNS = ("iteration", "slot", "source", "prompt", "activation", "token", "error", "tokens", "values")
+
+
+class Point(NamedTuple):
+    iteration: int
+    slot: int
+    activation: float
+    source: str
+
+
+# ----------------------------------------------------------------------------------------------
+# Streaming pass
+
+
+@dataclass
+class Summary:
+    """What one pass over the records keeps: bounded whatever the number of records."""
+
+    top_n: int
+    bottom_n: int
+    seen: int = 0
+    measured: int = 0
+    failed: int = 0
+    by_source: Counter = field(default_factory=Counter)
+    # Heaps hold (key, tiebreak, record); the tiebreak keeps dicts out of comparisons and, on
+    # equal activations, keeps the earlier record.
+    _top: list = field(default_factory=list)
+    _bottom: list = field(default_factory=list)
+    _sample: list[Point] = field(default_factory=list)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+    improvements: dict[int, Point] = field(default_factory=dict)  # iteration -> last new best
+    best: StoredRecord | None = None
+    token_min: float = 0.0
+    token_max: float = 0.0
+    last_iteration: int = 0
+
+    def add(self, record: StoredRecord) -> None:
+        self.seen += 1
+        self.last_iteration = max(self.last_iteration, int(record["iteration"]))
+        self.by_source[record["source"]] += 1
+        activation = _finite(record["activation"])
+        if activation is None:
+            self.failed += 1
+            return
+        self.measured += 1
+        self._track_tokens(record["values"])
+        self._rank(record, activation)
+        self._plot(record, activation)
+
+    def _track_tokens(self, values: list[float]) -> None:
+        if not values:
+            return
+        lo, hi = min(values), max(values)
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # rare: skip NaN/inf only then
+            finite = [v for v in values if math.isfinite(v)] or [0.0]
+            lo, hi = min(finite), max(finite)
+        self.token_min = min(self.token_min, lo)
+        self.token_max = max(self.token_max, hi)
+
+    def _rank(self, record: StoredRecord, activation: float) -> None:
+        tiebreak = -self.seen
+        _push_bounded(self._top, (activation, tiebreak, record), self.top_n)
+        _push_bounded(self._bottom, (-activation, tiebreak, record), self.bottom_n)
+
+    def _plot(self, record: StoredRecord, activation: float) -> None:
+        point = Point(int(record["iteration"]), int(record["slot"]), activation, record["source"])
+        if self.best is None or activation > float(self.best["activation"]):
+            self.best = record
+            self.improvements[point.iteration] = point
+        # Reservoir sampling: a uniform sample of all measured points in one pass.
+        if len(self._sample) < MAX_PLOT_POINTS:
+            self._sample.append(point)
+        else:
+            index = self._rng.randrange(self.measured)
+            if index < MAX_PLOT_POINTS:
+                self._sample[index] = point
+
+    @property
+    def top(self) -> list[StoredRecord]:
+        return [r for _, _, r in sorted(self._top, reverse=True)]
+
+    @property
+    def bottom(self) -> list[StoredRecord]:
+        return [r for _, _, r in sorted(self._bottom, reverse=True)]
+
+    @property
+    def downsampled(self) -> bool:
+        return self.measured > MAX_PLOT_POINTS
+
+    def plot_points(self) -> list[Point]:
+        """The sample plus the points that must always be visible: every new best and the top."""
+        keep = {(p.iteration, p.slot): p for p in self._sample}
+        must = list(self.improvements.values()) + [_point(r) for r in self.top]
+        keep.update({(p.iteration, p.slot): p for p in must})
+        return sorted(keep.values())
+
+
+def _push_bounded(heap: list, item: tuple, size: int) -> None:
+    if size <= 0:
+        return
+    if len(heap) < size:
+        heapq.heappush(heap, item)
+    elif item[:2] > heap[0][:2]:
+        heapq.heapreplace(heap, item)
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _point(record: StoredRecord) -> Point:
+    return Point(int(record["iteration"]), int(record["slot"]), float(record["activation"]), record["source"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry point
+
+
+def write_results(
+    run_dir: Path,
+    settings: dict,
+    stats: dict,
+    records: Iterable[StoredRecord],
+    top_n: int = 20,
+    bottom_n: int = 10,
+    bucket_counts: dict[str, int] | None = None,
+) -> dict[str, Path]:
+    """Write results.json, records.csv and report.html into run_dir; return their paths by name."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": run_dir / "results.json",
+        "csv": run_dir / "records.csv",
+        "html": run_dir / "report.html",
+    }
+    summary = Summary(top_n=top_n, bottom_n=bottom_n)
+    _write_csv(paths["csv"], _tap(records, summary))
+    buckets = dict(bucket_counts or {})
+    statistics = _statistics(stats)
+    paths["json"].write_text(
+        json.dumps(_results_json(settings, statistics, buckets, summary), indent=2, default=str),
+        encoding="utf-8",
+    )
+    paths["html"].write_text(render_html(settings, statistics, buckets, summary), encoding="utf-8")
+    return paths
+
+
+def _tap(records: Iterable[StoredRecord], summary: Summary) -> Iterator[StoredRecord]:
+    """Feed each record to the summary on its way to the CSV, so the records are read once."""
+    for record in records:
+        summary.add(record)
+        yield record
+
+
+def _write_csv(path: Path, records: Iterable[StoredRecord]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for r in records:
+            activation = "" if r["activation"] is None else repr(float(r["activation"]))
+            writer.writerow(
+                [
+                    r["iteration"],
+                    r["slot"],
+                    r["source"],
+                    r["prompt"],
+                    activation,
+                    r["token"],
+                    r["error"],
+                    json.dumps(r["tokens"], ensure_ascii=False),
+                    json.dumps(r["values"]),
+                ]
+            )
+
+
+def _statistics(stats: dict) -> dict[str, float | int]:
+    generated = stats.get("generated", 0)
+    rate = float(stats.get("accepted", 0)) / generated if generated else 0.0
+    statistics: dict[str, float | int] = {}
+    for key, value in stats.items():
+        statistics[key] = value
+        if key == "accepted":
+            statistics["accepted_rate"] = rate  # next to its counter in the report's table
+    statistics.setdefault("accepted_rate", rate)
+    return statistics
+
+
+def _brief(record: StoredRecord) -> dict[str, Any]:
+    return {
+        "prompt": record["prompt"],
+        "activation": float(record["activation"]),
+        "token": record["token"],
+        "source": record["source"],
+        "iteration": int(record["iteration"]),
+    }
+
+
+def _results_json(settings: dict, statistics: dict, buckets: dict, summary: Summary) -> dict[str, Any]:
+    return {
+        "settings": settings,
+        "statistics": statistics,
+        "bucket_counts": buckets,
+        "records": {
+            "total": summary.seen,
+            "measured": summary.measured,
+            "failed": summary.failed,
+            "by_source": dict(summary.by_source),
+        },
+        "best": _brief(summary.best) if summary.best else None,
+        "top": [_brief(r) for r in summary.top],
+        "bottom": [_brief(r) for r in summary.bottom],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_html(settings: dict, statistics: dict, buckets: dict, summary: Summary) -> str:
+    scale = max(abs(summary.token_min), abs(summary.token_max)) or 1.0
+    sections = [
+        _header(settings),
+        _headline(statistics, summary),
+        _section("Activation over the search", _chart(summary) + _chart_note(summary)),
+        _section(
+            f"Top {len(summary.top)} prompts",
+            _scale_legend(scale) + _prompt_table(summary.top, scale),
+        ),
+        _section(
+            f"Bottom {len(summary.bottom)} prompts",
+            _prompt_table(summary.bottom, scale),
+        ),
+        _section("Statistics", _stats_tables(statistics, buckets, summary)),
+    ]
+    model, layer, neuron = (settings.get(k, "?") for k in ("model", "layer", "neuron"))
+    head = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(f'{model} · layer {layer} · neuron {neuron}')}</title>\n<style>{CSS}</style>\n</head>\n"
+    )
+    return head + "<body>\n<main>\n" + "\n".join(sections) + "\n</main>\n</body>\n</html>\n"
+
+
+def _section(title: str, body: str) -> str:
+    anchor = title.split()[0].lower()  # chart: #activation, tables: #top, #bottom, #statistics
+    return f'<section id="{_e(anchor)}">\n<h2>{_e(title)}</h2>\n{body}\n</section>'
+
+
+def _header(settings: dict) -> str:
+    chips = "".join(
+        f'<span class="chip"><b>{_e(k)}</b> {_e(settings[k])}</span>'
+        for k in ("llm", "position")
+        if k in settings
+    )
+    others = [(k, v) for k, v in settings.items() if k not in TITLE_KEYS]
+    table = ""
+    if others:
+        cells = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(_setting(v))}</dd></div>" for k, v in others)
+        table = f'<details class="settings" open><summary>Settings</summary><dl>{cells}</dl></details>'
+    layer, neuron = _e(settings.get("layer", "?")), _e(settings.get("neuron", "?"))
+    return (
+        '<header>\n<p class="kicker">Max-activating prompts</p>\n'
+        f'<h1>Neuron <span class="mono">L{layer}/N{neuron}</span>'
+        f' <span class="model">{_e(settings.get("model", "?"))}</span></h1>\n'
+        f'<div class="chips">{chips}</div>\n{table}\n</header>'
+    )
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) if value else "–"
+    if value is None or value == "":
+        return "–"
+    return str(value)
+
+
+def _headline(statistics: dict, summary: Summary) -> str:
+    best = summary.best
+    if best:
+        best_note = f"peak at {_token_label(best['token'])} · iteration {int(best['iteration'])}"
+    else:
+        best_note = "nothing measured"
+    measured = statistics.get("measured", summary.measured)
+    generated, accepted = statistics.get("generated", 0), statistics.get("accepted", 0)
+    errors, fallbacks = statistics.get("llm_errors", 0), statistics.get("fallback_batches", 0)
+    # (label, value, note as HTML already escaped)
+    cards = [
+        ("Best activation", _fmt(float(best["activation"])) if best else "–", best_note),
+        ("Prompts measured", f"{measured:,}", _e(f"{summary.failed:,} failed · {summary.seen:,} records")),
+        ("Accepted rate", f"{statistics['accepted_rate']:.1%}", _e(f"{accepted:,} of {generated:,} candidates")),
+        ("LLM calls", f"{statistics.get('llm_calls', 0):,}", _e(f"{errors:,} errors · {fallbacks:,} fallback batches")),
+    ]
+    html_cards = "".join(
+        f'<div class="card"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div>'
+        f'<div class="note">{note}</div></div>'
+        for label, value, note in cards
+    )
+    return f'<section class="cards">{html_cards}</section>' + _best_prompt(best)
+
+
+def _best_prompt(best: StoredRecord | None) -> str:
+    # The raw text, untokenized, so it can be read and copied as the LLM wrote it.
+    if not best:
+        return ""
+    return (
+        f'<section class="best-prompt"><div class="label">Best prompt · {_source_pill(best["source"])}</div>'
+        f'<pre>{_e(best["prompt"])}</pre></section>'
+    )
+
+
+def _token_label(token: str) -> str:
+    """A token as shown inline: escaped, spaces visible, newlines as ↵."""
+    return f'<code class="tokname">{_e(_visible(token))}</code>'
+
+
+def _visible(token: str) -> str:
+    return token.replace("\r\n", "↵").replace("\n", "↵").replace("\r", "↵")
+
+
+# ---- tokens ------------------------------------------------------------------------------------
+
+
+def _token_spans(record: StoredRecord, scale: float) -> str:
+    tokens, values = record["tokens"], record["values"]
+    if not tokens:
+        return f'<span class="plain">{_e(record["prompt"])}</span>'
+    peak = _peak_index(tokens, values, record["token"])
+    spans = []
+    values = list(values) + [math.nan] * (len(tokens) - len(values))  # never drop a token from view
+    for i, (token, value) in enumerate(zip(tokens, values)):
+        cls = "tok peak" if i == peak else "tok"
+        spans.append(
+            f'<span class="{cls}" style="background:{_token_colour(value, scale)}" '
+            f'title="{_e(repr(token))}: {_e(_fmt(value))}">{_e(_visible(token))}</span>'
+        )
+    return "".join(spans)
+
+
+def _peak_index(tokens: list[str], values: list[float], peak_token: str) -> int:
+    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+    if not finite:
+        return -1
+    # Prefer the store's peak token (it may differ from the argmax only on ties or odd values).
+    matching = [(v, i) for v, i in finite if tokens[i] == peak_token] or finite
+    return max(matching, key=lambda vi: (vi[0], -vi[1]))[1]
+
+
+def _token_colour(value: float, scale: float) -> str:
+    if not math.isfinite(value) or value == 0:
+        return "transparent"
+    alpha = min(abs(value) / scale, 1.0)
+    r, g, b = POSITIVE_RGB if value > 0 else NEGATIVE_RGB
+    return f"rgba({r},{g},{b},{alpha:.3f})"
+
+
+def _scale_legend(scale: float) -> str:
+    neg = "rgb({},{},{})".format(*NEGATIVE_RGB)
+    pos = "rgb({},{},{})".format(*POSITIVE_RGB)
+    return (
+        '<div class="scale"><span>Token colour: activation relative to the run\'s largest |value|</span>'
+        f'<span class="mono">−{_fmt(scale, 2)}</span>'
+        f'<span class="bar" style="background:linear-gradient(90deg,{neg},#fff,{pos})"></span>'
+        f'<span class="mono">+{_fmt(scale, 2)}</span>'
+        '<span class="peak-demo tok peak">peak</span><span>= peak token · hover a token for its value</span></div>'
+    )
+
+
+def _prompt_table(records: list[StoredRecord], scale: float) -> str:
+    if not records:
+        return '<p class="empty">No measured prompts.</p>'
+    rows = "".join(
+        f"<tr><td class=\"rank\">{i}</td><td class=\"num\">{_fmt(float(r['activation']))}</td>"
+        f"<td class=\"prompt\">{_token_spans(r, scale)}</td>"
+        f"<td>{_source_pill(r['source'])}</td><td class=\"num\">{int(r['iteration'])}</td></tr>"
+        for i, r in enumerate(records, start=1)
+    )
+    return (
+        '<table class="prompts"><thead><tr><th>#</th><th class="num">Activation</th><th>Prompt</th>'
+        f'<th>Source</th><th class="num">Iter.</th></tr></thead><tbody>{rows}</tbody></table>'
+    )
+
+
+def _source_pill(source: str) -> str:
+    colour = SOURCE_COLOURS.get(source, OTHER_SOURCE_COLOUR)
+    return f'<span class="pill" style="--c:{colour}">{_e(source)}</span>'
+
+
+# ---- statistics --------------------------------------------------------------------------------
+
+
+def _stats_tables(statistics: dict, buckets: dict, summary: Summary) -> str:
+    rows = "".join(
+        f"<tr><th>{_e(k.replace('_', ' '))}</th><td class=\"num\">{_e(_stat(k, v))}</td></tr>"
+        for k, v in statistics.items()
+    )
+    source_rows = "".join(
+        f'<tr><th>{_source_pill(s)}</th><td class="num">{n:,}</td></tr>'
+        for s, n in summary.by_source.most_common()
+    )
+    bucket_rows = "".join(
+        f'<tr><th>{_e(k)}</th><td class="num">{_e(_stat(k, v))}</td></tr>' for k, v in buckets.items()
+    )
+    bucket_table = bucket_rows or '<tr><td colspan="2" class="empty">none recorded</td></tr>'
+    return (
+        '<div class="stats">'
+        f'<table class="kv"><caption>Counters</caption>{rows}</table>'
+        f'<table class="kv"><caption>Bucket counts</caption>{bucket_table}</table>'
+        f'<table class="kv"><caption>Records by source</caption>{source_rows}</table>'
+        "</div>"
+    )
+
+
+def _stat(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1%}" if key.endswith("_rate") else f"{value:,.3f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+# ---- chart -------------------------------------------------------------------------------------
+
+CHART_W, CHART_H = 1000, 380
+MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 20, 40, 48
+
+
+def _nice_ticks(
+    lo: float, hi: float, count: int = 6, steps: tuple[float, ...] = (1, 2, 2.5, 5, 10)
+) -> list[float]:
+    """Round tick values (1, 2, 5 × 10^k) covering [lo, hi]."""
+    if hi <= lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    raw = (hi - lo) / max(count - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in steps if m * magnitude >= raw)
+    first = math.floor(lo / step) * step
+    ticks = []
+    value = first
+    while value <= hi + step * 0.5:
+        ticks.append(round(value, 10))
+        value += step
+    if ticks[-1] < hi:
+        ticks.append(round(value, 10))
+    return ticks
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e5 else f"{value:.1e}"
+
+
+def _jitter(slot: int) -> float:
+    # Spread a batch's dots across its iteration so prompts of one batch do not overplot.
+    return ((slot * 0.618034) % 1.0 - 0.5) * 0.6
+
+
+def _chart(summary: Summary) -> str:
+    points = summary.plot_points()
+    if not points:
+        return '<p class="empty">No measured prompts to plot.</p>'
+    x_ticks = _nice_ticks(min(p.iteration for p in points), max(summary.last_iteration, 1), 8, (1, 2, 5, 10))
+    x_ticks = [int(t) for t in x_ticks if float(t).is_integer()] or [0, 1]
+    y_ticks = _nice_ticks(min(p.activation for p in points), max(p.activation for p in points))
+    x0, x1 = x_ticks[0] - 0.5, max(summary.last_iteration, 1) + 0.5
+    x_ticks = [t for t in x_ticks if t <= x1]
+    y0, y1 = y_ticks[0], y_ticks[-1]
+    plot_w = CHART_W - MARGIN_L - MARGIN_R
+    plot_h = CHART_H - MARGIN_T - MARGIN_B
+
+    def sx(x: float) -> float:
+        return MARGIN_L + (x - x0) / (x1 - x0) * plot_w
+
+    def sy(y: float) -> float:
+        return MARGIN_T + (1 - (y - y0) / (y1 - y0)) * plot_h
+
+    parts = [_axes(x_ticks, y_ticks, sx, sy, plot_w, plot_h)]
+    if y0 < 0 < y1:
+        y = sy(0)
+        parts.append(f'<line class="zero" x1="{MARGIN_L}" x2="{MARGIN_L + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
+    parts.append(_dots(points, sx, sy))
+    parts.append(_best_curve(summary, sx, sy, summary.last_iteration))
+    parts.append(_chart_legend(summary))
+    return (
+        f'<svg class="chart" viewBox="0 0 {CHART_W} {CHART_H}" role="img" '
+        f'aria-label="Activation of every measured prompt against iteration" '
+        f'xmlns="http://www.w3.org/2000/svg" font-family="inherit">' + "".join(parts) + "</svg>"
+    )
+
+
+def _axes(x_ticks: list[int], y_ticks: list[float], sx, sy, plot_w: float, plot_h: float) -> str:
+    bottom = MARGIN_T + plot_h
+    out = [f'<rect class="plot-bg" x="{MARGIN_L}" y="{MARGIN_T}" width="{plot_w}" height="{plot_h}"/>']
+    for t in y_ticks:
+        y = sy(t)
+        out.append(f'<line class="grid" x1="{MARGIN_L}" x2="{MARGIN_L + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        out.append(
+            f'<text class="tick" x="{MARGIN_L - 8}" y="{y:.1f}" text-anchor="end" dy="0.32em">{_tick_label(t)}</text>'
+        )
+    for t in x_ticks:
+        x = sx(t)
+        out.append(f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 5}"/>')
+        out.append(f'<text class="tick" x="{x:.1f}" y="{bottom + 18}" text-anchor="middle">{t}</text>')
+    out.append(f'<line class="axis" x1="{MARGIN_L}" x2="{MARGIN_L + plot_w}" y1="{bottom}" y2="{bottom}"/>')
+    out.append(f'<line class="axis" x1="{MARGIN_L}" x2="{MARGIN_L}" y1="{MARGIN_T}" y2="{bottom}"/>')
+    out.append(
+        f'<text class="axis-label" x="{MARGIN_L + plot_w / 2}" y="{CHART_H - 8}" text-anchor="middle">iteration</text>'
+    )
+    out.append(
+        f'<text class="axis-label" transform="translate(16 {MARGIN_T + plot_h / 2}) rotate(-90)" '
+        'text-anchor="middle">activation</text>'
+    )
+    return "".join(out)
+
+
+def _dots(points: list[Point], sx, sy) -> str:
+    groups: dict[str, list[str]] = {}
+    for p in points:
+        x, y = sx(p.iteration + _jitter(p.slot)), sy(p.activation)
+        groups.setdefault(p.source, []).append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.6"/>')
+    # One <g> per source keeps the colour in one place and the file small.
+    return "".join(
+        f'<g class="dots" fill="{SOURCE_COLOURS.get(s, OTHER_SOURCE_COLOUR)}">{"".join(c)}</g>'
+        for s, c in groups.items()
+    )
+
+
+def _best_curve(summary: Summary, sx, sy, last_iteration: int) -> str:
+    steps = [summary.improvements[i] for i in sorted(summary.improvements)]
+    if not steps:
+        return ""
+    path = [f"M{sx(steps[0].iteration):.1f},{sy(steps[0].activation):.1f}"]
+    for p in steps[1:]:
+        path.append(f"H{sx(p.iteration):.1f}V{sy(p.activation):.1f}")
+    path.append(f"H{sx(last_iteration):.1f}")
+    return f'<path class="best" d="{"".join(path)}" stroke="{BEST_COLOUR}"/>'
+
+
+def _chart_legend(summary: Summary) -> str:
+    # Above the plot area, so it never hides dots whatever the data's shape.
+    items = [(s, SOURCE_COLOURS[s]) for s in SOURCES if summary.by_source.get(s)]
+    items += [(s, OTHER_SOURCE_COLOUR) for s in summary.by_source if s not in SOURCES]
+    x, y = MARGIN_L, 18
+    out = []
+    for name, colour in items:
+        out.append(f'<circle cx="{x + 5}" cy="{y - 4}" r="4.5" fill="{colour}"/>')
+        out.append(f'<text class="legend" x="{x + 15}" y="{y}">{_e(name)}</text>')
+        x += 15 + 7.5 * len(name) + 20
+    out.append(f'<line class="best" x1="{x}" x2="{x + 24}" y1="{y - 4}" y2="{y - 4}" stroke="{BEST_COLOUR}"/>')
+    out.append(f'<text class="legend" x="{x + 30}" y="{y}">best so far</text>')
+    return "".join(out)
+
+
+def _chart_note(summary: Summary) -> str:
+    if summary.downsampled:
+        shown = len(summary.plot_points())
+        return (
+            f'<p class="note">Showing {shown:,} of {summary.measured:,} measured prompts (uniform sample; '
+            "every new best and the top prompts are always drawn). Failed prompts are not plotted.</p>"
+        )
+    return (
+        f'<p class="note">{summary.measured:,} measured prompts; the dots of one batch are spread across its '
+        f"iteration. Failed prompts ({summary.failed:,}) are not plotted.</p>"
+    )
+
+
+CSS = """
+:root {
+  --fg: #1d2430; --muted: #5f6b7a; --line: #e3e7ee; --bg: #f6f7f9; --card: #fff;
+  --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
+}
+* { box-sizing: border-box; }
+body {
+  margin: 0; background: var(--bg); color: var(--fg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+}
+main { max-width: 1120px; margin: 0 auto; padding: 28px 24px 64px; }
+header { margin-bottom: 20px; }
+.kicker { margin: 0; color: var(--muted); text-transform: uppercase; letter-spacing: .08em; font-size: 12px; font-weight: 600; }
+h1 { margin: 2px 0 8px; font-size: 30px; line-height: 1.2; }
+h1 .model { color: var(--muted); font-weight: 500; font-size: 22px; margin-left: 6px; }
+h2 { font-size: 18px; margin: 0 0 12px; }
+.mono, code { font-family: var(--mono); }
+.chips { display: flex; gap: 8px; flex-wrap: wrap; }
+.chip { background: var(--card); border: 1px solid var(--line); border-radius: 999px; padding: 2px 10px; font-size: 13px; }
+.chip b { color: var(--muted); font-weight: 600; margin-right: 4px; }
+details.settings { margin-top: 12px; background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 8px 14px; }
+details.settings summary { cursor: pointer; color: var(--muted); font-size: 13px; font-weight: 600; }
+details.settings dl { display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 2px 24px; margin: 8px 0 4px; font-size: 13px; }
+details.settings dl div { display: flex; justify-content: space-between; gap: 12px; border-bottom: 1px dotted var(--line); padding: 2px 0; }
+details.settings dt { color: var(--muted); }
+details.settings dd { margin: 0; font-family: var(--mono); text-align: right; overflow-wrap: anywhere; }
+section { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 18px 20px; margin-bottom: 18px; }
+section.cards { display: grid; grid-template-columns: repeat(4, 1fr); gap: 14px; background: none; border: 0; padding: 0; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px; }
+.card .label { color: var(--muted); font-size: 13px; font-weight: 600; }
+.card .value { font-size: 28px; font-weight: 700; font-variant-numeric: tabular-nums; line-height: 1.25; }
+.card .note { color: var(--muted); font-size: 12.5px; }
+.tokname { background: #fdeee3; border-radius: 3px; padding: 0 3px; white-space: pre-wrap; color: var(--fg); }
+svg.chart { width: 100%; height: auto; display: block; font-size: 12px; }
+svg .plot-bg { fill: #fbfcfd; }
+svg .grid { stroke: #e8ebf0; stroke-width: 1; }
+svg .axis { stroke: #8a94a3; stroke-width: 1; }
+svg .zero { stroke: #8a94a3; stroke-dasharray: 4 3; }
+svg .tick { fill: var(--muted); font-size: 12px; font-variant-numeric: tabular-nums; }
+svg .axis-label { fill: var(--fg); font-size: 13px; font-weight: 600; }
+svg .dots circle { fill-opacity: .55; }
+svg .best { fill: none; stroke-width: 2.2; stroke-linejoin: round; }
+svg .legend { fill: var(--fg); font-size: 12.5px; }
+section.best-prompt { padding: 12px 16px; }
+section.best-prompt .label { color: var(--muted); font-size: 13px; font-weight: 600; margin-bottom: 4px; }
+section.best-prompt pre { margin: 0; font: 14px/1.5 var(--mono); white-space: pre-wrap; overflow-wrap: anywhere; }
+p.note { color: var(--muted); font-size: 12.5px; margin: 6px 0 0; }
+.scale { display: flex; align-items: center; gap: 8px; flex-wrap: wrap; font-size: 12.5px; color: var(--muted); margin-bottom: 10px; }
+.scale .bar { width: 160px; height: 10px; border-radius: 3px; border: 1px solid var(--line); }
+.scale .peak-demo { margin-left: 14px; color: var(--fg); }
+table.prompts { width: 100%; border-collapse: collapse; }
+table.prompts th { text-align: left; font-size: 12px; color: var(--muted); font-weight: 600; border-bottom: 1px solid var(--line); padding: 6px 8px; }
+table.prompts td { border-bottom: 1px solid var(--line); padding: 7px 8px; vertical-align: baseline; }
+table.prompts tbody tr:hover { background: #fafbfc; }
+td.rank { color: var(--muted); width: 2.5em; font-variant-numeric: tabular-nums; }
+.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.prompts th.num { text-align: right; }
+td.prompt { font-family: var(--mono); font-size: 13.5px; line-height: 1.9; white-space: pre-wrap; overflow-wrap: anywhere; width: 100%; }
+.tok { white-space: pre-wrap; border-radius: 2px; padding: 1px 0; }
+.tok.peak { outline: 2px solid #1d2430; outline-offset: 0; border-radius: 2px; }
+.plain { color: var(--muted); }
+.pill { display: inline-block; font-size: 12px; padding: 0 8px; border-radius: 999px; color: var(--c); background: color-mix(in srgb, var(--c) 12%, white); border: 1px solid color-mix(in srgb, var(--c) 35%, white); }
+.stats { display: grid; grid-template-columns: repeat(3, 1fr); gap: 24px; align-items: start; }
+table.kv { border-collapse: collapse; width: 100%; font-size: 13.5px; }
+table.kv caption { text-align: left; font-weight: 600; color: var(--muted); font-size: 12.5px; padding-bottom: 4px; }
+table.kv th { text-align: left; font-weight: 400; padding: 3px 0; border-bottom: 1px solid var(--line); }
+table.kv td { padding: 3px 0; border-bottom: 1px solid var(--line); }
+.empty { color: var(--muted); font-style: italic; }
+@media (max-width: 800px) { section.cards, .stats { grid-template-columns: 1fr 1fr; } }
+"""

@@ -1,0 +1,92 @@
+"""A run's results on disk: results.json, records.csv and report.html, and the summary tables."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from services.display import records_table, stats_table
+from services.record_store import RecordStore
+from services.report import write_results
+from state import SearchState
+
+
+def saved_state(run_dir: Path) -> SearchState:
+    """The latest checkpointed graph state of a run (empty if it never checkpointed)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = run_dir / "checkpoints.sqlite"
+    if not path.is_file():
+        return SearchState()
+    connection = sqlite3.connect(path, check_same_thread=False)
+    try:
+        saved = SqliteSaver(connection).get_tuple({"configurable": {"thread_id": run_dir.name}})
+    finally:
+        connection.close()
+    return saved.checkpoint["channel_values"] if saved else SearchState()
+
+
+def bucket_counts(activations: np.ndarray, low_percentile: float, high_percentile: float) -> dict[str, int]:
+    if activations.size == 0:
+        return {"low": 0, "mid": 0, "high": 0}
+    low, high = np.percentile(activations, [low_percentile, high_percentile])
+    n_high = int((activations >= high).sum())
+    n_low = int((activations <= low).sum())
+    return {"low": n_low, "mid": int(activations.size) - n_low - n_high, "high": n_high}
+
+
+def _measured(run_dir: Path) -> tuple[np.ndarray, int]:
+    """The activations of all measured prompts and the number of distinct prompts."""
+    store = RecordStore(run_dir / "records.sqlite")
+    try:
+        values = [r["activation"] for r in store if r["activation"] is not None]
+        unique = store.unique_prompts()
+    finally:
+        store.close()
+    return np.asarray(values, dtype=np.float64), unique
+
+
+def write_run_results(run_dir: Path) -> dict[str, Path]:
+    """(Re)write results.json, records.csv and report.html from the run's stores."""
+    settings = json.loads((run_dir / "run.json").read_text())
+    state = saved_state(run_dir)
+    activations, _ = _measured(run_dir)
+    buckets = bucket_counts(activations, settings["low_percentile"], settings["high_percentile"])
+    store = RecordStore(run_dir / "records.sqlite")
+    try:
+        return write_results(run_dir, settings, dict(state.get("stats", {})), iter(store), bucket_counts=buckets)
+    finally:
+        store.close()
+
+
+def print_summary(result, console: Console) -> None:
+    """The final tables: top and bottom prompts, then the statistics."""
+    k = result.context.top_k
+    activations, unique = _measured(result.run_dir)
+    buckets = bucket_counts(activations, result.context.low_percentile, result.context.high_percentile)
+    console.print(records_table(result.top(k), f"Top {k} prompts"))
+    console.print(records_table(result.bottom(k), f"Bottom {k} prompts"))
+    console.print(stats_table(result.state["stats"], "Statistics", buckets=buckets, unique=unique))
+    if result.stop_reason:
+        console.print(f"Stopped: {result.stop_reason}.")
+
+
+def run_summary(run_dir: Path) -> tuple[str, ...]:
+    """One row of `run.py --list`: id, model, layer, neuron, prompts, best, date."""
+    settings = json.loads((run_dir / "run.json").read_text())
+    state = saved_state(run_dir)
+    best = state.get("best")
+    return (
+        run_dir.name,
+        settings["model"],
+        str(settings["layer"]),
+        str(settings["neuron"]),
+        str(state.get("stats", {}).get("measured", 0)),
+        f"{best['activation']:.4f}" if best else "-",
+        time.strftime("%Y-%m-%d %H:%M", time.localtime((run_dir / "run.json").stat().st_mtime)),
+    )

@@ -1,0 +1,76 @@
+"""The services a run needs, loaded once per process and cached.
+
+Models are cached by what identifies them (name, device), so a second run in the same process
+(a notebook, Studio's server) reuses them; the record store and the semantic index belong to
+one run folder and are rebuilt from the store when a run is resumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from context import SearchContext
+from services.prompt_index import PromptIndex, load_embedder
+from services.proposer import Proposer
+from services.record_store import RecordStore
+from services.subject_model import SubjectModel
+
+
+def context_of(runtime: Runtime[SearchContext] | None) -> SearchContext:
+    """The run's context; Studio passes none when the form is left empty."""
+    context = getattr(runtime, "context", None)
+    if context is None:
+        return SearchContext()
+    if isinstance(context, dict):
+        return SearchContext(**context)
+    return context
+
+
+@dataclass
+class Services:
+    subject: SubjectModel
+    index: PromptIndex
+    store: RecordStore
+    proposer: Proposer
+
+
+def run_dir(ctx: SearchContext, run_id: str) -> Path:
+    return Path(ctx.results_dir) / run_id
+
+
+@cache
+def subject_model(name: str, device: str) -> SubjectModel:
+    return SubjectModel.load(name, device)
+
+
+# One entry per open run folder: its semantic index, record store and proposer.
+_runs: dict[Path, tuple[PromptIndex, RecordStore, Proposer]] = {}
+
+
+def _open_run(folder: Path, ctx: SearchContext) -> tuple[PromptIndex, RecordStore, Proposer]:
+    if folder not in _runs:
+        store = RecordStore(folder / "records.sqlite")
+        index = PromptIndex(load_embedder(ctx.embedder, "cpu"))
+        measured = [r for r in store if r["activation"] is not None]
+        index.add([r["prompt"] for r in measured], [r["activation"] for r in measured])
+        _runs[folder] = (index, store, Proposer(ctx.llm, ctx.temperature))
+    return _runs[folder]
+
+
+def services_for(ctx: SearchContext, run_id: str) -> Services:
+    """The run's services; the first call loads the models and checks layer and neuron."""
+    subject = subject_model(ctx.model, ctx.device)
+    subject.validate(ctx.layer, ctx.neuron)
+    index, store, proposer = _open_run(run_dir(ctx, run_id).resolve(), ctx)
+    return Services(subject=subject, index=index, store=store, proposer=proposer)
+
+
+def release_run(ctx: SearchContext, run_id: str) -> None:
+    """Close the run's record store and forget its index; the models stay cached."""
+    entry = _runs.pop(run_dir(ctx, run_id).resolve(), None)
+    if entry is not None:
+        entry[1].close()

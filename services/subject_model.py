@@ -1,0 +1,173 @@
+"""The subject model: the transformer whose neuron is searched, booted through TransformerBridge.
+
+A batch of prompts is measured in one right-padded forward pass that stops after the neuron's
+layer. Each prompt is tokenized here, with one BOS token in front, so that what is measured,
+what is masked (BOS and padding) and what is shown to the user are the same tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from services.errors import UserError
+from state import Measurement
+
+log = logging.getLogger("neuron_search")
+
+EMBEDDED = "embedded"
+
+
+def resolve_device(device: str) -> str:
+    """'auto' picks cuda, then mps, then cpu; an explicit device must exist."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU here. Use --device cpu (or auto).")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps was asked for, but PyTorch sees no Apple GPU here. Use --device cpu (or auto).")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise UserError(f"Unknown --device {device!r}. Use auto, cpu, cuda (or cuda:N) or mps.")
+    return device
+
+
+class TokenVocabulary(Sequence[str]):
+    """The model's tokens as text, decoded on access (a 262k-token vocabulary is never listed)."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._size = len(tokenizer)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._tokenizer.decode([index])
+
+
+class SubjectModel:
+    def __init__(self, bridge, name: str, device: str) -> None:
+        self.bridge = bridge
+        self.name = name
+        self.device = device
+        self.tokenizer = bridge.tokenizer
+        self.n_layers: int = bridge.cfg.n_layers
+        self.d_mlp: int = bridge.cfg.d_mlp
+        self.n_ctx: int = bridge.cfg.n_ctx
+        self.vocabulary = TokenVocabulary(self.tokenizer)
+        self._bos = self.tokenizer.bos_token_id
+        self._pad = self.tokenizer.pad_token_id
+        if self._pad is None:
+            self._pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+
+    @classmethod
+    def load(cls, name: str, device: str = "auto") -> SubjectModel:
+        """Boot `name`: a hub name, a local folder, or 'embedded' for the bundled model."""
+        from transformer_lens import TransformerBridge
+
+        device = resolve_device(device)
+        source = name
+        if name == EMBEDDED:
+            from services.bundled import embedded_subject_folder
+
+            source = str(embedded_subject_folder())
+        try:
+            bridge = TransformerBridge.boot_transformers(source, device=device, dtype=torch.float32)
+        except Exception as error:
+            raise UserError(
+                f"Could not load the subject model {name!r} ({type(error).__name__}: {str(error)[:300]}). "
+                "Give a Hugging Face model name that TransformerBridge supports (e.g. gpt2), a local folder "
+                "holding config.json, the weights and the tokenizer, or --model embedded to run offline "
+                "on the bundled Gemma 3 270M."
+            ) from None
+        bridge.eval()
+        return cls(bridge, name, device)
+
+    def validate(self, layer: int, neuron: int) -> None:
+        if not 0 <= layer < self.n_layers:
+            raise UserError(
+                f"Layer {layer} does not exist: {self.name} has {self.n_layers} layers, "
+                f"numbered 0 to {self.n_layers - 1}. Pick --layer in that range."
+            )
+        if not 0 <= neuron < self.d_mlp:
+            raise UserError(
+                f"Neuron {neuron} does not exist: each MLP of {self.name} has {self.d_mlp} neurons "
+                f"(d_mlp), numbered 0 to {self.d_mlp - 1}. Pick --neuron in that range."
+            )
+
+    def _ids(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def truncate(self, prompt: str, max_tokens: int) -> str:
+        """The prompt cut to at most max_tokens tokens (and to what the model's context holds)."""
+        limit = min(max_tokens, self.n_ctx - 1)
+        ids = self._ids(prompt)
+        if len(ids) <= limit:
+            return prompt
+        return self.tokenizer.decode(ids[:limit])
+
+    def measure(
+        self, prompts: Sequence[str], layer: int, neuron: int, position: str = "max", batch_size: int = 32
+    ) -> list[Measurement]:
+        """The neuron's activation for each prompt, with its per-token values."""
+        results: list[Measurement] = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            try:
+                results.extend(self._measure_batch(chunk, layer, neuron, position))
+            except Exception:
+                # One bad prompt must not cost the batch: measure the chunk one by one.
+                results.extend(self._measure_one(p, layer, neuron, position) for p in chunk)
+        return results
+
+    def _measure_one(self, prompt: str, layer: int, neuron: int, position: str) -> Measurement:
+        try:
+            return self._measure_batch([prompt], layer, neuron, position)[0]
+        except Exception as error:
+            log.warning("Could not measure %r: %s", prompt[:60], error)
+            return Measurement(prompt=prompt, activation=0.0, tokens=[], values=[], peak=0, error=f"{type(error).__name__}: {error}")
+
+    @torch.inference_mode()
+    def _measure_batch(self, prompts: list[str], layer: int, neuron: int, position: str) -> list[Measurement]:
+        ids = [self._ids(p) for p in prompts]
+        for prompt, row in zip(prompts, ids):
+            if not row:
+                raise ValueError(f"{prompt!r} tokenizes to nothing")
+        prefix = [self._bos] if self._bos is not None else []
+        width = len(prefix) + max(len(row) for row in ids)
+        tokens = torch.full((len(ids), width), self._pad, dtype=torch.long)
+        for i, row in enumerate(ids):
+            tokens[i, : len(prefix) + len(row)] = torch.tensor(prefix + row)
+        hook = f"blocks.{layer}.mlp.hook_post"
+        captured: list[torch.Tensor] = []
+
+        def keep_neuron(activation: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
+            captured.append(activation[..., neuron].detach().float().cpu())
+
+        # Right padding keeps real tokens' positions and, with causal attention, their values.
+        self.bridge.run_with_hooks(
+            tokens.to(self.device), fwd_hooks=[(hook, keep_neuron)], stop_at_layer=layer + 1
+        )
+        values = captured[0]
+        out: list[Measurement] = []
+        for i, (prompt, row) in enumerate(zip(prompts, ids)):
+            per_token = values[i, len(prefix) : len(prefix) + len(row)].tolist()
+            peak = max(range(len(per_token)), key=per_token.__getitem__)
+            activation = per_token[peak] if position == "max" else per_token[-1]
+            out.append(
+                Measurement(
+                    prompt=prompt,
+                    activation=float(activation),
+                    tokens=[self.tokenizer.decode([t]) for t in row],
+                    values=[round(v, 6) for v in per_token],
+                    peak=peak,
+                    error="",
+                )
+            )
+        return out

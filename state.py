@@ -1,0 +1,95 @@
+"""The graph's state: small, typed, JSON-serialisable and bounded.
+
+A checkpoint of this state is written after every node, so nothing here grows with the number
+of prompts tried: the full history lives in the run's record store (services/record_store.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+Source = Literal["seed", "llm", "fallback"]
+Route = Literal["continue", "stalled", "done"]
+
+
+class Measurement(TypedDict):
+    """One measured prompt of the current batch, with its per-token activations."""
+
+    prompt: str
+    activation: float  # the neuron's activation reduced over positions (max or last)
+    tokens: list[str]  # the prompt's tokens, BOS and padding excluded
+    values: list[float]  # the neuron's activation at each of those tokens
+    peak: int  # index into tokens where the neuron fired most
+    error: str  # "" when measured, else why the prompt could not be measured
+
+
+class Record(TypedDict):
+    """A measured prompt as kept in the top-k / bottom-k tables."""
+
+    prompt: str
+    activation: float
+    token: str  # the token where the neuron fired most
+    source: Source
+    iteration: int
+
+
+class Stats(TypedDict):
+    """Counters over the whole run."""
+
+    generated: int  # candidate prompts proposed (LLM, fallback and seeds)
+    accepted: int  # candidates that passed the semantic filter
+    rejected_similar: int  # rejected as near-copies of mid-bucket prompts
+    rejected_duplicate: int  # rejected as exact duplicates
+    rejected_empty: int  # empty, or nothing left after tokenizing
+    measured: int  # prompts whose activation was measured
+    failed: int  # prompts the subject model could not measure
+    llm_calls: int
+    llm_errors: int  # LLM calls that raised or timed out
+    llm_empty: int  # LLM answers from which no prompt could be parsed
+    regenerations: int  # LLM batches asked again because all were rejected
+    fallback_batches: int  # batches made by the random fallback
+
+
+class SearchState(TypedDict, total=False):
+    run_id: str
+    iteration: int  # completed generate→measure rounds; seeds are iteration 0
+    source: Source  # who made the current candidates
+    candidates: list[str]  # the current batch, before the filter
+    accepted: list[str]  # the current batch, after the filter
+    measured: list[Measurement]  # the current batch, measured
+    rejected_similar: list[str]  # the latest near-copies, shown to the LLM (bounded)
+    top: list[Record]  # the top-k records, highest first
+    bottom: list[Record]  # the bottom-k records, lowest first
+    best: Record | None
+    stats: Stats
+    attempts: int  # consecutive LLM batches rejected whole
+    since_improvement: int  # prompts measured since the best last rose by min_improvement
+    batch_started: float  # UNIX time the current batch started
+    elapsed: float  # seconds of search so far, across resumes
+    route: Route
+    stop_reason: str
+
+
+def empty_stats() -> Stats:
+    return Stats(
+        generated=0,
+        accepted=0,
+        rejected_similar=0,
+        rejected_duplicate=0,
+        rejected_empty=0,
+        measured=0,
+        failed=0,
+        llm_calls=0,
+        llm_errors=0,
+        llm_empty=0,
+        regenerations=0,
+        fallback_batches=0,
+    )
+
+
+def bump(stats: Stats, **increments: int) -> Stats:
+    """A copy of stats with the given counters increased."""
+    new = dict(stats)
+    for key, value in increments.items():
+        new[key] += value
+    return Stats(**new)

@@ -1,0 +1,40 @@
+"""Shared test helpers: a scripted proposer and a run context on the tiny GPT-2."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from context import SearchContext
+from services.proposer import register_chat_model
+
+WORDS = "alpha beta gamma delta river stone cloud seven ninety copper violet engine ledger orbit".split()
+
+
+def fresh_answers(count: int, per_answer: int = 4) -> list[str]:
+    """LLM answers whose prompts are all different from each other."""
+    combos = itertools.permutations(WORDS, 4)
+    return ["\n".join(" ".join(next(combos)) + f" {i}-{j}" for j in range(per_answer)) for i in range(count)]
+
+
+def scripted(answers: list[str]) -> str:
+    """Register a chat model that answers with `answers` in turn (cycling); returns its llm spec."""
+    return register_chat_model(FakeListChatModel(responses=answers))
+
+
+def tiny_context(model_dir: Path, results_dir: Path, llm: str, **overrides) -> SearchContext:
+    settings = dict(
+        model=str(model_dir),
+        layer=1,
+        neuron=3,
+        device="cpu",
+        llm=llm,
+        batch_size=4,
+        iterations=5,
+        results_dir=str(results_dir),
+        run_id="test-run",
+    )
+    settings.update(overrides)
+    return SearchContext(**settings)

@@ -1,0 +1,81 @@
+"""Whole-graph runs on the tiny GPT-2 with a scripted proposer."""
+
+from __future__ import annotations
+
+from graph import build_graph
+from helpers import fresh_answers, scripted
+from neuron_search import NeuronSearch
+from services.record_store import RecordStore
+
+
+class Recorder:
+    """A progress display that keeps every state it is shown."""
+
+    def __init__(self) -> None:
+        self.states = []
+
+    def update(self, state, context) -> None:
+        self.states.append(state)
+
+    def close(self) -> None:
+        pass
+
+
+def tiny_search(tiny_model_dir, tmp_path, llm, **settings) -> NeuronSearch:
+    base = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=llm, batch_size=4, results_dir=str(tmp_path))
+    return NeuronSearch(**{**base, **settings})
+
+
+def test_graph_has_the_seven_nodes_and_conditional_edges():
+    drawn = build_graph().compile().get_graph()
+    nodes = set(drawn.nodes) - {"__start__", "__end__"}
+    assert nodes == {"seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback"}
+    conditional = {(e.source, e.target) for e in drawn.edges if e.conditional}
+    assert ("stagnation_check", "generate") in conditional
+    assert ("stagnation_check", "random_fallback") in conditional
+    assert ("stagnation_check", "__end__") in conditional
+    assert ("semantic_filter", "measure_activation") in conditional
+
+
+def test_records_grow_and_best_never_decreases(tiny_model_dir, tmp_path):
+    recorder = Recorder()
+    search = tiny_search(tiny_model_dir, tmp_path, scripted(fresh_answers(20)), iterations=6)
+    result = search.run(progress=recorder)
+
+    measured = [s["stats"]["measured"] for s in recorder.states]
+    assert measured == sorted(measured) and measured[-1] > measured[0] > 0
+    bests = [s["best"]["activation"] for s in recorder.states]
+    assert bests == sorted(bests)
+    assert result.state["iteration"] == 6 and result.stop_reason == "ran 6 iterations"
+    assert len(result.records) == result.stats["measured"]
+    assert result.best[1] == max(r["activation"] for r in result.records)
+    assert {r["source"] for r in result.records} >= {"seed", "llm"}
+
+
+def test_a_proposer_that_repeats_itself_is_caught_and_routed_to_the_fallback(tiny_model_dir, tmp_path):
+    same = "the same prompt again\nanother fixed prompt"
+    search = tiny_search(tiny_model_dir, tmp_path, scripted([same]), iterations=4, max_attempts=2)
+    result = search.run(progress=False)
+    stats = result.stats
+    assert stats["rejected_duplicate"] >= 2 * 3  # every regeneration repeats both prompts
+    assert stats["regenerations"] >= 2
+    assert stats["fallback_batches"] >= 1
+    assert any(r["source"] == "fallback" for r in result.records)
+
+
+def test_patience_routes_a_stalled_search_to_the_fallback(tiny_model_dir, tmp_path):
+    search = tiny_search(tiny_model_dir, tmp_path, scripted(fresh_answers(30)), iterations=8, patience=1, min_improvement=1e9)
+    result = search.run(progress=False)
+    assert result.stats["fallback_batches"] >= 3
+
+
+def test_budgets_stop_the_run(tiny_model_dir, tmp_path):
+    llm = scripted(fresh_answers(40))
+    by_prompts = tiny_search(tiny_model_dir, tmp_path, llm, run_id="p", iterations=100, max_prompts=40).run(progress=False)
+    assert by_prompts.stop_reason == "measured 40 prompts" and 40 <= by_prompts.stats["measured"] < 40 + 32
+
+    by_target = tiny_search(tiny_model_dir, tmp_path, llm, run_id="t", iterations=100, target=-1e9).run(progress=False)
+    assert by_target.stop_reason.startswith("reached the target") and by_target.state["iteration"] == 1
+
+    by_time = tiny_search(tiny_model_dir, tmp_path, llm, run_id="s", iterations=10_000, time_limit=0.5).run(progress=False)
+    assert by_time.stop_reason.startswith("reached the time limit") and by_time.state["iteration"] < 10_000
