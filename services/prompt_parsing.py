@@ -316,6 +316,9 @@ def _parse_line(line: str, in_fence: bool) -> tuple[str, bool] | None:
         return None
     if not in_fence and _HEADER.match(item):
         return None
+    # An empty list item ("-", "3.") is a marker with nothing after it.
+    if any(not pattern.sub("", item + " ", count=1).strip() for pattern in (_NUMBERING, _BULLET)):
+        return None
     structured = False
     numbered = False
     for _ in range(4):

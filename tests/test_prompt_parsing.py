@@ -60,6 +60,7 @@ CASES = {
     "code ending with a colon survives": ("def foo():\nx[0]:", ["def foo():", "x[0]:"]),
     "one-line numbered list": ("1. foo 2. bar 3. baz qux", ["foo", "bar", "baz qux"]),
     "decimals are not numbering": ("3.14 2.71\n1. 2. 3.", ["3.14 2.71", "2. 3."]),
+    "empty list items": ("-\n3.\n•\n4. real", ["real"]),
     "windows line endings": ("a\r\nb\r\nc\r\n", ["a", "b", "c"]),
     "old mac line endings and separators": ("a\rb\u2028c", ["a", "b", "c"]),
     "control characters": ("\x00\x07abc\nd\x1b[0me\x7f", ["abc", "d[0me"]),

@@ -107,7 +107,7 @@ def test_without_vocabulary_only_word_mixes() -> None:
 
 
 def test_word_mixes_contain_words_numbers_and_symbols() -> None:
-    text = " ".join(batch(s, n=10, vocabulary=[], tops=[]) for s in range(10) for _ in [0])
+    text = " ".join(p for seed in range(10) for p in batch(seed, n=10, vocabulary=[], tops=[]))
     assert any(w in COMMON_WORDS for w in text.split())
     assert re.search(r"\d", text)
     assert re.search(r"\d+, \d+, \d+", text), "comma lists of numbers"
