@@ -6,7 +6,9 @@ of prompts tried: the full history lives in the run's record store (services/rec
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal
+
+from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
 Source = Literal["seed", "llm", "fallback"]
 Route = Literal["continue", "stalled", "done"]

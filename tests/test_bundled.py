@@ -31,7 +31,7 @@ def gemma_bridge():
 
 def test_embedded_llm_answers_offline() -> None:
     # A shorter max_tokens than the default keeps the test quick if the small model rambles.
-    model = embedded_chat_model(temperature=0.7, seed=0).model_copy(update={"max_tokens": 96})
+    model = embedded_chat_model(temperature=0.7, seed=0).model_copy(update={"max_tokens": 48})
     reply = model.invoke(
         [
             SystemMessage("You are a helpful assistant that writes plain English sentences."),

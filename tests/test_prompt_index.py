@@ -163,7 +163,7 @@ def brute_force(prompts, vectors, stored, activations, threshold, buckets) -> li
 
 
 @pytest.mark.parametrize(
-    "threshold, buckets", [(0.5, MID_ONLY), (0.6, frozenset({"high"})), (0.45, frozenset({"low", "high"}))]
+    "threshold, buckets", [(0.6, MID_ONLY), (0.5, frozenset({"high"})), (0.55, frozenset({"low", "high"}))]
 )
 def test_agrees_with_brute_force_on_clustered_data(threshold, buckets):
     rng = np.random.default_rng(1)
