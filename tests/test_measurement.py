@@ -1,0 +1,73 @@
+"""The activations the tool reports equal an independent plain-transformers hook on the same MLP.
+
+Run on the bundled real model (Gemma 3 270M), prompts of different lengths in one batch.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from services.bundled import embedded_subject_folder
+from services.subject_model import SubjectModel
+
+PROMPTS = [
+    "Hi",
+    "1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048",
+    "The old lighthouse keeper watched the storm roll in over the grey sea.",
+    "def f(x):\n    return x * 2",
+    "Москва — столица России.",
+]
+LAYER, NEURON = 6, 123
+
+
+@pytest.fixture(scope="module")
+def subject() -> SubjectModel:
+    return SubjectModel.load("embedded", "cpu")
+
+
+def independent_activations(folder, prompts: list[str], layer: int, neuron: int) -> list[list[float]]:
+    """Per-token values of the neuron, one prompt at a time, read at the input of the MLP's down projection."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    captured = []
+    handle = model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(
+        lambda module, args: captured.append(args[0][0, :, neuron].clone())
+    )
+    values = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = tokenizer(prompt, return_tensors="pt")["input_ids"]  # the tokenizer puts BOS first
+            assert ids[0, 0].item() == tokenizer.bos_token_id
+            model(ids)
+            values.append(captured.pop()[1:].tolist())  # BOS is never counted
+    handle.remove()
+    return values
+
+
+@pytest.fixture(scope="module")
+def expected() -> list[list[float]]:
+    return independent_activations(embedded_subject_folder(), PROMPTS, LAYER, NEURON)
+
+
+@pytest.mark.parametrize("position", ["max", "last"])
+def test_batched_activations_match_a_plain_transformers_hook(subject, expected, position):
+    measured = subject.measure(PROMPTS, LAYER, NEURON, position, batch_size=len(PROMPTS))
+    for m, values in zip(measured, expected):
+        assert m["error"] == "" and len(m["values"]) == len(values)
+        want = max(values) if position == "max" else values[-1]
+        assert m["activation"] == pytest.approx(want, abs=1e-4)
+        assert m["values"] == pytest.approx(values, abs=1e-4)
+        assert m["values"][m["peak"]] == pytest.approx(max(values), abs=1e-4)
+
+
+def test_sizes_are_read_from_the_model_and_checked(subject):
+    from services.errors import UserError
+
+    assert (subject.n_layers, subject.d_mlp) == (18, 2048)
+    with pytest.raises(UserError, match="18 layers"):
+        subject.validate(18, 0)
+    with pytest.raises(UserError, match="2048 neurons"):
+        subject.validate(0, 2048)
