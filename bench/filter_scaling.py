@@ -183,10 +183,10 @@ def run_size(n: int, args: argparse.Namespace, run_original: bool) -> dict:
 def time_original(batches, ours, stored_prompts, stored, activations, rule, budget_s: float) -> dict:
     """Run the original on batch prefixes (a prefix's decisions are those it gets in the whole batch)
     until the time budget is spent; at least 4 candidates."""
-    # Time one candidate that is not a copy (a copy is rejected before the loop) to size the run.
-    prompts, vectors = batches[0]
+    # Size the run on a candidate near nothing: it goes through the whole loop (the slowest case).
+    probe = np.ones((1, DIM), dtype=np.float32) / np.sqrt(DIM)
     started = time.perf_counter()
-    original_filter(prompts[-1:], vectors[-1:], stored_prompts, stored, activations, *rule)
+    original_filter(["probe"], probe, stored_prompts, stored, activations, *rule)
     per_candidate = max(time.perf_counter() - started, 1e-6)
     remaining = max(4, int(budget_s / per_candidate))
     agree, spent, count = [], 0.0, 0

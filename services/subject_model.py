@@ -69,8 +69,10 @@ class SubjectModel:
     @classmethod
     def load(cls, name: str, device: str = "auto") -> SubjectModel:
         """Boot `name`: a hub name, a local folder, or 'embedded' for the bundled model."""
+        import transformers
         from transformer_lens import TransformerBridge
 
+        transformers.logging.disable_progress_bar()
         device = resolve_device(device)
         source = name
         if name == EMBEDDED:
