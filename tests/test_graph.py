@@ -79,3 +79,25 @@ def test_budgets_stop_the_run(tiny_model_dir, tmp_path):
 
     by_time = tiny_search(tiny_model_dir, tmp_path, llm, run_id="s", iterations=10_000, time_limit=0.5).run(progress=False)
     assert by_time.stop_reason.startswith("reached the time limit") and by_time.state["iteration"] < 10_000
+
+
+def test_state_stays_bounded_as_prompts_accumulate(tiny_model_dir, tmp_path):
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    serde = JsonPlusSerializer()
+    sizes = {}
+
+    class Sizes(Recorder):
+        def update(self, state, context) -> None:
+            measured = state["stats"]["measured"]
+            for mark in (100, 2000):
+                if measured >= mark and mark not in sizes:
+                    sizes[mark] = len(serde.dumps_typed(state)[1])
+
+    search = tiny_search(
+        tiny_model_dir, tmp_path, scripted(fresh_answers(60, per_answer=50)),
+        batch_size=50, iterations=1000, max_prompts=2000, similarity_threshold=1.0,
+    )
+    result = search.run(progress=Sizes())
+    assert result.stats["measured"] >= 2000
+    assert sizes[2000] <= 2 * sizes[100]
