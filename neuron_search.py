@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import signal
@@ -31,8 +32,6 @@ from state import Record, SearchState
 
 # The settings that define what a run measures: a resumed run may not change them.
 IDENTITY = ("model", "layer", "neuron", "position")
-# What a resumed run may change: its budgets.
-BUDGETS = ("iterations", "max_prompts", "target", "time_limit", "patience", "min_improvement")
 
 
 
@@ -109,7 +108,8 @@ class NeuronSearch:
 
     @classmethod
     def resume(cls, run_id: str, results_dir: str = "results", **settings: Any) -> NeuronSearch:
-        """A search that continues run `run_id`; only budgets may differ from the original run."""
+        """A search that continues run `run_id` with its saved settings; budgets, the LLM and
+        the other knobs may be changed, what is measured (model, layer, neuron, position) not."""
         run_dir = Path(results_dir) / run_id
         if not _settings_file(run_dir).is_file():
             raise UserError(
@@ -117,26 +117,16 @@ class NeuronSearch:
                 "`python run.py --list` shows the runs there."
             )
         saved = json.loads(_settings_file(run_dir).read_text())
-        for name in IDENTITY:
-            if name in settings and settings[name] != saved[name]:
-                raise UserError(
-                    f"Run {run_id} was made with {name}={saved[name]!r}, not {settings[name]!r}: a resumed run "
-                    "measures the same neuron of the same model. Leave --model/--layer/--neuron/--position out "
-                    "to resume it, or start a new run."
-                )
-        saved.update({k: v for k, v in settings.items() if k in BUDGETS or k == "results_dir"})
-        saved["seed_prompts"] = tuple(saved.get("seed_prompts", ()))
-        search = cls(**saved)
-        search._resuming = True
-        return search
-
-    _resuming = False
+        _check_identity(run_id, saved, settings)
+        saved.update(settings, run_id=run_id, results_dir=results_dir)
+        saved["seed_prompts"] = tuple(saved["seed_prompts"])
+        return cls(**saved)
 
     def context(self, **overrides: Any) -> SearchContext:
         settings = {**self.settings, **overrides}
         if not settings.get("run_id"):
             settings["run_id"] = new_run_id()
-        self.settings["run_id"] = settings["run_id"]
+        self.settings["run_id"] = settings["run_id"]  # a second run() continues this one
         context = SearchContext(**settings)
         validate(context)
         return context
@@ -152,9 +142,10 @@ class NeuronSearch:
         ctx = self.context(**overrides)
         run_dir = Path(ctx.results_dir) / ctx.run_id
         report = RichProgress() if progress is True else (progress or None)
-        with _run_lock(run_dir):
-            if not self._resuming:
-                _settings_file(run_dir).write_text(json.dumps(dataclasses.asdict(ctx), indent=2))
+        with _run_lock(run_dir), _storage_errors(run_dir):
+            if _settings_file(run_dir).is_file():
+                _check_identity(ctx.run_id, json.loads(_settings_file(run_dir).read_text()), dataclasses.asdict(ctx))
+            _settings_file(run_dir).write_text(json.dumps(dataclasses.asdict(ctx), indent=2))
             connection = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
             graph = build_graph().compile(checkpointer=SqliteSaver(connection))
             config = {
@@ -173,7 +164,6 @@ class NeuronSearch:
                 from services.runtime import release_run
 
                 release_run(ctx, ctx.run_id)
-        self._resuming = True  # a second run() continues this one
         return SearchResult(run_dir, state, ctx)
 
     def _drive(self, graph, config: dict, ctx: SearchContext, report) -> SearchState:
@@ -181,6 +171,9 @@ class NeuronSearch:
         request (Ctrl-C, SIGTERM) takes effect between batches, never inside one."""
         pending = graph.get_state(config)
         inputs: dict | None = None if pending.values else {}
+        if pending.values and pending.next:
+            # A resumed run's clock restarts now: the time it lay stopped is not search time.
+            graph.update_state(config, {"batch_started": time.time()})
         state: SearchState = pending.values
         with _stop_requests() as stop:
             while True:
@@ -196,6 +189,16 @@ class NeuronSearch:
             if stop.is_set() and state.get("route") != "done":
                 state = {**state, "stop_reason": "stopped by the user"}
         return state
+
+
+def _check_identity(run_id: str, saved: dict, settings: dict) -> None:
+    for name in IDENTITY:
+        if name in settings and settings[name] != saved[name]:
+            raise UserError(
+                f"Run {run_id} was made with {name}={saved[name]!r}, not {settings[name]!r}: a resumed run "
+                "measures the same neuron of the same model. Leave --model/--layer/--neuron/--position out "
+                "to resume it, or start a new run."
+            )
 
 
 def validate(ctx: SearchContext) -> None:
@@ -249,6 +252,44 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+# How the OS and SQLite say that the results folder takes no more writes.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+_STORAGE_MESSAGES = ("disk is full", "readonly database", "disk i/o error", "unable to open database")
+
+
+@contextmanager
+def _storage_errors(run_dir: Path) -> Iterator[None]:
+    """A full or read-only disk, before or during the search, ends in a message that says what was saved."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as error:
+        if isinstance(error, OSError) and error.errno not in _STORAGE_ERRNOS:
+            raise
+        if isinstance(error, sqlite3.OperationalError) and not any(m in str(error).lower() for m in _STORAGE_MESSAGES):
+            raise
+        folder = "" if run_dir.parent == Path("results") else f" --results-dir {run_dir.parent}"
+        raise UserError(
+            f"Cannot write to the results folder {run_dir} ({error}): its disk is full or read-only. "
+            f"{_saved(run_dir)} Free some disk space or make the folder writable, then continue with "
+            f"`python run.py --resume {run_dir.name}{folder}`."
+        ) from None
+
+
+def _saved(run_dir: Path) -> str:
+    path = run_dir / "records.sqlite"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            count, last = db.execute("SELECT COUNT(*), MAX(iteration) FROM records").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return f"What was measured so far is in {path}."
+    if not count:
+        return "Nothing had been measured yet."
+    return f"The {count} prompts measured up to iteration {last} are saved in {path}."
 
 
 @contextmanager

@@ -51,10 +51,10 @@ def subject_model(name: str, device: str) -> SubjectModel:
 _runs: dict[Path, tuple[PromptIndex, RecordStore, Proposer]] = {}
 
 
-def _open_run(folder: Path, ctx: SearchContext) -> tuple[PromptIndex, RecordStore, Proposer]:
+def _open_run(folder: Path, ctx: SearchContext, subject_device: str) -> tuple[PromptIndex, RecordStore, Proposer]:
     if folder not in _runs:
         store = RecordStore(folder / "records.sqlite")
-        index = PromptIndex(load_embedder(ctx.embedder, "cpu"))
+        index = PromptIndex(load_embedder(ctx.embedder, subject_device))
         measured = [r for r in store if r["activation"] is not None]
         index.add([r["prompt"] for r in measured], [r["activation"] for r in measured])
         _runs[folder] = (index, store, Proposer(ctx.llm, ctx.temperature))
@@ -65,7 +65,7 @@ def services_for(ctx: SearchContext, run_id: str) -> Services:
     """The run's services; the first call loads the models and checks layer and neuron."""
     subject = subject_model(ctx.model, ctx.device)
     subject.validate(ctx.layer, ctx.neuron)
-    index, store, proposer = _open_run(run_dir(ctx, run_id).resolve(), ctx)
+    index, store, proposer = _open_run(run_dir(ctx, run_id).resolve(), ctx, subject.device)
     return Services(subject=subject, index=index, store=store, proposer=proposer)
 
 
