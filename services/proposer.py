@@ -31,7 +31,7 @@ Answer with the prompts only, one per line: no numbering, no quotes, no explanat
 REQUEST_TEMPLATE = """\
 Neuron {neuron} in layer {layer} of {model}.
 {hint}
-Prompts that made it fire MOST (activation, the token where it peaked, prompt):
+Prompts that made it fire MOST:
 {top}
 
 Prompts that made it fire LEAST:
@@ -44,7 +44,9 @@ One prompt per line, nothing else."""
 def _table(records: Sequence[Record]) -> str:
     if not records:
         return "(none yet)"
-    return "\n".join(f"{r['activation']:.3f} | {r['token']!r} | {r['prompt']}" for r in records)
+    # Quoted prompt first, numbers after: a small LLM that copies the layout still writes a
+    # prompt the parser can take (it drops a trailing parenthesis).
+    return "\n".join(f'"{r["prompt"]}" (activation {r["activation"]:.3f}, peak at {r["token"]!r})' for r in records)
 
 
 def build_request(
@@ -160,8 +162,15 @@ class Proposer:
                 last_error = error
                 if attempt + 1 < LLM_RETRIES:
                     time.sleep(0.5 * 2**attempt)
-        log.warning("The LLM %s failed %d times (%s: %s).", self.spec, LLM_RETRIES, type(last_error).__name__, last_error)
-        if self.spec.startswith("ollama:"):
-            log.warning("Switching to the embedded LLM for the rest of this run.")
+        switch = self.spec.startswith("ollama:")
+        log.warning(
+            "The LLM %s failed %d times (%s: %s)%s",
+            self.spec,
+            LLM_RETRIES,
+            type(last_error).__name__,
+            last_error,
+            "; switching to the embedded LLM for the rest of this run." if switch else ".",
+        )
+        if switch:
             self.spec = "embedded"
         return None
