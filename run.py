@@ -20,7 +20,7 @@ from dotenv import load_dotenv
 # LangSmith reads its settings once, on first import: .env must be loaded before anything else.
 load_dotenv()
 
-from context import SearchContext  # noqa: E402
+from context import SearchContext, describe  # noqa: E402
 from services.errors import UserError  # noqa: E402
 
 # Fields with an option of their own below, or none at all.
@@ -32,7 +32,6 @@ def parser() -> argparse.ArgumentParser:
         prog="run.py",
         description="Search for text prompts that maximally activate one MLP neuron of a transformer. "
         "Subcommands: `run.py report RUN_ID` rebuilds a run's report, `run.py --list` lists runs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(SearchContext):
         if f.name in SPECIAL:
@@ -43,10 +42,10 @@ def parser() -> argparse.ArgumentParser:
             type=kind,
             default=None,
             choices=f.metadata.get("choices"),
-            help=f"{f.metadata['description']} (default: {f.default})",
+            help=f"{f.metadata['description']} (default: {'none' if f.default is None else f.default})",
             metavar=f.name.upper() if kind is not str or "choices" not in f.metadata else None,
         )
-    p.add_argument("--hint", help=f"{SearchContext.__dataclass_fields__['hint'].metadata['description']}")
+    p.add_argument("--hint", metavar="TEXT", help=describe("hint"))
     p.add_argument("--hint-file", metavar="PATH", help="Read the hint from a text file.")
     p.add_argument("--seed-prompts", metavar="FILE", help="A UTF-8 file of extra seed prompts, one per line, measured first.")
     p.add_argument("--no-builtin-seeds", action="store_true", help="Skip the built-in seed prompts (then give --seed-prompts).")
@@ -55,8 +54,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="LOW,HIGH",
         help="Percentiles of activations seen so far that bound the low and high buckets (default: 15,85).",
     )
-    p.add_argument("--stats-every", type=int, default=50, metavar="N", help="Print the statistics every N iterations (0: never).")
-    p.add_argument("--resume", metavar="RUN_ID", help="Continue the run with this id (only budgets may change).")
+    p.add_argument("--stats-every", type=int, default=50, metavar="N", help="Print the statistics every N iterations (0: never; default: 50).")
+    p.add_argument("--resume", metavar="RUN_ID", help="Continue the run with this id; any option but --model, --layer, --neuron and --position may change.")
     p.add_argument("--list", action="store_true", help="List the runs in --results-dir and exit.")
     p.add_argument("--quiet", action="store_true", help="No live progress line.")
     return p
@@ -123,7 +122,8 @@ def search_command(args: argparse.Namespace, console) -> int:
     print_summary(result, console)
     console.print(f"Results written to [bold]{result.run_dir}[/]: " + ", ".join(p.name for p in paths.values()))
     if result.stop_reason == "stopped by the user":
-        console.print(f"Stopped after the batch in flight. Continue with: [bold]python run.py --resume {result.run_id}[/]")
+        folder = "" if result.run_dir.parent == Path(SearchContext.results_dir) else f" --results-dir {result.run_dir.parent}"
+        console.print(f"Stopped after the batch in flight. Continue with: [bold]python run.py --resume {result.run_id}{folder}[/]")
     return 0
 
 
