@@ -16,7 +16,6 @@ import json
 import signal
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from context import SearchContext
 from graph import build_graph, steps_per_iteration
 from nodes.seed import new_run_id
+from nodes.stagnation_check import stop_reason
 from services.display import ProgressDisplay, RichProgress
 from services.errors import UserError
 from services.record_store import RecordStore, StoredRecord
@@ -171,19 +171,19 @@ class NeuronSearch:
         request (Ctrl-C, SIGTERM) takes effect between batches, never inside one."""
         pending = graph.get_state(config)
         inputs: dict | None = None if pending.values else {}
-        if pending.values and pending.next:
-            # A resumed run's clock restarts now: the time it lay stopped is not search time.
-            graph.update_state(config, {"batch_started": time.time()})
         state: SearchState = pending.values
+        # No task left (not even one whose writes were saved before a kill): the run had ended.
+        if pending.values and not pending.tasks:
+            if stop_reason(state, ctx):
+                return state
+            # Resumed with a larger budget: it goes on from where it stopped.
+            graph.update_state(config, {"route": "continue", "stop_reason": ""}, as_node="stagnation_check")
         with _stop_requests() as stop:
             while True:
-                if pending.values and not pending.next:
-                    break  # the run already ended
                 state = graph.invoke(inputs, config, context=ctx, interrupt_after=["stagnation_check"])
                 inputs = None
                 if report:
                     report.update(state, ctx)
-                pending = graph.get_state(config)
                 if state.get("route") == "done" or stop.is_set():
                     break
             if stop.is_set() and state.get("route") != "done":

@@ -38,13 +38,14 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
         old_best is None or best["activation"] >= old_best["activation"] + ctx.min_improvement
     )
     now = time.time()
+    started = max(state["batch_started"], services.opened_at)  # the time a run lay stopped is not search time
     return SearchState(
         top=ranked[: ctx.top_k],
         bottom=lowest[: ctx.top_k],
         best=best,
         since_improvement=0 if improved else state["since_improvement"] + len(ok),
         iteration=state["iteration"] + 1,
-        elapsed=state["elapsed"] + (now - state["batch_started"]),
+        elapsed=state["elapsed"] + (now - started),
         batch_started=now,
         stats=bump(state["stats"], measured=len(ok), failed=len(batch) - len(ok)),
     )

@@ -7,6 +7,7 @@ one run folder and are rebuilt from the store when a run is resumed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -36,6 +37,7 @@ class Services:
     index: PromptIndex
     store: RecordStore
     proposer: Proposer
+    opened_at: float  # when this process opened the run: a resumed run's clock starts here
 
 
 def run_dir(ctx: SearchContext, run_id: str) -> Path:
@@ -47,17 +49,19 @@ def subject_model(name: str, device: str) -> SubjectModel:
     return SubjectModel.load(name, device)
 
 
-# One entry per open run folder: its semantic index, record store and proposer.
-_runs: dict[Path, tuple[PromptIndex, RecordStore, Proposer]] = {}
+# One entry per open run folder: its semantic index, record store, proposer and opening time.
+_runs: dict[Path, tuple[PromptIndex, RecordStore, Proposer, float]] = {}
 
 
-def _open_run(folder: Path, ctx: SearchContext, subject_device: str) -> tuple[PromptIndex, RecordStore, Proposer]:
+def _open_run(
+    folder: Path, ctx: SearchContext, subject_device: str
+) -> tuple[PromptIndex, RecordStore, Proposer, float]:
     if folder not in _runs:
         store = RecordStore(folder / "records.sqlite")
         index = PromptIndex(load_embedder(ctx.embedder, subject_device))
         measured = [r for r in store if r["activation"] is not None]
         index.add([r["prompt"] for r in measured], [r["activation"] for r in measured])
-        _runs[folder] = (index, store, Proposer(ctx.llm, ctx.temperature))
+        _runs[folder] = (index, store, Proposer(ctx.llm, ctx.temperature), time.time())
     return _runs[folder]
 
 
@@ -65,8 +69,8 @@ def services_for(ctx: SearchContext, run_id: str) -> Services:
     """The run's services; the first call loads the models and checks layer and neuron."""
     subject = subject_model(ctx.model, ctx.device)
     subject.validate(ctx.layer, ctx.neuron)
-    index, store, proposer = _open_run(run_dir(ctx, run_id).resolve(), ctx, subject.device)
-    return Services(subject=subject, index=index, store=store, proposer=proposer)
+    index, store, proposer, opened_at = _open_run(run_dir(ctx, run_id).resolve(), ctx, subject.device)
+    return Services(subject=subject, index=index, store=store, proposer=proposer, opened_at=opened_at)
 
 
 def release_run(ctx: SearchContext, run_id: str) -> None:
