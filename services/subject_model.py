@@ -107,9 +107,15 @@ class SubjectModel:
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def truncate(self, prompt: str, max_tokens: int) -> str:
-        """The prompt cut to at most max_tokens tokens (and to what the model's context holds)."""
+        """The prompt cut to at most max_tokens tokens (and to what the model's context holds);
+        "" when nothing is left after tokenizing."""
         limit = min(max_tokens, self.n_ctx - 1)
-        ids = self._ids(prompt)
+        try:
+            ids = self._ids(prompt)
+        except Exception:  # measure() records why this prompt cannot be measured
+            return prompt
+        if not ids:
+            return ""
         if len(ids) <= limit:
             return prompt
         return self.tokenizer.decode(ids[:limit])
