@@ -1,0 +1,109 @@
+"""What the benchmarks share: offline settings, the prompt corpus, the smoke-test model, the machine line.
+
+Not a benchmark itself.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LANGSMITH_TRACING", "false")
+
+
+def tiny_model_dir() -> str:
+    """The tests' 2-layer random GPT-2, built in a temporary folder (for --smoke runs)."""
+    from tiny_model import build_tiny_gpt2
+
+    return str(build_tiny_gpt2(Path(tempfile.mkdtemp(prefix="bench-tiny-gpt2-"))))
+
+
+def subject_folder(model: str) -> str:
+    """The folder a subject model name boots from (for loading the same weights with plain transformers)."""
+    if model == "embedded":
+        from services.bundled import embedded_subject_folder
+
+        return str(embedded_subject_folder())
+    return model
+
+
+def corpus(n: int, vocabulary, seed: int = 0) -> list[str]:
+    """n varied prompts: the built-in seeds, then fallback-generator prompts (fixed seed)."""
+    from services.random_prompts import random_prompts
+    from services.seeds import BUILTIN_SEEDS
+
+    prompts = list(BUILTIN_SEEDS)[:n]
+    rng = random.Random(seed)
+    while len(prompts) < n:
+        prompts += random_prompts(rng, min(32, n - len(prompts)), vocabulary, prompts[:10])
+    return prompts
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{platform.processor() or platform.machine()}, {cores} cores, load average {load} (1/5/15 min)"
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MiB (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Recorder:
+    """A NeuronSearch progress object that keeps (seconds, stats, best) after every iteration and,
+    given max_llm_calls, asks the search to stop (as Ctrl-C does: after the batch in flight) once
+    that many LLM calls are spent."""
+
+    def __init__(self, max_llm_calls: int | None = None) -> None:
+        import time
+
+        self._clock = time.perf_counter
+        self.max_llm_calls = max_llm_calls
+        self.points: list[tuple[float, dict, float | None]] = []
+
+    def update(self, state, context) -> None:  # noqa: ARG002 (the progress protocol)
+        best = state.get("best")
+        self.points.append((self._clock(), dict(state["stats"]), best["activation"] if best else None))
+        if self.max_llm_calls is not None and state["stats"]["llm_calls"] >= self.max_llm_calls:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def close(self) -> None:
+        pass
+
+
+def best_curve(records, budget: int | None = None) -> list[float]:
+    """The best activation after each measured prompt, in the order they were measured."""
+    curve, best = [], float("-inf")
+    for r in records:
+        if r["activation"] is None:
+            continue
+        best = max(best, r["activation"])
+        curve.append(best)
+    return curve[:budget] if budget else curve
+
+
+def prompts_to_reach(curve: list[float], level: float) -> int | None:
+    """How many measured prompts a curve needed to reach `level` (None: never)."""
+    return next((i + 1 for i, best in enumerate(curve) if best >= level - 1e-9), None)
+
+
+def pick_neurons(count: int, d_mlp: int, seed: int = 0) -> list[int]:
+    """`count` neurons drawn at random with a fixed seed (sections 5 and 6 use the same ones)."""
+    return sorted(random.Random(seed).sample(range(d_mlp), count))
