@@ -71,6 +71,8 @@ class PromptIndex:
         self._ids: dict[str, int] = {}  # stripped prompt -> its row in the graph and in _activations
         self._activations = np.empty(0, dtype=np.float64)  # grown by doubling; the first len(self) are used
         self._graph: faiss.IndexHNSWFlat | None = None  # built on the first add, once the dimension is known
+        # Vectors `check` embedded, kept for the `add` that follows it: each prompt is embedded once.
+        self._checked: dict[str, np.ndarray] = {}
         # Studio's server may run two graph steps on one run's index at once.
         self._lock = threading.Lock()
 
@@ -91,8 +93,12 @@ class PromptIndex:
                 if key not in self._ids and key not in new:
                     new[key] = float(activation)
             if not new:
+                self._checked.clear()
                 return
-            vectors = _normalised(self._embed(list(new)))
+            to_embed = [key for key in new if key not in self._checked]
+            embedded = dict(zip(to_embed, _normalised(self._embed(to_embed)))) if to_embed else {}
+            vectors = np.stack([self._checked[key] if key in self._checked else embedded[key] for key in new])
+            self._checked.clear()
             if self._graph is None:
                 self._graph = faiss.IndexHNSWFlat(vectors.shape[1], self._m, faiss.METRIC_INNER_PRODUCT)
                 self._graph.hnsw.efConstruction = self._ef_construction
@@ -117,9 +123,13 @@ class PromptIndex:
         fresh = [i for i, dup in enumerate(self._duplicates(keys)) if not dup]
         embeddings = np.zeros((len(prompts), 1), dtype=np.float32)
         if fresh and threshold < 1.0:
-            vectors = self._embed([keys[i] for i in fresh])
+            vectors = _normalised(self._embed([keys[i] for i in fresh]))
             embeddings = np.zeros((len(prompts), vectors.shape[1]), dtype=np.float32)
             embeddings[fresh] = vectors
+            with self._lock:
+                if len(self._checked) > 10 * BULK_ADD:  # checked again and again, never added
+                    self._checked.clear()
+                self._checked.update(zip((keys[i] for i in fresh), vectors))
         return self.check_embedded(prompts, embeddings, threshold, filter_buckets, low_percentile, high_percentile)
 
     def check_embedded(

@@ -116,6 +116,16 @@ def test_add_is_idempotent(index):
     assert index.bucket_counts(0.0, 100.0) == {"low": 1, "mid": len(index) - 2, "high": 1}
 
 
+def test_a_checked_prompt_is_not_embedded_again_when_it_is_added(index):
+    embed = index._embed
+    before = embed.embedded
+    assert check(index, ["purple grape jam", "orange sunset sky", "yellow lemon tart"]) == ["accepted"] * 3
+    index.add(["purple grape jam", "orange sunset sky", "never checked"], [9.5, 10.5, 11.5])
+    assert embed.embedded - before == 4  # three checked, one added unchecked
+    # The vectors kept from the check went into the graph: near-copies of these mid prompts are found.
+    assert check(index, ["purple grape jam toast", "orange sunset sky glow"]) == ["similar"] * 2
+
+
 def test_unknown_bucket_is_a_user_error(index):
     with pytest.raises(UserError, match="medium"):
         check(index, ["anything"], buckets=frozenset({"medium"}))
