@@ -17,6 +17,7 @@ import pytest
 
 import run
 from helpers import scripted
+from graph import steps_per_iteration
 from neuron_search import NeuronSearch
 from scripted_run import register_scripted, start, stored_rows, tiny_args, wait_for_iteration
 from services.results import saved_state
@@ -200,3 +201,18 @@ def test_the_time_a_run_lay_stopped_does_not_count_against_its_time_limit(tiny_m
     resumed = NeuronSearch.resume("clock", results_dir=str(tmp_path), iterations=4, time_limit=2.5).run(progress=False)
     assert resumed.stop_reason == "ran 4 iterations", resumed.state["elapsed"]
     assert resumed.state["elapsed"] < first.state["elapsed"] + 2.5
+
+
+def test_the_checkpoint_file_keeps_one_iteration_however_long_the_run(tiny_model_dir, tmp_path):
+    settings = dict(
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", batch_size=4, similarity_threshold=0.99,
+        max_attempts=1, results_dir=str(tmp_path),
+    )  # fmt: skip
+    kept = {}
+    for iterations in (2, 12):
+        run_id = f"long{iterations}"
+        NeuronSearch(llm=register_scripted(), iterations=iterations, run_id=run_id, **settings).run(progress=False)
+        db = sqlite3.connect(tmp_path / run_id / "checkpoints.sqlite")
+        kept[iterations] = db.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
+        db.close()
+    assert kept[12] <= kept[2] <= steps_per_iteration(1) + 1
