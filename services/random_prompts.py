@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 
 COMMON_WORDS: tuple[str, ...] = (
@@ -88,6 +89,9 @@ def _draw_token(rng: random.Random, vocabulary: Sequence[str]) -> str | None:
     if not isinstance(token, str) or not token or "\ufffd" in token or "\x00" in token:
         return None
     if _SPECIAL_TOKEN.match(token):
+        return None
+    # Byte tokens of control characters (bell, escape, ...) garble terminals, tables and CSV files.
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in token):
         return None
     return token
 

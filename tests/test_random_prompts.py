@@ -172,10 +172,10 @@ def test_lazy_vocabulary_is_only_indexed() -> None:
 
 
 def test_special_and_broken_tokens_are_skipped() -> None:
-    vocabulary = ["<|endoftext|>", "<pad>", "[CLS]", "\ufffd", "", " ok"]
+    vocabulary = ["<|endoftext|>", "<pad>", "[CLS]", "\ufffd", "", " ok", "\x07", "a\x1b[0m", "\x7f"]
     prompts = batch(16, n=30, vocabulary=vocabulary, tops=[])
     text = "\n".join(prompts)
-    for bad in ("<|endoftext|>", "<pad>", "[CLS]", "\ufffd"):
+    for bad in ("<|endoftext|>", "<pad>", "[CLS]", "\ufffd", "\x07", "\x1b", "\x7f"):
         assert bad not in text
     assert "ok ok ok" in text
 
