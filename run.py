@@ -45,10 +45,11 @@ def parser() -> argparse.ArgumentParser:
             help=f"{f.metadata['description']} (default: {'none' if f.default is None else f.default})",
             metavar=f.name.upper() if kind is not str or "choices" not in f.metadata else None,
         )
-    p.add_argument("--hint", metavar="TEXT", help=describe("hint"))
-    p.add_argument("--hint-file", metavar="PATH", help="Read the hint from a text file.")
+    hint = p.add_mutually_exclusive_group()
+    hint.add_argument("--hint", metavar="TEXT", help=describe("hint"))
+    hint.add_argument("--hint-file", metavar="PATH", help="Read the hint from a text file (instead of --hint).")
     p.add_argument("--seed-prompts", metavar="FILE", help="A UTF-8 file of extra seed prompts, one per line, measured first.")
-    p.add_argument("--no-builtin-seeds", action="store_true", help="Skip the built-in seed prompts (then give --seed-prompts).")
+    p.add_argument("--no-builtin-seeds", action="store_true", help="Skip the built-in seed prompts: the search starts from --seed-prompts, or from the LLM alone.")
     p.add_argument(
         "--bucket-percentiles",
         metavar="LOW,HIGH",

@@ -50,3 +50,9 @@ def test_a_neuron_the_model_does_not_have_is_a_clear_error(tmp_path, tiny_model_
     assert done.returncode == 2
     assert "Traceback" not in done.stdout + done.stderr
     assert "256 neurons" in done.stdout and "--neuron" in done.stdout
+
+
+def test_hint_and_hint_file_together_are_refused(tmp_path):
+    result = run_cli("--hint", "numbers", "--hint-file", str(tmp_path / "hint.txt"), "--quiet")
+    assert result.returncode == 2
+    assert "--hint-file: not allowed with argument --hint" in result.stderr
