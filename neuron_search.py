@@ -27,6 +27,7 @@ from nodes.seed import new_run_id
 from nodes.stagnation_check import stop_reason
 from services.display import ProgressDisplay, RichProgress
 from services.errors import UserError
+from services.proposer import resolve_llm
 from services.record_store import RecordStore, StoredRecord
 from state import Record, SearchState
 
@@ -140,6 +141,8 @@ class NeuronSearch:
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         ctx = self.context(**overrides)
+        if ctx.llm.startswith("ollama:"):
+            resolve_llm(ctx.llm)  # a server that is down is reported now, before any model loads
         run_dir = Path(ctx.results_dir) / ctx.run_id
         report = RichProgress() if progress is True else (progress or None)
         with _run_lock(run_dir), _storage_errors(run_dir):

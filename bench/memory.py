@@ -1,15 +1,16 @@
-"""Resident memory and checkpoint size of a long run, after 1k, 10k and 50k measured prompts.
+"""Resident memory, checkpoint size and iteration time of a long run, at 1k, 10k, 20k and 50k measured prompts.
 
-    python bench/memory.py [--milestones 1000,10000,50000] [--batch-size 8] [--smoke]
+    python bench/memory.py [--milestones 1000,10000,20000,50000] [--batch-size 8] [--smoke]
 
 The subject model is the tests' tiny random GPT-2 (so that measuring costs little and the run is
 about what the search keeps); the proposer is a scripted chat model that answers every call with
 new prompts of random words (so the semantic filter keeps accepting them and every measured prompt
 is a new stored one). Everything else is at its defaults: the real MiniLM embedder, the FAISS index,
 the SQLite record store and LangGraph's SQLite checkpointer. At each milestone the table shows the
-process's resident memory, the record store's and the checkpointer's files, and the size of the
-latest checkpoint (the serialised graph state), which is what must stay flat: SqliteSaver keeps
-every checkpoint, one per graph step, so its file grows with the number of steps by design.
+process's resident memory, the record store's and the checkpointer's files, the size of the latest
+checkpoint (the serialised graph state, which must stay flat), and the mean time of the last 100
+iterations. At the end it checks that the record store holds every measured prompt (issue #5's
+long run: `--milestones 1000,10000,20000`).
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ class MemoryProbe:
         self.todo = sorted(milestones)
         self.run_dir = run_dir
         self.rows: list[dict] = []
-        self.started = time.perf_counter()
+        self.started = self.last = time.perf_counter()
+        self.iteration_seconds: list[float] = []
 
     def update(self, state, context) -> None:  # noqa: ARG002
+        now = time.perf_counter()
+        self.iteration_seconds.append(now - self.last)
+        self.last = now
         measured = state["stats"]["measured"]
         while self.todo and measured >= self.todo[0]:
             self.todo.pop(0)
@@ -79,6 +84,7 @@ class MemoryProbe:
                     "stats": dict(state["stats"]),
                     "rss_mb": rss_mb(),
                     "seconds": time.perf_counter() - self.started,
+                    "iteration_s": sum(self.iteration_seconds[-100:]) / len(self.iteration_seconds[-100:]),
                     "records_kb": _size_kb(self.run_dir / "records.sqlite"),
                     "checkpoints_kb": _size_kb(self.run_dir / "checkpoints.sqlite"),
                     **latest_checkpoint(self.run_dir / "checkpoints.sqlite"),
@@ -110,7 +116,7 @@ def latest_checkpoint(path: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--milestones", default="1000,10000,50000", help="measured prompt counts at which to sample")
+    parser.add_argument("--milestones", default="1000,10000,20000,50000", help="measured prompt counts at which to sample")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per LLM answer and per iteration (the tool's default: 8)")
     parser.add_argument("--smoke", action="store_true", help="tiny milestones, a few seconds")
     args = parser.parse_args()
@@ -140,17 +146,29 @@ def main() -> None:
     )
     print(
         "| measured prompts | minutes | RSS (MiB) | RSS growth per prompt since previous row (KB) | records.sqlite (MiB) "
-        "| checkpoints.sqlite (MiB) | checkpoints kept | latest checkpoint (KB) |"
+        "| checkpoints.sqlite (MiB) | checkpoints kept | latest checkpoint (KB) | s per iteration (last 100) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     previous = None
     for row in probe.rows:
         growth = "" if previous is None else f"{(row['rss_mb'] - previous['rss_mb']) * 1024 / (row['measured'] - previous['measured']):.2f}"
         print(
             f"| {row['measured']:,} | {row['seconds'] / 60:.1f} | {row['rss_mb']:.0f} | {growth} | {row['records_kb'] / 1024:.1f} "
-            f"| {row['checkpoints_kb'] / 1024:.1f} | {row['checkpoints']:,} | {row['checkpoint_b'] / 1024:.1f} |"
+            f"| {row['checkpoints_kb'] / 1024:.1f} | {row['checkpoints']:,} | {row['checkpoint_b'] / 1024:.1f} "
+            f"| {row['iteration_s']:.3f} |"
         )
         previous = row
+    times = probe.iteration_seconds[1:]  # the first includes loading the models
+    tenth = max(1, len(times) // 10)
+    first, last = sum(times[:tenth]) / tenth, sum(times[-tenth:]) / tenth
+    db = sqlite3.connect(results_dir / "memory" / "records.sqlite")
+    stored = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    db.close()
+    print(
+        f"\niteration time, first tenth {first:.3f} s, last tenth {last:.3f} s: {last / first:.2f}x; "
+        f"record store rows {stored:,} for {stats['measured'] + stats['failed']:,} measured or failed prompts "
+        f"({'all stored' if stored == stats['measured'] + stats['failed'] else 'MISSING ROWS'})"
+    )
 
 
 if __name__ == "__main__":

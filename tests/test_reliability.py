@@ -199,6 +199,15 @@ def test_ollama_not_running_says_how_to_start_it(capsys, monkeypatch, tiny_model
     assert "does not answer" in out and "`ollama serve`" in out and "--llm embedded" in out
 
 
+def test_ollama_is_checked_before_any_model_loads(capsys, monkeypatch, tmp_path):
+    """A missing server is reported at once, not after minutes of loading a big subject model."""
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{closed_port()}")
+    model = str(tmp_path / "no-such-model")  # loading it would fail with another message
+    code, out = cli(capsys, "--model", model, "--llm", "ollama:tiny", "--results-dir", str(tmp_path), "--quiet")
+    assert code == 2
+    assert "does not answer" in out and "Could not load the subject model" not in out
+
+
 def test_ollama_without_the_model_says_which_pull_to_run(capsys, ollama, tiny_model_dir, tmp_path):
     ollama(models=["llama3.1:latest"])
     code, out = cli(capsys, *tiny(tiny_model_dir), "--llm", "ollama:tiny", "--results-dir", str(tmp_path))
