@@ -37,6 +37,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
+class _NeuronRead(Exception):
+    """Raised by the hook once the neuron's activations are read, to end the forward pass there."""
+
+
 class TokenVocabulary(Sequence[str]):
     """The model's tokens as text, decoded on access (a 262k-token vocabulary is never listed)."""
 
@@ -157,11 +161,15 @@ class SubjectModel:
 
         def keep_neuron(activation: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
             captured.append(activation[..., neuron].detach().float().cpu())
+            raise _NeuronRead  # nothing after this point matters
 
         # Right padding keeps real tokens' positions and, with causal attention, their values.
-        self.bridge.run_with_hooks(
-            tokens.to(self.device), fwd_hooks=[(hook, keep_neuron)], stop_at_layer=layer + 1
-        )
+        # The forward pass ends in the hook: `stop_at_layer` would also stop early, but not at the
+        # last layer, where it still runs the unembedding (for Gemma, more work than all 18 blocks).
+        try:
+            self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=[(hook, keep_neuron)])
+        except _NeuronRead:
+            pass
         values = captured[0]
         out: list[Measurement] = []
         for i, (prompt, row) in enumerate(zip(prompts, ids)):

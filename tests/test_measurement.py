@@ -18,7 +18,7 @@ PROMPTS = [
     "def f(x):\n    return x * 2",
     "Москва — столица России.",
 ]
-LAYER, NEURON = 6, 123
+LAYERS, NEURON = (0, 6, 17), 123  # the first, a middle and the last layer of Gemma 3 270M
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +48,15 @@ def independent_activations(folder, prompts: list[str], layer: int, neuron: int)
 
 
 @pytest.fixture(scope="module")
-def expected() -> list[list[float]]:
-    return independent_activations(embedded_subject_folder(), PROMPTS, LAYER, NEURON)
+def expected() -> dict[int, list[list[float]]]:
+    return {layer: independent_activations(embedded_subject_folder(), PROMPTS, layer, NEURON) for layer in LAYERS}
 
 
+@pytest.mark.parametrize("layer", LAYERS)
 @pytest.mark.parametrize("position", ["max", "last"])
-def test_batched_activations_match_a_plain_transformers_hook(subject, expected, position):
-    measured = subject.measure(PROMPTS, LAYER, NEURON, position, batch_size=len(PROMPTS))
+def test_batched_activations_match_a_plain_transformers_hook(subject, expected, position, layer):
+    measured = subject.measure(PROMPTS, layer, NEURON, position, batch_size=len(PROMPTS))
+    expected = expected[layer]
     for m, values in zip(measured, expected):
         assert m["error"] == "" and len(m["values"]) == len(values)
         want = max(values) if position == "max" else values[-1]
