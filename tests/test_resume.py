@@ -190,17 +190,20 @@ def test_a_kill_after_a_node_saved_its_writes_but_before_the_checkpoint_is_resum
     assert result.stats["measured"] + result.stats["failed"] == len(after)  # the saved batch counted once
 
 
-def test_the_time_a_run_lay_stopped_does_not_count_against_its_time_limit(tiny_model_dir, tmp_path):
+def test_the_time_a_run_lay_stopped_does_not_count_against_its_time_limit(tiny_model_dir, tmp_path, monkeypatch):
     settings = dict(
         model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", batch_size=4, similarity_threshold=0.99,
         max_attempts=1, results_dir=str(tmp_path), run_id="clock",
     )  # fmt: skip
     first = NeuronSearch(llm=register_scripted(), iterations=2, **settings).run(progress=False)
-    time.sleep(3.0)  # the run lies stopped for longer than its whole time limit
+    # The run lies stopped for an hour, far longer than its whole time limit.
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600.0)
     register_scripted()
-    resumed = NeuronSearch.resume("clock", results_dir=str(tmp_path), iterations=4, time_limit=2.5).run(progress=False)
+    limit = first.state["elapsed"] + 600.0
+    resumed = NeuronSearch.resume("clock", results_dir=str(tmp_path), iterations=4, time_limit=limit).run(progress=False)
     assert resumed.stop_reason == "ran 4 iterations", resumed.state["elapsed"]
-    assert resumed.state["elapsed"] < first.state["elapsed"] + 2.5
+    assert resumed.state["elapsed"] < limit
 
 
 def test_the_checkpoint_file_keeps_one_iteration_however_long_the_run(tiny_model_dir, tmp_path):
