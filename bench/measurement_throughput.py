@@ -1,6 +1,6 @@
 """Prompts measured per second by the subject model, against the original tool's way and a plain forward pass.
 
-    python bench/measurement_throughput.py [--model embedded] [--batch-sizes 1,8,32,64] [--smoke]
+    python bench/measurement_throughput.py [--model embedded] [--device cpu] [--batch-sizes 1,8,32,64] [--smoke]
 
 For each batch size, the same prompts (the built-in seeds, then fallback-generator prompts, cut to
 64 tokens) are measured by:
@@ -42,6 +42,10 @@ def padded(subject: SubjectModel, prompts: list[str]) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else device.upper()
+
+
 def chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -49,6 +53,7 @@ def chunks(items: list, size: int) -> list[list]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="subject model (default: the bundled Gemma 3 270M)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (every method runs there)")
     parser.add_argument("--batch-sizes", default="1,8,32,64")
     parser.add_argument("--prompts", type=int, default=64, help="prompts timed per method and batch size (at least the batch size)")
     parser.add_argument("--original-prompts", type=int, default=16, help="prompts timed per round for the original's way")
@@ -66,8 +71,13 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    subject = SubjectModel.load(args.model, "cpu")
-    hf = AutoModelForCausalLM.from_pretrained(subject_folder(args.model), dtype=torch.float32).eval()
+    subject = SubjectModel.load(args.model, args.device)
+    hf = AutoModelForCausalLM.from_pretrained(subject_folder(args.model), dtype=torch.float32).to(subject.device).eval()
+
+    def finish() -> None:
+        """Wait for queued GPU work, so a method's time includes all of it."""
+        if subject.device.startswith("cuda"):
+            torch.cuda.synchronize()
     named = {"last": subject.n_layers - 1, "mid": subject.n_layers // 2, "early": min(2, subject.n_layers - 1)}
     layers = list(dict.fromkeys(named[x] if x in named else int(x) for x in args.layers.split(",")))
     prompts = [subject.truncate(p, 64) for p in corpus(max(args.prompts, max(sizes), args.original_prompts), subject.vocabulary)]
@@ -78,7 +88,7 @@ def main() -> None:
     @torch.inference_mode()
     def run_hf(tensors: list[tuple[torch.Tensor, torch.Tensor]], body: bool) -> None:
         for ids, mask in tensors:
-            (hf.base_model if body else hf)(input_ids=ids, attention_mask=mask)
+            (hf.base_model if body else hf)(input_ids=ids.to(subject.device), attention_mask=mask.to(subject.device))
 
     def run_original(batch: list[str]) -> None:
         for p in batch:
@@ -94,8 +104,10 @@ def main() -> None:
     load_before = machine()
     for round_ in range(args.repeats):
         batch = prompts[: args.original_prompts]
+        finish()
         started = time.perf_counter()
         run_original(batch)
+        finish()
         rate = len(batch) / (time.perf_counter() - started)
         for bs in sizes:
             rates.setdefault((bs, "original (a)"), []).append(rate)
@@ -110,14 +122,16 @@ def main() -> None:
             names = list(jobs)
             shift = round_ % len(names)  # rotate the order, so no method always runs first
             for name in names[shift:] + names[:shift]:
+                finish()
                 started = time.perf_counter()
                 jobs[name]()
+                finish()
                 rates.setdefault((bs, name), []).append(len(batch) / (time.perf_counter() - started))
 
     median = {key: statistics.median(values) for key, values in rates.items()}
     last = f"tool L{layers[0]}"
     print(
-        f"model {args.model} ({subject.n_layers} layers, d_mlp {subject.d_mlp}), CPU, torch threads {torch.get_num_threads()}; "
+        f"model {args.model} ({subject.n_layers} layers, d_mlp {subject.d_mlp}), {device_name(subject.device)}, torch threads {torch.get_num_threads()}; "
         f"{args.prompts} prompts per cell ({args.original_prompts} for the original), median of {args.repeats} rounds\n"
         f"machine before: {load_before}\nmachine after:  {machine()}\n"
     )

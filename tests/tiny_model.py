@@ -14,8 +14,12 @@ TRAINING_TEXT = [
 ] * 20
 
 
-def build_tiny_gpt2(folder: Path, seed: int = 0) -> Path:
-    """Write config.json, model.safetensors and the tokenizer of a 2-layer GPT-2 into folder."""
+def build_tiny_gpt2(folder: Path, seed: int = 0, **shape: int) -> Path:
+    """Write config.json, model.safetensors and the tokenizer of a 2-layer GPT-2 into folder.
+
+    `shape` overrides GPT2Config fields (n_layer, n_embd, n_head, n_inner, ...): GPU checks build
+    a GPT-2-small-shaped model this way, with random weights and this small tokenizer.
+    """
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
@@ -31,9 +35,32 @@ def build_tiny_gpt2(folder: Path, seed: int = 0) -> Path:
     )
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
-    config = GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, n_positions=128, vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
+    settings = dict(n_layer=2, n_embd=64, n_head=4, n_positions=128, vocab_size=len(tokenizer))
+    settings.update(shape)
+    config = GPT2Config(**settings, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_embedder(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer BERT sentence-transformer saved in folder (for --embedder)."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces = BertWordPieceTokenizer()
+    pieces.train_from_iterator(TRAINING_TEXT, vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=pieces._tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
+    body = folder / "body"
+    tokenizer.save_pretrained(body)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    BertModel(config).save_pretrained(body)
+    transformer = models.Transformer(str(body))
+    pooling = models.Pooling(config.hidden_size, "mean")
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(folder))
     return folder
