@@ -35,3 +35,16 @@ def test_bench_smoke(script: str, tmp_path: Path) -> None:
     table = [line for line in done.stdout.splitlines() if line.startswith("|")]
     assert len(table) >= 3, done.stdout  # a header, its rule, and at least one row
     assert set(table[1]) <= set("|-: ")
+
+
+def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path) -> None:
+    """scripts/gpu_check.py is only run for real on a GPU machine; here it compares the CPU with itself."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGSMITH_TRACING": "false", "TMPDIR": str(tmp_path)}
+    script = BENCH.parent / "scripts" / "gpu_check.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--device", "cpu", "--prompts", "8", "--iterations", "3", "--folder", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "agreement: OK" in done.stdout and "GPU CHECK PASSED" in done.stdout
+    assert "search on cpu: 3 iterations" in done.stdout
