@@ -42,6 +42,12 @@ class SearchContext:
         "", "Your notes on what the neuron seems to detect; put into every LLM request."
     )
     batch_size: int = _knob(8, "Prompts the LLM proposes, and the model measures, per iteration.")
+    fill: str = _knob(
+        "mutations",
+        "What tops up an LLM batch that comes back with fewer than --batch-size usable prompts: "
+        "'mutations' of the top prompts, or 'none' (measure only what the LLM wrote).",
+        choices=("mutations", "none"),
+    )
     max_prompt_tokens: int = _knob(64, "Prompts are cut to this many tokens before measuring.")
     top_k: int = _knob(10, "How many top and bottom prompts are kept, shown to the LLM and printed.")
     seed: int = _knob(0, "Random seed of the fallback generator and of the LLM's sampling.")

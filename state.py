@@ -10,8 +10,15 @@ from typing import Literal
 
 from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
-Source = Literal["seed", "llm", "fallback"]
+Source = Literal["seed", "llm", "mutation", "fallback"]
 Route = Literal["continue", "stalled", "done"]
+
+
+class Candidate(TypedDict):
+    """A proposed prompt and who made it (a mutation fills an LLM batch that came back short)."""
+
+    prompt: str
+    source: Source
 
 
 class Measurement(TypedDict):
@@ -38,7 +45,7 @@ class Record(TypedDict):
 class Stats(TypedDict):
     """Counters over the whole run."""
 
-    generated: int  # candidate prompts proposed (LLM, fallback and seeds)
+    generated: int  # candidate prompts proposed (LLM, mutations, fallback and seeds)
     accepted: int  # candidates that passed the semantic filter
     rejected_similar: int  # rejected as near-copies of mid-bucket prompts
     rejected_duplicate: int  # rejected as exact duplicates
@@ -48,6 +55,7 @@ class Stats(TypedDict):
     llm_calls: int
     llm_errors: int  # LLM calls that raised or timed out
     llm_empty: int  # LLM answers from which no prompt could be parsed
+    mutations: int  # mutations of the top prompts that filled LLM batches which came back short
     regenerations: int  # LLM batches asked again because all were rejected
     fallback_batches: int  # batches made by the random fallback
 
@@ -55,10 +63,10 @@ class Stats(TypedDict):
 class SearchState(TypedDict, total=False):
     run_id: str
     iteration: int  # completed generate→measure rounds; seeds are iteration 0
-    source: Source  # who made the current candidates
-    candidates: list[str]  # the current batch, before the filter
-    accepted: list[str]  # the current batch, after the filter
-    measured: list[Measurement]  # the current batch, measured
+    source: Source  # which node made the current batch: seed, llm (with its mutations) or fallback
+    candidates: list[Candidate]  # the current batch, before the filter
+    accepted: list[Candidate]  # the current batch, after the filter
+    measured: list[Measurement]  # the current batch, measured: one per accepted candidate, in order
     rejected_similar: list[str]  # the latest near-copies, shown to the LLM (bounded)
     top: list[Record]  # the top-k records, highest first
     bottom: list[Record]  # the bottom-k records, lowest first
@@ -84,14 +92,15 @@ def empty_stats() -> Stats:
         llm_calls=0,
         llm_errors=0,
         llm_empty=0,
+        mutations=0,
         regenerations=0,
         fallback_batches=0,
     )
 
 
 def bump(stats: Stats, **increments: int) -> Stats:
-    """A copy of stats with the given counters increased."""
-    new = dict(stats)
+    """A copy of stats with the given counters increased (a counter a run saved before it existed starts at 0)."""
+    new = {**empty_stats(), **stats}
     for key, value in increments.items():
         new[key] += value
     return Stats(**new)

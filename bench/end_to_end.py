@@ -4,7 +4,8 @@
 
 Both use the same LLM (the embedded SmolLM2-135M-Instruct through llama.cpp, offline, temperature
 0.7), the same subject model (the bundled Gemma 3 270M), the same embedder and the same built-in
-seed prompts. This tool runs at its defaults (NeuronSearch: batch 8, threshold 0.5, patience 100);
+seed prompts. This tool runs at its defaults (NeuronSearch: batch 8, mutations fill short LLM batches,
+threshold 0.5, patience 100);
 the original loop is bench/original_loop.py (one prompt per LLM call, filtered against every stored
 prompt in a Python loop, measured alone with run_with_cache). The methods take turns for `--seconds`
 each, `--rounds` times, in one process: each round starts a fresh run of this tool and continues
@@ -60,7 +61,8 @@ def main() -> None:
     )
     original.measure_seeds()
     results_dir = tempfile.mkdtemp(prefix="bench-e2e-")
-    totals = {name: {"measured": 0, "llm_calls": 0, "seconds": 0.0, "fallback": 0} for name in ("tool", "original")}
+    sources = ("llm", "mutation", "fallback")
+    totals = {name: {"measured": 0, "llm_calls": 0, "seconds": 0.0, **dict.fromkeys(sources, 0)} for name in ("tool", "original")}
     load_before = machine()
     for round_ in range(args.rounds):
         recorder = Recorder()
@@ -71,12 +73,12 @@ def main() -> None:
         # time_limit counts from the start of the seed batch; the rate is taken after it.
         result = search.run(progress=recorder, iterations=10**6, time_limit=args.seconds + 5)
         (t0, s0, _), (t1, s1, _) = recorder.points[0], recorder.points[-1]
-        fallback = sum(r["source"] == "fallback" for r in result.records if r["activation"] is not None)
         tool = totals["tool"]
+        for source in sources:
+            tool[source] += sum(r["source"] == source for r in result.records if r["activation"] is not None)
         tool["measured"] += s1["measured"] - s0["measured"]
         tool["llm_calls"] += s1["llm_calls"] - s0["llm_calls"]
         tool["seconds"] += t1 - t0
-        tool["fallback"] += fallback
 
         measured, calls, started = original.measured, original.llm_calls, time.perf_counter()
         original.run(seconds=args.seconds)
@@ -84,22 +86,23 @@ def main() -> None:
         orig["measured"] += original.measured - measured
         orig["llm_calls"] += original.llm_calls - calls
         orig["seconds"] += time.perf_counter() - started
+        orig["llm"] += original.measured - measured
 
     print(
         f"model {args.model}, layer {args.layer}, neuron {args.neuron}, LLM {'embedded SmolLM2-135M-Instruct' if llm == 'embedded' else llm}; "
         f"{args.rounds} rounds of {args.seconds:g} s per method, taking turns\n"
         f"machine before: {load_before}\nmachine after:  {machine()}\n"
     )
-    print("| method | measured prompts | LLM calls | minutes | prompts / minute | LLM calls / measured prompt | of which fallback prompts |")
+    print("| method | measured prompts | LLM calls | minutes | prompts / minute | LLM calls / measured prompt | written by the LLM / mutations / fallback |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     rate = {}
-    for name, label in (("tool", "this tool (defaults: batch 8)"), ("original", "original loop (1 prompt / call)")):
+    for name, label in (("tool", "this tool (defaults: batch 8, fill mutations)"), ("original", "original loop (1 prompt / call)")):
         t = totals[name]
         rate[name] = t["measured"] / (t["seconds"] / 60) if t["seconds"] else 0.0
         per_prompt = t["llm_calls"] / t["measured"] if t["measured"] else float("nan")
         print(
             f"| {label} | {t['measured']} | {t['llm_calls']} | {t['seconds'] / 60:.1f} | {rate[name]:.1f} "
-            f"| {per_prompt:.2f} | {t['fallback']} |"
+            f"| {per_prompt:.2f} | {t['llm']} / {t['mutation']} / {t['fallback']} |"
         )
     ratio = rate["tool"] / rate["original"] if rate["original"] else float("inf")
     print(f"\nthis tool / original loop, prompts per minute: {ratio:.1f}x")

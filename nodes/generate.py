@@ -1,14 +1,21 @@
-"""generate: ask the LLM for a batch of new prompts, showing it what worked and what did not."""
+"""generate: ask the LLM for a batch of new prompts, showing it what worked and what did not.
+
+A small LLM often writes fewer prompts than asked for; mutations of the top prompts fill the rest
+of the batch (context.fill), so every LLM call buys a full batch of measurements.
+"""
 
 from __future__ import annotations
+
+import random
 
 from langgraph.runtime import Runtime
 
 from context import SearchContext
 from services.prompt_parsing import parse_prompts
 from services.proposer import build_request
+from services.random_prompts import mutations
 from services.runtime import context_of, services_for
-from state import SearchState, bump
+from state import Candidate, SearchState, bump
 
 
 def generate(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
@@ -18,12 +25,21 @@ def generate(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     stats = state["stats"]
     answer = services.proposer.propose(request, seed=ctx.seed + stats["llm_calls"])
     prompts = parse_prompts(answer or "", limit=ctx.batch_size)
+    filler: list[str] = []
+    if ctx.fill == "mutations" and len(prompts) < ctx.batch_size:
+        # Seeded by run settings and progress, so a resumed or repeated run makes the same prompts.
+        rng = random.Random(f"{ctx.seed}:fill:{stats['llm_calls']}")
+        tops = [r["prompt"] for r in state["top"]]
+        filler = mutations(rng, ctx.batch_size - len(prompts), services.subject.vocabulary, tops)
     stats = bump(
         stats,
         llm_calls=1,
         llm_errors=int(answer is None),
         llm_empty=int(answer is not None and not prompts),
-        generated=len(prompts),
+        generated=len(prompts) + len(filler),
+        mutations=len(filler),
         regenerations=int(state["attempts"] > 0),
     )
-    return SearchState(candidates=prompts, source="llm", stats=stats)
+    candidates = [Candidate(prompt=p, source="llm") for p in prompts]
+    candidates += [Candidate(prompt=p, source="mutation") for p in filler]
+    return SearchState(candidates=candidates, source="llm", stats=stats)

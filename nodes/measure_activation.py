@@ -13,6 +13,6 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
     measured = services.subject.measure(
-        state["accepted"], ctx.layer, ctx.neuron, ctx.position, batch_size=ctx.batch_size
+        [c["prompt"] for c in state["accepted"]], ctx.layer, ctx.neuron, ctx.position, batch_size=ctx.batch_size
     )
     return SearchState(measured=measured)

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from context import SearchContext
 from services.random_prompts import random_prompts
 from services.runtime import context_of, services_for
-from state import SearchState, bump
+from state import Candidate, SearchState, bump
 
 
 def random_fallback(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
@@ -22,7 +22,7 @@ def random_fallback(state: SearchState, runtime: Runtime[SearchContext]) -> Sear
         rng, ctx.batch_size, services.subject.vocabulary, [r["prompt"] for r in state["top"]]
     )
     return SearchState(
-        candidates=prompts,
+        candidates=[Candidate(prompt=p, source="fallback") for p in prompts],
         source="fallback",
         attempts=0,
         stats=bump(stats, generated=len(prompts), fallback_batches=1),

@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from context import SearchContext
 from services.runtime import context_of, services_for
 from services.seeds import BUILTIN_SEEDS
-from state import SearchState, bump, empty_stats
+from state import Candidate, SearchState, bump, empty_stats
 
 
 def new_run_id() -> str:
@@ -21,7 +21,8 @@ def seed(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     run_id = state.get("run_id") or ctx.run_id or new_run_id()
     services_for(ctx, run_id)  # loads and validates the subject model before any other work
-    candidates = (list(BUILTIN_SEEDS) if ctx.builtin_seeds else []) + list(ctx.seed_prompts)
+    prompts = (list(BUILTIN_SEEDS) if ctx.builtin_seeds else []) + list(ctx.seed_prompts)
+    candidates = [Candidate(prompt=p, source="seed") for p in prompts]
     return SearchState(
         run_id=run_id,
         iteration=0,

@@ -6,7 +6,7 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext
 from services.runtime import context_of, services_for
-from state import SearchState, bump
+from state import Candidate, SearchState, bump
 
 # How many recent near-copies the LLM is shown, so it learns what to avoid.
 REJECTED_SHOWN = 10
@@ -16,17 +16,20 @@ def semantic_filter(state: SearchState, runtime: Runtime[SearchContext]) -> Sear
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
     # Cut to the token cap first, so the filter judges exactly what will be measured.
-    cut = [services.subject.truncate(p, ctx.max_prompt_tokens) for p in state["candidates"]]
-    prompts = [p for p in cut if p.strip()]
+    cut = [
+        Candidate(prompt=services.subject.truncate(c["prompt"], ctx.max_prompt_tokens), source=c["source"])
+        for c in state["candidates"]
+    ]
+    kept = [c for c in cut if c["prompt"].strip()]
     verdicts = services.index.check(
-        prompts,
+        [c["prompt"] for c in kept],
         threshold=ctx.similarity_threshold,
         filter_buckets=frozenset(b.strip() for b in ctx.filter_buckets.split(",") if b.strip()),
         low_percentile=ctx.low_percentile,
         high_percentile=ctx.high_percentile,
     )
-    accepted = [p for p, v in zip(prompts, verdicts) if v.status == "accepted"]
-    similar = [p for p, v in zip(prompts, verdicts) if v.status == "similar"]
+    accepted = [c for c, v in zip(kept, verdicts) if v.status == "accepted"]
+    similar = [c["prompt"] for c, v in zip(kept, verdicts) if v.status == "similar"]
     whole_batch_rejected = state["source"] == "llm" and not accepted
     return SearchState(
         accepted=accepted,
@@ -37,6 +40,6 @@ def semantic_filter(state: SearchState, runtime: Runtime[SearchContext]) -> Sear
             accepted=len(accepted),
             rejected_similar=len(similar),
             rejected_duplicate=sum(v.status == "duplicate" for v in verdicts),
-            rejected_empty=len(cut) - len(prompts),
+            rejected_empty=len(cut) - len(kept),
         ),
     )

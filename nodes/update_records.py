@@ -15,7 +15,8 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
     batch = state["measured"]
-    services.store.append(state["iteration"], state["source"], batch)
+    sources = [c["source"] for c in state["accepted"]]  # measured holds one result per accepted prompt
+    services.store.append(state["iteration"], sources, batch)
     ok = [m for m in batch if not m["error"]]
     services.index.add([m["prompt"] for m in ok], [m["activation"] for m in ok])
 
@@ -24,10 +25,11 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
             prompt=m["prompt"],
             activation=m["activation"],
             token=m["tokens"][m["peak"]] if m["tokens"] else "",
-            source=state["source"],
+            source=source,
             iteration=state["iteration"],
         )
-        for m in ok
+        for source, m in zip(sources, batch)
+        if not m["error"]
     ]
     ranked = sorted(state["top"] + new, key=lambda r: r["activation"], reverse=True)
     lowest = sorted(state["bottom"] + new, key=lambda r: r["activation"])

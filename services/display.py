@@ -80,6 +80,7 @@ def stats_table(stats: Stats, title: str = "Statistics", buckets: dict[str, int]
         ("measured", f"{stats['measured']}"),
         ("failed to measure", f"{stats['failed']}"),
         ("LLM calls (errors, empty answers)", f"{stats['llm_calls']} ({stats['llm_errors']}, {stats['llm_empty']})"),
+        ("mutations filling LLM batches", f"{stats.get('mutations', 0)}"),
         ("regenerations / fallback batches", f"{stats['regenerations']} / {stats['fallback_batches']}"),
     ]
     if buckets is not None:

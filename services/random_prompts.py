@@ -2,6 +2,7 @@
 
 Three strategies share each batch: strings of the subject model's own tokens, jumbles of
 common words, numbers and symbols, and mutations of the best prompts found so far.
+Mutations alone also top up LLM batches that come back short (nodes/generate.py).
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def random_prompts(
             prompts.append(prompt or _word_mix(rng))
     rng.shuffle(prompts)
     return prompts
+
+
+def mutations(rng: random.Random, n: int, vocabulary: Sequence[str], top_prompts: Sequence[str]) -> list[str]:
+    """`n` small edits (swap, delete, duplicate, splice, replace a word) of the top prompts; [] without any."""
+    tops = [p for p in top_prompts if isinstance(p, str) and p.strip()]
+    if not tops:
+        return []
+    return [_mutation(rng, vocabulary, tops).strip() or rng.choice(tops).strip() for _ in range(max(n, 0))]
 
 
 def _token_string(rng: random.Random, vocabulary: Sequence[str]) -> str:

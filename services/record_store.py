@@ -51,8 +51,8 @@ class RecordStore:
         self._db.execute(_SCHEMA)
         self._db.commit()
 
-    def append(self, iteration: int, source: Source, batch: list[Measurement]) -> None:
-        """Write one measured batch in a single transaction."""
+    def append(self, iteration: int, sources: list[Source], batch: list[Measurement]) -> None:
+        """Write one measured batch (who made each prompt, and its measurement) in a single transaction."""
         rows = [
             (
                 iteration,
@@ -65,7 +65,7 @@ class RecordStore:
                 json.dumps(m["values"]),
                 m["error"],
             )
-            for slot, m in enumerate(batch)
+            for slot, (source, m) in enumerate(zip(sources, batch, strict=True))
         ]
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)

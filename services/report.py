@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 from services.record_store import StoredRecord
 
 MAX_PLOT_POINTS = 5_000
-SOURCES = ("seed", "llm", "fallback")
-SOURCE_COLOURS = {"seed": "#7b61b5", "llm": "#1f7ab8", "fallback": "#e08a00"}
+SOURCES = ("seed", "llm", "mutation", "fallback")
+SOURCE_COLOURS = {"seed": "#7b61b5", "llm": "#1f7ab8", "mutation": "#2a9d6f", "fallback": "#e08a00"}
 OTHER_SOURCE_COLOUR = "#777777"
 BEST_COLOUR = "#c0262d"
 # Token highlight colours (Neuroscope-like): white -> orange for positive, white -> blue for negative.
@@ -335,7 +335,7 @@ def _headline(statistics: dict, summary: Summary) -> str:
         ("Best activation", _fmt(float(best["activation"])) if best else "–", best_note),
         ("Prompts measured", f"{measured:,}", _e(f"{summary.failed:,} failed · {summary.seen:,} records")),
         ("Accepted rate", f"{statistics['accepted_rate']:.1%}", _e(f"{accepted:,} of {generated:,} candidates")),
-        ("LLM calls", f"{statistics.get('llm_calls', 0):,}", _e(f"{errors:,} errors · {fallbacks:,} fallback batches")),
+        ("LLM calls", f"{statistics.get('llm_calls', 0):,}", _e(f"{errors:,} errors · {statistics.get('mutations', 0):,} mutations · {fallbacks:,} fallback batches")),
     ]
     html_cards = "".join(
         f'<div class="card"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div>'

@@ -54,13 +54,26 @@ def test_records_grow_and_best_never_decreases(tiny_model_dir, tmp_path):
 
 def test_a_proposer_that_repeats_itself_is_caught_and_routed_to_the_fallback(tiny_model_dir, tmp_path):
     same = "the same prompt again\nanother fixed prompt"
-    search = tiny_search(tiny_model_dir, tmp_path, scripted([same]), iterations=4, max_attempts=2)
+    search = tiny_search(tiny_model_dir, tmp_path, scripted([same]), iterations=4, max_attempts=2, fill="none")
     result = search.run(progress=False)
     stats = result.stats
     assert stats["rejected_duplicate"] >= 2 * 3  # every regeneration repeats both prompts
     assert stats["regenerations"] >= 2
     assert stats["fallback_batches"] >= 1
     assert any(r["source"] == "fallback" for r in result.records)
+
+
+def test_mutations_keep_batches_full_when_the_proposer_repeats_itself(tiny_model_dir, tmp_path):
+    same = "the same prompt again\nanother fixed prompt"
+    search = tiny_search(tiny_model_dir, tmp_path, scripted([same]), iterations=4, similarity_threshold=1.0)
+    result = search.run(progress=False)
+    after_seeds = [r for r in result.records if r["iteration"] > 0]
+    # Mutations top each LLM batch up to 4 before the filter: 2 LLM prompts + 2 mutations in
+    # iterations 1 to 3; from iteration 2 on the LLM's two are repeats, rejected, and yet no batch is
+    # empty, so the LLM is not asked again.
+    assert [r["source"] for r in after_seeds].count("llm") == 2
+    assert [r["source"] for r in after_seeds].count("mutation") == 6 == result.stats["mutations"]
+    assert result.stats["rejected_duplicate"] == 4 and result.stats["regenerations"] == 0
 
 
 def test_patience_routes_a_stalled_search_to_the_fallback(tiny_model_dir, tmp_path):

@@ -13,7 +13,7 @@ from nodes import semantic_filter
 from run import parser, settings_from
 from services.proposer import chat_model
 from services.runtime import release_run, services_for
-from state import empty_stats
+from state import Candidate, empty_stats
 
 
 def cli_settings(*argv: str) -> dict:
@@ -48,7 +48,7 @@ def test_top_k_sets_how_many_records_are_kept(tiny_model_dir, tmp_path):
 
 
 def test_max_attempts_bounds_the_regenerations(tiny_model_dir, tmp_path):
-    search = NeuronSearch(**vars(tiny_context(tiny_model_dir, tmp_path, scripted(["one fixed prompt"]), max_attempts=3)))
+    search = NeuronSearch(**vars(tiny_context(tiny_model_dir, tmp_path, scripted(["one fixed prompt"]), max_attempts=3, fill="none")))
     result = search.run(progress=False, iterations=3)
     # Iteration 0 measures the seeds; in iteration 1 the LLM's prompt is new; in iteration 2 it
     # repeats, is asked again 3 times, then the random fallback makes that iteration's batch.
@@ -57,7 +57,7 @@ def test_max_attempts_bounds_the_regenerations(tiny_model_dir, tmp_path):
 
 def paraphrase_batch(run_id: str) -> dict:
     """A batch of one: a paraphrase of the stored cat prompt, as the LLM might write it."""
-    candidates = ["The cat sat on the warm mat in the sunshine."]
+    candidates = [Candidate(prompt="The cat sat on the warm mat in the sunshine.", source="llm")]
     return dict(run_id=run_id, candidates=candidates, source="llm", rejected_similar=[], attempts=0, stats=empty_stats())
 
 

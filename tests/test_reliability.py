@@ -57,10 +57,15 @@ def tiny(model_dir: Path, *more: str) -> list[str]:
 
 
 def tiny_search(model_dir: Path, results_dir: Path, llm: str, **settings: Any) -> NeuronSearch:
-    """A one-prompt seed batch (iteration 0), then two LLM batches; only exact duplicates are rejected."""
+    """A one-prompt seed batch (iteration 0), then two LLM batches; only exact duplicates are rejected.
+
+    Batches hold what the LLM wrote and nothing else (fill="none"), so each test sees how its LLM
+    fault is handled; tests/test_graph.py and tests/test_nodes.py cover the mutations that fill.
+    """
     base = dict(
         model=str(model_dir), layer=1, neuron=3, device="cpu", llm=llm, batch_size=4, results_dir=str(results_dir),
         run_id="run", builtin_seeds=False, seed_prompts=(SEED,), similarity_threshold=0.99, max_attempts=1, iterations=3,
+        fill="none",
     )  # fmt: skip
     return NeuronSearch(**{**base, **settings})
 
