@@ -8,7 +8,8 @@ count in it):
   (a) random: batches of 8 from the fallback generator alone (random tokens, word mixes, and
       mutations of its own top 10), exact repeats skipped;
   (b) original: the original loop (bench/original_loop.py), one prompt per LLM call;
-  (c) this tool at its defaults (NeuronSearch, max_prompts = the budget).
+  (c) this tool at its defaults (NeuronSearch, max_prompts = the budget; mutations of the top
+      prompts fill LLM batches that come back short).
 (b) and (c) use the embedded SmolLM2-135M-Instruct. All reduce a prompt by `max` over its tokens.
 The table gives each method's best activation and how many measured prompts it needed to reach
 (a)'s final best ("-": never, within the budget).
@@ -98,6 +99,7 @@ def main() -> None:
             ).run(progress=False, iterations=10**6, max_prompts=args.prompts)
             row["tool"] = best_curve(result.records, args.prompts)
             row["tool_calls"] = result.stats["llm_calls"]
+            row["tool_sources"] = {s: sum(r["source"] == s for r in result.records) for s in ("llm", "mutation", "fallback")}
             row["tool_min"] = (time.perf_counter() - started) / 60
         rows.append(row)
 
@@ -113,6 +115,7 @@ def main() -> None:
     header += [f"{m}: measured / LLM calls / minutes" for m in present]
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
+    sources_lines: list[str] = []
     for row in rows:
         cells = [str(row["neuron"])] + [f"{row[m][-1]:.3f}" for m in present]
         if "random" in present:
@@ -120,6 +123,8 @@ def main() -> None:
             cells += [str(prompts_to_reach(row[m], level) or "-") for m in present]
         cells += [f"{len(row[m])} / {row.get(m + '_calls', 0)} / {row[m + '_min']:.1f}" for m in present]
         print("| " + " | ".join(cells) + " |")
+        if "tool_sources" in row:
+            sources_lines.append(f"neuron {row['neuron']}: " + ", ".join(f"{n} {s}" for s, n in row["tool_sources"].items()))
     median = ["**median**"] + [f"**{statistics.median(r[m][-1] for r in rows):.3f}**" for m in present]
     if "random" in present:
         for m in present:
@@ -128,6 +133,8 @@ def main() -> None:
             median.append(f"{statistics.median(hits):.0f} ({len(hits)}/{len(rows)} reached)" if hits else f"- (0/{len(rows)})")
     median += [""] * len(present)
     print("| " + " | ".join(median) + " |")
+    if sources_lines:
+        print("\nThis tool's measured prompts after the seeds, by who wrote them: " + "; ".join(sources_lines))
 
 
 if __name__ == "__main__":

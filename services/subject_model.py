@@ -42,17 +42,22 @@ class _NeuronRead(Exception):
 
 
 class TokenVocabulary(Sequence[str]):
-    """The model's tokens as text, decoded on access (a 262k-token vocabulary is never listed)."""
+    """The model's tokens as text, decoded on first access and kept (a 262k-token vocabulary is
+    never listed: a run decodes only the tokens it meets, once each)."""
 
     def __init__(self, tokenizer) -> None:
         self._tokenizer = tokenizer
         self._size = len(tokenizer)
+        self._texts: dict[int, str] = {}
 
     def __len__(self) -> int:
         return self._size
 
     def __getitem__(self, index):  # type: ignore[override]
-        return self._tokenizer.decode([index])
+        text = self._texts.get(index)
+        if text is None:
+            text = self._texts[index] = self._tokenizer.decode([index])
+        return text
 
 
 class SubjectModel:
@@ -180,7 +185,7 @@ class SubjectModel:
                 Measurement(
                     prompt=prompt,
                     activation=float(activation),
-                    tokens=[self.tokenizer.decode([t]) for t in row],
+                    tokens=[self.vocabulary[t] for t in row],
                     values=[round(v, 6) for v in per_token],
                     peak=peak,
                     error="",
