@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.record_store import StoredRecord
-from services.report import MAX_PLOT_POINTS, write_results
+from services.report import MAX_PLOT_POINTS, SOURCE_COLOURS, write_results
 
 WORDS = [" the", " cat", " sat", " on", " mat", " Paris", " is", " capital", " of", " France", ",", ".",
          " quantum", " river", " bank", "\n", " 1984", " def", " return", " café", " über"]
@@ -39,12 +39,13 @@ def _record(iteration: int, slot: int, source: str, tokens: list[str], rng: rand
 
 
 def synthetic_records(n: int = 300, seed: int = 0) -> list[StoredRecord]:
-    """A run shaped like a real one: seeds at iteration 0, then LLM batches of 8, some fallbacks."""
+    """A run shaped like a real one: seeds at iteration 0, then LLM batches of 8 (filled up with
+    mutations), some fallbacks."""
     rng = random.Random(seed)
     records: list[StoredRecord] = []
     for i in range(n):
         iteration, slot = (0, i) if i < 12 else ((i - 12) // 8 + 1, (i - 12) % 8)
-        source = "seed" if iteration == 0 else ("fallback" if iteration % 9 == 0 else "llm")
+        source = "seed" if iteration == 0 else ("fallback" if iteration % 9 == 0 else ("mutation" if slot >= 5 else "llm"))
         tokens = [rng.choice(WORDS) for _ in range(rng.randint(3, 14))]
         records.append(_record(iteration, slot, source, tokens, rng))
     # The <script> prompt is made the best so it must appear, escaped, in the top table.
@@ -91,6 +92,8 @@ def test_results_json(run) -> None:
     assert data["settings"]["neuron"] == 840
     assert data["records"] == {"total": 300, "measured": 299, "failed": 1,
                                "by_source": data["records"]["by_source"]}
+    expected = {s: sum(r["source"] == s for r in records) for s in ("seed", "llm", "mutation", "fallback")}
+    assert data["records"]["by_source"] == expected and expected["mutation"] > 0
 
 
 def test_records_csv(run) -> None:
@@ -117,6 +120,8 @@ def test_report_html(run) -> None:
     assert "<script" not in page.lower()
     assert "alert('x')" not in page  # quotes escaped too
     assert "gpt2" in page and "840" in page
+    for source in ("seed", "llm", "mutation", "fallback"):  # each in the chart's legend, in its own colour
+        assert f'fill="{SOURCE_COLOURS[source]}"/><text class="legend" x="' in page and f">{source}</text>" in page
 
     top = sorted((r for r in records if r["activation"] is not None), key=lambda r: -r["activation"])[:20]
     rows = _top_rows(page)
