@@ -57,11 +57,11 @@ def main() -> None:
                 similarity_threshold=threshold, results_dir=results_dir, run_id=f"n{neuron}-t{threshold:g}",
             ).run(progress=Recorder(max_llm_calls=args.llm_calls), iterations=10**6)
             stats = result.stats
-            fallback = sum(r["source"] == "fallback" for r in result.records if r["activation"] is not None)
+            measured = [r["source"] for r in result.records if r["activation"] is not None]
             rows.append(
                 {
                     "neuron": neuron, "threshold": threshold, "best": result.best[1], "stats": stats,
-                    "fallback": fallback, "minutes": (time.perf_counter() - started) / 60,
+                    "mutation": measured.count("mutation"), "fallback": measured.count("fallback"), "minutes": (time.perf_counter() - started) / 60,
                 }
             )
 
@@ -71,7 +71,7 @@ def main() -> None:
         f"machine before: {load_before}\nmachine after:  {machine()}\n"
     )
     print(
-        "| neuron | threshold | LLM calls | proposed | rejected similar | rejected duplicate | measured (of which fallback) "
+        "| neuron | threshold | LLM calls | proposed | rejected similar | rejected duplicate | measured (mutations / fallback) "
         "| best activation | minutes |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -79,7 +79,7 @@ def main() -> None:
         s = r["stats"]
         print(
             f"| {r['neuron']} | {r['threshold']:g} | {s['llm_calls']} | {s['generated']} | {s['rejected_similar']} "
-            f"| {s['rejected_duplicate']} | {s['measured']} ({r['fallback']}) | {r['best']:.3f} | {r['minutes']:.1f} |"
+            f"| {s['rejected_duplicate']} | {s['measured']} ({r['mutation']} / {r['fallback']}) | {r['best']:.3f} | {r['minutes']:.1f} |"
         )
     print("\n| threshold | median best | median measured | median rejected similar | neurons where it is best |")
     print("|---:|---:|---:|---:|---:|")
