@@ -59,9 +59,10 @@ class SearchContext:
         "(the bundled copy of all-MiniLM-L6-v2 is used when installed).",
     )
     similarity_threshold: float = _knob(
-        0.5,
-        "Cosine similarity at or above which a prompt counts as a near-copy of a stored one "
-        "(1.0 rejects exact duplicates only).",
+        1.0,
+        "Cosine similarity at or above which a prompt counts as a near-copy of a stored one: "
+        "1.0 rejects exact duplicates only (measured best at the same LLM cost, bench/RESULTS.md "
+        "section 6); the original tool used 0.5.",
     )
     filter_buckets: str = _knob(
         "mid",

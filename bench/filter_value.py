@@ -6,7 +6,7 @@ Generating a prompt with the LLM costs far more than measuring it, so a rejected
 more than it saves. For the same neurons as bench/search_quality.py (same draw, same seed) this
 tool runs at its defaults except the similarity threshold, and stops once it has spent `--llm-calls`
 LLM calls (asked to stop as Ctrl-C does, after the batch in flight: a few runs end one or two calls
-over). The default threshold is the first one listed; 1.0 rejects exact duplicates only.
+over). 0.5 is the original tool's threshold; 1.0 rejects exact duplicates only.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=5)
     parser.add_argument("--layer", type=int, default=None, help="default: the middle layer (n_layers // 2)")
     parser.add_argument("--llm-calls", type=int, default=125, help="LLM calls per run (125 x 8 = 1,000 prompts proposed)")
-    parser.add_argument("--thresholds", default=f"{default:g},0.7,1.0")
+    parser.add_argument("--thresholds", default="0.5,0.7,1.0", help="0.5 was the original tool's; 1.0 rejects exact duplicates only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="the tiny test model and a scripted LLM, a few seconds")
     args = parser.parse_args()

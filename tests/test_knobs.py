@@ -69,7 +69,9 @@ def near_copy_setup(ctx, stored: dict[str, float]):
 
 @pytest.mark.parametrize("buckets, rejected", [("mid", False), ("mid,high", True)])
 def test_filter_buckets_mid_high_rejects_a_near_copy_of_a_high_prompt(tiny_model_dir, tmp_path, buckets, rejected):
-    ctx = tiny_context(tiny_model_dir, tmp_path, "embedded", filter_buckets=buckets, run_id=f"buckets-{buckets}")
+    ctx = tiny_context(
+        tiny_model_dir, tmp_path, "embedded", filter_buckets=buckets, similarity_threshold=0.5, run_id=f"buckets-{buckets}"
+    )
     stored = {f"filler prompt number {i} about topic {i * 7}": float(i) for i in range(20)}
     stored["The cat sat on the warm mat in the sun."] = 100.0  # the high bucket
     near_copy_setup(ctx, stored)
