@@ -52,7 +52,7 @@ def random_prompts(
     """
     if n <= 0:
         return []
-    tops = [p for p in top_prompts if isinstance(p, str) and p.strip()]
+    tops = _usable(top_prompts)
     strategies: list[Callable[[], str]] = []
     if len(vocabulary) > 0:
         strategies.append(lambda: _token_string(rng, vocabulary))
@@ -74,10 +74,15 @@ def random_prompts(
 
 def mutations(rng: random.Random, n: int, vocabulary: Sequence[str], top_prompts: Sequence[str]) -> list[str]:
     """`n` small edits (swap, delete, duplicate, splice, replace a word) of the top prompts; [] without any."""
-    tops = [p for p in top_prompts if isinstance(p, str) and p.strip()]
+    tops = _usable(top_prompts)
     if not tops:
         return []
     return [_mutation(rng, vocabulary, tops).strip() or rng.choice(tops).strip() for _ in range(max(n, 0))]
+
+
+def _usable(prompts: Sequence[str]) -> list[str]:
+    """The prompts that can be mutated: text with something in it."""
+    return [p for p in prompts if isinstance(p, str) and p.strip()]
 
 
 def _token_string(rng: random.Random, vocabulary: Sequence[str]) -> str:
