@@ -99,6 +99,19 @@ def best_curve(records, budget: int | None = None) -> list[float]:
     return curve[:budget] if budget else curve
 
 
+def measured_by_source(records) -> dict[str, int]:
+    """How many measured prompts the LLM, the mutations and the fallback each wrote (seeds and failed prompts left out)."""
+    sources = [r["source"] for r in records if r["activation"] is not None]
+    return {source: sources.count(source) for source in ("llm", "mutation", "fallback")}
+
+
+def device_name(device: str) -> str:
+    """The GPU's name for a cuda device, else the device in capitals (CPU, MPS)."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else device.upper()
+
+
 def prompts_to_reach(curve: list[float], level: float) -> int | None:
     """How many measured prompts a curve needed to reach `level` (None: never)."""
     return next((i + 1 for i, best in enumerate(curve) if best >= level - 1e-9), None)

@@ -5,7 +5,7 @@
 Both use the same LLM (the embedded SmolLM2-135M-Instruct through llama.cpp, offline, temperature
 0.7), the same subject model (the bundled Gemma 3 270M), the same embedder and the same built-in
 seed prompts. This tool runs at its defaults (NeuronSearch: batch 8, mutations fill short LLM batches,
-threshold 0.5, patience 100);
+similarity threshold 1.0, patience 100);
 the original loop is bench/original_loop.py (one prompt per LLM call, filtered against every stored
 prompt in a Python loop, measured alone with run_with_cache). The methods take turns for `--seconds`
 each, `--rounds` times, in one process: each round starts a fresh run of this tool and continues
@@ -19,7 +19,7 @@ import tempfile
 import time
 
 import common  # noqa: F401 (sets up the import path and offline settings)
-from common import Recorder, machine, tiny_model_dir
+from common import Recorder, machine, measured_by_source, tiny_model_dir
 from original_loop import OriginalLoop
 
 from neuron_search import NeuronSearch
@@ -74,8 +74,8 @@ def main() -> None:
         result = search.run(progress=recorder, iterations=10**6, time_limit=args.seconds + 5)
         (t0, s0, _), (t1, s1, _) = recorder.points[0], recorder.points[-1]
         tool = totals["tool"]
-        for source in sources:
-            tool[source] += sum(r["source"] == source for r in result.records if r["activation"] is not None)
+        for source, count in measured_by_source(result.records).items():
+            tool[source] += count
         tool["measured"] += s1["measured"] - s0["measured"]
         tool["llm_calls"] += s1["llm_calls"] - s0["llm_calls"]
         tool["seconds"] += t1 - t0

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import common  # noqa: F401 (sets up the import path and offline settings)
-from common import Recorder, machine, pick_neurons, tiny_model_dir
+from common import Recorder, machine, measured_by_source, pick_neurons, tiny_model_dir
 
 from context import SearchContext
 from neuron_search import NeuronSearch
@@ -57,11 +57,11 @@ def main() -> None:
                 similarity_threshold=threshold, results_dir=results_dir, run_id=f"n{neuron}-t{threshold:g}",
             ).run(progress=Recorder(max_llm_calls=args.llm_calls), iterations=10**6)
             stats = result.stats
-            measured = [r["source"] for r in result.records if r["activation"] is not None]
+            measured = measured_by_source(result.records)
             rows.append(
                 {
                     "neuron": neuron, "threshold": threshold, "best": result.best[1], "stats": stats,
-                    "mutation": measured.count("mutation"), "fallback": measured.count("fallback"), "minutes": (time.perf_counter() - started) / 60,
+                    "mutation": measured["mutation"], "fallback": measured["fallback"], "minutes": (time.perf_counter() - started) / 60,
                 }
             )
 

@@ -23,7 +23,7 @@ import time
 
 import common  # noqa: F401 (sets up the import path and offline settings)
 import torch
-from common import corpus, machine, subject_folder, tiny_model_dir
+from common import corpus, device_name, machine, subject_folder, tiny_model_dir
 from original_loop import original_measure
 
 from services.subject_model import SubjectModel
@@ -40,10 +40,6 @@ def padded(subject: SubjectModel, prompts: list[str]) -> tuple[torch.Tensor, tor
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
     return ids, mask
-
-
-def device_name(device: str) -> str:
-    return torch.cuda.get_device_name(device) if device.startswith("cuda") else device.upper()
 
 
 def chunks(items: list, size: int) -> list[list]:

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 import common  # noqa: F401 (sets up the import path and offline settings)
-from common import best_curve, machine, pick_neurons, prompts_to_reach, tiny_model_dir
+from common import best_curve, machine, measured_by_source, pick_neurons, prompts_to_reach, tiny_model_dir
 from original_loop import OriginalLoop
 
 from neuron_search import NeuronSearch
@@ -99,7 +99,7 @@ def main() -> None:
             ).run(progress=False, iterations=10**6, max_prompts=args.prompts)
             row["tool"] = best_curve(result.records, args.prompts)
             row["tool_calls"] = result.stats["llm_calls"]
-            row["tool_sources"] = {s: sum(r["source"] == s for r in result.records) for s in ("llm", "mutation", "fallback")}
+            row["tool_sources"] = measured_by_source(result.records)
             row["tool_min"] = (time.perf_counter() - started) / 60
         rows.append(row)
 

@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import common  # noqa: E402,F401 (offline settings)
 import torch  # noqa: E402
-from common import corpus  # noqa: E402
+from common import corpus, device_name  # noqa: E402
 from helpers import fresh_answers, scripted  # noqa: E402
 from tiny_model import build_tiny_embedder, build_tiny_gpt2  # noqa: E402
 
@@ -47,8 +47,7 @@ def main() -> int:
     folder = Path(args.folder or tempfile.mkdtemp(prefix="gpu-check-"))
     model = build_tiny_gpt2(folder / "gpt2-shaped", **GPT2_SMALL)
     embedder = build_tiny_embedder(folder / "embedder")
-    print(f"torch {torch.__version__}, device {args.device}: "
-          f"{torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else args.device}")
+    print(f"torch {torch.__version__}, device {args.device}: {device_name(args.device)}")
 
     # 1. The same activations on both devices.
     cpu, device = SubjectModel.load(str(model), "cpu"), SubjectModel.load(str(model), args.device)

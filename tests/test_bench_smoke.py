@@ -24,9 +24,13 @@ SCRIPTS = [
 ]
 
 
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGSMITH_TRACING": "false", "TMPDIR": str(tmp_path)}
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bench_smoke(script: str, tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGSMITH_TRACING": "false", "TMPDIR": str(tmp_path)}
+    env = offline_env(tmp_path)
     done = subprocess.run(
         [sys.executable, str(BENCH / script), "--smoke"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
@@ -39,7 +43,7 @@ def test_bench_smoke(script: str, tmp_path: Path) -> None:
 
 def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path) -> None:
     """scripts/gpu_check.py is only run for real on a GPU machine; here it compares the CPU with itself."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGSMITH_TRACING": "false", "TMPDIR": str(tmp_path)}
+    env = offline_env(tmp_path)
     script = BENCH.parent / "scripts" / "gpu_check.py"
     done = subprocess.run(
         [sys.executable, str(script), "--device", "cpu", "--prompts", "8", "--iterations", "3", "--folder", str(tmp_path)],
