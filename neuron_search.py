@@ -28,7 +28,7 @@ from nodes.stagnation_check import stop_reason
 from services.display import ProgressDisplay, RichProgress
 from services.errors import UserError
 from services.proposer import resolve_llm
-from services.record_store import RecordStore, StoredRecord
+from services.record_store import RecordStore, StoredRecord, as_record
 from state import Record, SearchState
 
 # The settings that define what a run measures: a resumed run may not change them.
@@ -74,12 +74,11 @@ class SearchResult:
         kept = self.state["top"] if reverse else self.state["bottom"]
         if n <= len(kept):
             return kept[:n]
-        measured = [r for r in self.records if r["activation"] is not None]
-        measured.sort(key=lambda r: r["activation"], reverse=reverse)
-        return [
-            Record(prompt=r["prompt"], activation=r["activation"], token=r["token"], source=r["source"], iteration=r["iteration"])
-            for r in measured[:n]
-        ]
+        store = RecordStore(self.run_dir / "records.sqlite")
+        try:
+            return [as_record(r) for r in store.ranked(n, highest=reverse)]
+        finally:
+            store.close()
 
     @property
     def records(self) -> list[StoredRecord]:

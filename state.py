@@ -28,7 +28,7 @@ class Measurement(TypedDict):
     activation: float  # the neuron's activation reduced over positions (max or last)
     tokens: list[str]  # the prompt's tokens, BOS and padding excluded
     values: list[float]  # the neuron's activation at each of those tokens
-    peak: int  # index into tokens where the neuron fired most
+    peak: int  # index into tokens of the measured value: the highest (position max) or the last (last)
     error: str  # "" when measured, else why the prompt could not be measured
 
 
@@ -37,7 +37,7 @@ class Record(TypedDict):
 
     prompt: str
     activation: float
-    token: str  # the token where the neuron fired most
+    token: str  # the peak token: where the measured value was read (see Measurement.peak)
     source: Source
     iteration: int
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 
 from context import SearchContext
+from services.errors import UserError
 from services.runtime import context_of, services_for
 from state import SearchState
 
@@ -15,4 +16,14 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
     measured = services.subject.measure(
         [c["prompt"] for c in state["accepted"]], ctx.layer, ctx.neuron, ctx.position, batch_size=ctx.batch_size
     )
+    errors = {m["error"] for m in measured}
+    # One bad prompt is recorded and the search goes on; the same error for every prompt of a batch
+    # is the model or the machine failing, and would fail every batch after it too.
+    if len(measured) > 1 and len(errors) == 1 and "" not in errors:
+        raise UserError(
+            f"Every prompt of iteration {state['iteration']} ({len(measured)} prompts) failed to measure "
+            f"with the same error: {errors.pop()}. The subject model {ctx.model} cannot measure layer "
+            f"{ctx.layer} neuron {ctx.neuron} here; nothing of this batch was stored. Fix the cause (the "
+            "model, --device, free memory) and continue with --resume."
+        )
     return SearchState(measured=measured)

@@ -7,6 +7,7 @@ import time
 from langgraph.runtime import Runtime
 
 from context import SearchContext
+from services.record_store import RecordStore, as_record
 from services.runtime import context_of, services_for
 from state import Record, SearchState, bump
 
@@ -31,8 +32,8 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
         for source, m in zip(sources, batch)
         if not m["error"]
     ]
-    ranked = sorted(state["top"] + new, key=lambda r: r["activation"], reverse=True)
-    lowest = sorted(state["bottom"] + new, key=lambda r: r["activation"])
+    ranked = _kept(state["top"], new, ctx.top_k, services.store, highest=True)
+    lowest = _kept(state["bottom"], new, ctx.top_k, services.store, highest=False)
     best = ranked[0] if ranked else None
 
     old_best = state["best"]
@@ -42,8 +43,8 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
     now = time.time()
     started = max(state["batch_started"], services.opened_at)  # the time a run lay stopped is not search time
     return SearchState(
-        top=ranked[: ctx.top_k],
-        bottom=lowest[: ctx.top_k],
+        top=ranked,
+        bottom=lowest,
         best=best,
         since_improvement=0 if improved else state["since_improvement"] + len(ok),
         iteration=state["iteration"] + 1,
@@ -51,3 +52,12 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
         batch_started=now,
         stats=bump(state["stats"], measured=len(ok), failed=len(batch) - len(ok)),
     )
+
+
+def _kept(kept: list[Record], new: list[Record], k: int, store: RecordStore, highest: bool) -> list[Record]:
+    """The k highest (or lowest) records. A table shorter than k is read from the store, which holds
+    every measured prompt: early in a run that costs nothing, and a run resumed with a larger
+    --top-k gets back the records its smaller table had dropped."""
+    if len(kept) < k:
+        return [as_record(r) for r in store.ranked(k, highest=highest)]
+    return sorted(kept + new, key=lambda r: r["activation"], reverse=highest)[:k]

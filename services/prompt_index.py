@@ -11,6 +11,11 @@ of one of them is rejected whatever its bucket would have been.
 The original tool compared a candidate with every stored prompt in a Python loop and recomputed
 the percentiles for each comparison. Here the percentiles are computed once per batch and the
 neighbours come from an HNSW graph (FAISS), so a decision costs about log(n), not n.
+
+At a threshold of 1.0 (the default) only exact duplicates are rejected, which takes the stored
+prompts' text and nothing else. A run's index is lazy: nothing is embedded and the graph is not
+built until the first check below 1.0, which embeds every stored prompt at once (as when a run is
+resumed with a lower threshold).
 """
 
 from __future__ import annotations
@@ -23,16 +28,15 @@ from typing import Literal, NamedTuple
 import faiss
 import numpy as np
 
+from services.buckets import BUCKETS, bucket_codes, bucket_counts, bucket_cuts
 from services.errors import UserError
-
-Bucket = Literal["low", "mid", "high"]
-BUCKETS: tuple[Bucket, ...] = ("low", "mid", "high")
 
 # HNSW parameters, chosen with bench/filter_scaling.py on clustered random 384-d vectors (a harder
 # case than sentence embeddings, whose intrinsic dimension is lower). At 100k stored prompts,
 # M=32 with efSearch=64 made the same decision as exact search for all of 960 candidates at
 # ~0.4 ms a candidate; efSearch=32 was ~30% faster but agreed on 99.0%, M=16 on 99.6%.
-# efConstruction=64 builds 100k prompts in 30-50 s on 2 cores, paid once when a run is resumed.
+# efConstruction=64 builds 100k prompts in 30-50 s on 2 cores, paid once by the first check below
+# 1.0 of a resumed run.
 # The first search returns efSearch neighbours: as many as it visits anyway.
 HNSW_M = 32
 EF_CONSTRUCTION = 64
@@ -56,12 +60,17 @@ Embedder = Callable[[list[str]], np.ndarray]
 
 
 class PromptIndex:
-    """Measured prompts, searchable by meaning; grows with `add`, never shrinks."""
+    """Measured prompts, searchable by meaning; grows with `add`, never shrinks.
+
+    lazy: embed nothing (and never call `embed`) until a check below 1.0 needs vectors; that check
+    first embeds every stored prompt at once. Otherwise `add` embeds as it stores.
+    """
 
     def __init__(
         self,
         embed: Embedder,
         *,
+        lazy: bool = False,
         m: int = HNSW_M,
         ef_construction: int = EF_CONSTRUCTION,
         ef_search: int = EF_SEARCH,
@@ -70,7 +79,9 @@ class PromptIndex:
         self._m, self._ef_construction, self._ef_search = m, ef_construction, ef_search
         self._ids: dict[str, int] = {}  # stripped prompt -> its row in the graph and in _activations
         self._activations = np.empty(0, dtype=np.float64)  # grown by doubling; the first len(self) are used
-        self._graph: faiss.IndexHNSWFlat | None = None  # built on the first add, once the dimension is known
+        # Whether stored prompts are in the graph: from the start, or (lazy) from the first check below 1.0 on.
+        self._embedding = not lazy
+        self._graph: faiss.IndexHNSWFlat | None = None  # built on the first embedded add, once the dimension is known
         # Vectors `check` embedded, kept for the `add` that follows it: each prompt is embedded once.
         self._checked: dict[str, np.ndarray] = {}
         # Studio's server may run two graph steps on one run's index at once.
@@ -92,22 +103,15 @@ class PromptIndex:
                 key = prompt.strip()
                 if key not in self._ids and key not in new:
                     new[key] = float(activation)
-            if not new:
-                self._checked.clear()
-                return
-            to_embed = [key for key in new if key not in self._checked]
-            embedded = dict(zip(to_embed, _normalised(self._embed(to_embed)))) if to_embed else {}
-            vectors = np.stack([self._checked[key] if key in self._checked else embedded[key] for key in new])
+            vectors = self._vectors(list(new)) if new and self._embedding else None
             self._checked.clear()
-            if self._graph is None:
-                self._graph = faiss.IndexHNSWFlat(vectors.shape[1], self._m, faiss.METRIC_INNER_PRODUCT)
-                self._graph.hnsw.efConstruction = self._ef_construction
+            if not new:
+                return
             start = len(self._ids)
             self._reserve(start + len(new))
             self._activations[start : start + len(new)] = list(new.values())
-            # Bulk adds (a resumed run) use every core; the few prompts of a batch do better on one.
-            with _omp_threads(1 if len(vectors) < BULK_ADD else faiss.omp_get_max_threads()):
-                self._graph.add(vectors)
+            if vectors is not None:
+                self._add_to_graph(vectors)
             self._ids.update((key, start + i) for i, key in enumerate(new))
 
     def check(
@@ -155,7 +159,10 @@ class PromptIndex:
             verdicts = [Verdict("duplicate", 1.0) if dup else Verdict("accepted", 0.0) for dup in duplicate]
             # A threshold of 1.0 asks for exact duplicates only; an embedder can map two different
             # strings (e.g. differing only in case) to the same vector.
-            if not fresh or threshold >= 1.0:
+            if threshold >= 1.0:
+                return verdicts
+            self._start_embedding()
+            if not fresh:
                 return verdicts
             vectors = _normalised(np.asarray(embeddings, dtype=np.float32)[fresh])
             near_stored, stored_similarity = self._nearest_filtered(
@@ -178,9 +185,7 @@ class PromptIndex:
     def bucket_counts(self, low_percentile: float, high_percentile: float) -> dict[str, int]:
         """How many stored prompts each bucket holds under these percentiles."""
         with self._lock:
-            codes = self._bucket_codes(self._activations[: len(self)], self._cuts(low_percentile, high_percentile))
-        counts = np.bincount(codes, minlength=len(BUCKETS))
-        return {bucket: int(count) for bucket, count in zip(BUCKETS, counts)}
+            return bucket_counts(self._activations[: len(self)], low_percentile, high_percentile)
 
     def _duplicates(self, keys: list[str]) -> list[bool]:
         """Whether each key repeats a stored prompt or an earlier key of the batch."""
@@ -191,22 +196,27 @@ class PromptIndex:
             seen.add(key)
         return duplicate
 
-    def _cuts(self, low_percentile: float, high_percentile: float) -> tuple[float, float] | None:
-        """The activations at the low and high percentiles of all stored ones; None below two prompts."""
-        n = len(self)
-        if n < 2:  # no spread to take percentiles of: everything is mid
-            return None
-        low, high = np.percentile(self._activations[:n], [low_percentile, high_percentile])
-        return float(low), float(high)
+    def _start_embedding(self) -> None:
+        """From now on every stored prompt is in the graph: embed those stored so far, in one bulk add."""
+        if self._embedding:
+            return
+        if self._ids:
+            self._add_to_graph(_normalised(self._embed(list(self._ids))))
+        self._embedding = True
 
-    @staticmethod
-    def _bucket_codes(activations: np.ndarray, cuts: tuple[float, float] | None) -> np.ndarray:
-        """Each activation's bucket, as an index into BUCKETS."""
-        codes = np.ones(activations.shape, dtype=np.intp)
-        if cuts is not None:
-            codes[activations <= cuts[0]] = 0
-            codes[activations >= cuts[1]] = 2  # when both hold (ties), high wins, as in the original
-        return codes
+    def _vectors(self, keys: list[str]) -> np.ndarray:
+        """The keys' unit vectors: those `check` kept, the others embedded now."""
+        to_embed = [key for key in keys if key not in self._checked]
+        embedded = dict(zip(to_embed, _normalised(self._embed(to_embed)))) if to_embed else {}
+        return np.stack([self._checked[key] if key in self._checked else embedded[key] for key in keys])
+
+    def _add_to_graph(self, vectors: np.ndarray) -> None:
+        if self._graph is None:
+            self._graph = faiss.IndexHNSWFlat(vectors.shape[1], self._m, faiss.METRIC_INNER_PRODUCT)
+            self._graph.hnsw.efConstruction = self._ef_construction
+        # Bulk adds (a resumed run) use every core; the few prompts of a batch do better on one.
+        with _omp_threads(1 if len(vectors) < BULK_ADD else faiss.omp_get_max_threads()):
+            self._graph.add(vectors)
 
     def _nearest_filtered(
         self,
@@ -230,8 +240,8 @@ class PromptIndex:
         if self._graph is None or not filtered.any():
             return near, similarity
         stored = self._activations[:count]
-        cuts = self._cuts(low_percentile, high_percentile)
-        if not filtered[self._bucket_codes(stored, cuts)].any():
+        cuts = bucket_cuts(stored, low_percentile, high_percentile)
+        if not filtered[bucket_codes(stored, cuts)].any():
             return near, similarity
         todo = np.arange(len(vectors))
         k = min(self._ef_search, count)
@@ -240,7 +250,7 @@ class PromptIndex:
             with _omp_threads(1):
                 sims, ids = self._graph.search(vectors[todo], k, params=params)
             found = ids >= 0
-            codes = self._bucket_codes(stored[np.where(found, ids, 0)], cuts)
+            codes = bucket_codes(stored[np.where(found, ids, 0)], cuts)
             is_filtered = found & filtered[codes]
             filtered_sims = np.where(is_filtered, sims, -np.inf).max(axis=1)
             hit = filtered_sims >= threshold

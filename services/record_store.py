@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
-from state import Measurement, Source
+from state import Measurement, Record, Source
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -36,7 +36,7 @@ class StoredRecord(TypedDict):
     source: Source
     prompt: str
     activation: float | None  # None when the prompt could not be measured
-    token: str  # where the neuron fired most
+    token: str  # the peak token: where the measured value was read
     tokens: list[str]
     values: list[float]
     error: str
@@ -71,19 +71,22 @@ class RecordStore:
             self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
     def __iter__(self) -> Iterator[StoredRecord]:
-        cursor = self._db.execute("SELECT * FROM records ORDER BY iteration, slot")
-        for row in cursor:
-            yield StoredRecord(
-                iteration=row[0],
-                slot=row[1],
-                source=row[2],
-                prompt=row[3],
-                activation=row[4],
-                token=row[5],
-                tokens=json.loads(row[6]),
-                values=json.loads(row[7]),
-                error=row[8],
-            )
+        for row in self._db.execute("SELECT * FROM records ORDER BY iteration, slot"):
+            yield self._record(row)
+
+    @staticmethod
+    def _record(row: tuple) -> StoredRecord:
+        return StoredRecord(
+            iteration=row[0],
+            slot=row[1],
+            source=row[2],
+            prompt=row[3],
+            activation=row[4],
+            token=row[5],
+            tokens=json.loads(row[6]),
+            values=json.loads(row[7]),
+            error=row[8],
+        )
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
@@ -91,5 +94,27 @@ class RecordStore:
     def unique_prompts(self) -> int:
         return self._db.execute("SELECT COUNT(DISTINCT prompt) FROM records").fetchone()[0]
 
+    def measured_prompts(self) -> list[tuple[str, float]]:
+        """(prompt, activation) of every measured prompt, in order; unlike iterating, decodes no per-token JSON."""
+        query = "SELECT prompt, activation FROM records WHERE activation IS NOT NULL ORDER BY iteration, slot"
+        return self._db.execute(query).fetchall()
+
+    def ranked(self, k: int, highest: bool = True) -> list[StoredRecord]:
+        """The k measured records with the highest (or lowest) activations, in that order."""
+        order = "DESC" if highest else "ASC"
+        query = f"SELECT * FROM records WHERE activation IS NOT NULL ORDER BY activation {order}, iteration, slot LIMIT ?"
+        return [self._record(row) for row in self._db.execute(query, (k,))]
+
     def close(self) -> None:
         self._db.close()
+
+
+def as_record(stored: StoredRecord) -> Record:
+    """A stored measured prompt as a row of the top/bottom tables."""
+    return Record(
+        prompt=stored["prompt"],
+        activation=stored["activation"],
+        token=stored["token"],
+        source=stored["source"],
+        iteration=stored["iteration"],
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from services.buckets import bucket_counts
 from services.display import records_table, stats_table
 from services.record_store import RecordStore
 from services.report import write_results
@@ -31,20 +32,11 @@ def saved_state(run_dir: Path) -> SearchState:
     return saved.checkpoint["channel_values"] if saved else SearchState()
 
 
-def bucket_counts(activations: np.ndarray, low_percentile: float, high_percentile: float) -> dict[str, int]:
-    if activations.size == 0:
-        return {"low": 0, "mid": 0, "high": 0}
-    low, high = np.percentile(activations, [low_percentile, high_percentile])
-    n_high = int((activations >= high).sum())
-    n_low = int((activations <= low).sum())
-    return {"low": n_low, "mid": int(activations.size) - n_low - n_high, "high": n_high}
-
-
 def _measured(run_dir: Path) -> tuple[np.ndarray, int]:
     """The activations of all measured prompts and the number of distinct prompts."""
     store = RecordStore(run_dir / "records.sqlite")
     try:
-        values = [r["activation"] for r in store if r["activation"] is not None]
+        values = [activation for _, activation in store.measured_prompts()]
         unique = store.unique_prompts()
     finally:
         store.close()

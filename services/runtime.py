@@ -58,9 +58,10 @@ def _open_run(
 ) -> tuple[PromptIndex, RecordStore, Proposer, float]:
     if folder not in _runs:
         store = RecordStore(folder / "records.sqlite")
-        index = PromptIndex(load_embedder(ctx.embedder, subject_device))
-        measured = [r for r in store if r["activation"] is not None]
-        index.add([r["prompt"] for r in measured], [r["activation"] for r in measured])
+        # The embedder loads on the index's first embedding, which at threshold 1.0 never comes.
+        index = PromptIndex(lambda prompts: load_embedder(ctx.embedder, subject_device)(prompts), lazy=True)
+        measured = store.measured_prompts()
+        index.add([prompt for prompt, _ in measured], [activation for _, activation in measured])
         _runs[folder] = (index, store, Proposer(ctx.llm, ctx.temperature), time.time())
     return _runs[folder]
 

@@ -2,14 +2,23 @@
 
 A batch of prompts is measured in one right-padded forward pass that stops after the neuron's
 layer. Each prompt is tokenized here, with one BOS token in front, so that what is measured,
-what is masked (BOS and padding) and what is shown to the user are the same tokens.
+what is masked (BOS and padding) and what is shown to the user are the same tokens. A prompt is
+text: a special token's name written in it (`<bos>`, `<|endoftext|>`) is tokenized as the
+characters it is made of, never as the control token, so the BOS the tool adds stays the only one.
+
+One model serves every search of the process (threads, Studio's server, a Ray actor). A forward
+pass reads the neuron through a hook attached to the shared model, and every forward pass running
+at that moment would fire it: so forward passes, and the tokenizer (whose Rust core refuses to be
+used by two threads at once), run one at a time per model, under `SubjectModel.exclusive`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from services.errors import UserError
@@ -74,6 +83,10 @@ class SubjectModel:
         self._pad = self.tokenizer.pad_token_id
         if self._pad is None:
             self._pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        # Held for every forward pass and tokenizer call: see the module's docstring. Reentrant, so
+        # that a caller may hold it across several passes (e.g. a gradient step and its children).
+        self.exclusive = threading.RLock()
+        self._check_hooks()
 
     @classmethod
     def load(cls, name: str, device: str = "auto") -> SubjectModel:
@@ -112,8 +125,44 @@ class SubjectModel:
                 f"(d_mlp), numbered 0 to {self.d_mlp - 1}. Pick --neuron in that range."
             )
 
+    def _check_hooks(self) -> None:
+        """Every layer's `mlp.hook_post` exists, fires and holds d_mlp neurons, or the model is refused
+        now, in one message: otherwise a missing hook shows up as every prompt of every batch
+        failing to measure (or, with hooks that are skipped, as a forward pass that never stops)."""
+        shapes: dict[int, tuple[int, ...]] = {}
+        known = self.bridge.hook_dict
+        hooks = [
+            (f"blocks.{layer}.mlp.hook_post", lambda act, hook, layer=layer: shapes.__setitem__(layer, tuple(act.shape)))
+            for layer in range(self.n_layers)
+            if f"blocks.{layer}.mlp.hook_post" in known
+        ]
+        tokens = torch.tensor([self._with_bos(self._ids("Hi"))], device=self.device)
+        with self.exclusive, torch.inference_mode():
+            self.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+        missing = [layer for layer in range(self.n_layers) if layer not in shapes]
+        if missing:
+            raise UserError(
+                f"The subject model {self.name} has no hook blocks.L.mlp.hook_post for layer(s) "
+                f"{', '.join(map(str, missing))} in TransformerLens, so its MLP neurons cannot be read. "
+                "Use a model whose TransformerBridge adapter names its MLP activations hook_post (GPT-2, "
+                "Gemma, Llama and most decoder-only models do), or --model embedded."
+            )
+        wrong = {layer: shape for layer, shape in shapes.items() if shape[-1] != self.d_mlp}
+        if wrong:
+            layer, shape = next(iter(wrong.items()))
+            raise UserError(
+                f"The subject model {self.name} says each MLP has {self.d_mlp} neurons (d_mlp), but "
+                f"blocks.{layer}.mlp.hook_post holds {shape[-1]}. Its configuration and its weights "
+                "disagree: check the model folder's config.json."
+            )
+
     def _ids(self, prompt: str) -> list[int]:
-        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        """The prompt's tokens; special tokens' names in the text stay text (see the module docstring)."""
+        with self.exclusive:
+            return self.tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        return ([self._bos] if self._bos is not None else []) + ids
 
     def truncate(self, prompt: str, max_tokens: int) -> str:
         """The prompt cut to at most max_tokens tokens (and to what the model's context holds);
@@ -127,7 +176,8 @@ class SubjectModel:
             return ""
         if len(ids) <= limit:
             return prompt
-        return self.tokenizer.decode(ids[:limit])
+        with self.exclusive:
+            return self.tokenizer.decode(ids[:limit])
 
     def measure(
         self, prompts: Sequence[str], layer: int, neuron: int, position: str = "max", batch_size: int = 32
@@ -150,41 +200,66 @@ class SubjectModel:
             log.warning("Could not measure %r: %s", prompt[:60], error)
             return Measurement(prompt=prompt, activation=0.0, tokens=[], values=[], peak=0, error=f"{type(error).__name__}: {error}")
 
-    @torch.inference_mode()
+    def layer_maxima(self, prompts: Sequence[str], layer: int, batch_size: int = 32) -> np.ndarray:
+        """For each prompt, every neuron of the layer's MLP at its highest over the prompt's tokens:
+        an array [len(prompts), d_mlp]. A prompt that tokenizes to nothing gets a row of NaN."""
+        out = np.full((len(prompts), self.d_mlp), np.nan, dtype=np.float32)
+        for start in range(0, len(prompts), batch_size):
+            chunk = [(i, self._ids(p)) for i, p in enumerate(prompts[start : start + batch_size], start)]
+            chunk = [(i, row) for i, row in chunk if row]
+            if not chunk:
+                continue
+            values, offset = self._forward([row for _, row in chunk], layer, lambda act: act)
+            for (i, row), per_token in zip(chunk, values):
+                out[i] = per_token[offset : offset + len(row)].amax(dim=0).numpy()
+        return out
+
+    def _forward(
+        self, ids: list[list[int]], layer: int, read: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, int]:
+        """One right-padded forward pass of the token rows (BOS added) that ends in layer's hook_post.
+
+        Returns `read(hook_post)` on the CPU, [rows, positions, ...], and the position of each row's
+        first text token. Right padding keeps real tokens' positions and, with causal attention,
+        their values.
+        """
+        rows = [self._with_bos(row) for row in ids]
+        tokens = torch.full((len(rows), max(map(len, rows))), self._pad, dtype=torch.long)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = torch.tensor(row)
+        captured: list[torch.Tensor] = []
+
+        def keep(activation: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
+            captured.append(read(activation).detach().float().cpu())
+            raise _NeuronRead  # nothing after this point matters
+
+        # The forward pass ends in the hook: `stop_at_layer` would also stop early, but not at the
+        # last layer, where it still runs the unembedding (for Gemma, more work than all 18 blocks).
+        with self.exclusive, torch.inference_mode():
+            try:
+                self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", keep)])
+            except _NeuronRead:
+                pass
+        return captured[0], len(rows[0]) - len(ids[0])
+
     def _measure_batch(self, prompts: list[str], layer: int, neuron: int, position: str) -> list[Measurement]:
         ids = [self._ids(p) for p in prompts]
         for prompt, row in zip(prompts, ids):
             if not row:
                 raise ValueError(f"{prompt!r} tokenizes to nothing")
-        prefix = [self._bos] if self._bos is not None else []
-        width = len(prefix) + max(len(row) for row in ids)
-        tokens = torch.full((len(ids), width), self._pad, dtype=torch.long)
-        for i, row in enumerate(ids):
-            tokens[i, : len(prefix) + len(row)] = torch.tensor(prefix + row)
-        hook = f"blocks.{layer}.mlp.hook_post"
-        captured: list[torch.Tensor] = []
-
-        def keep_neuron(activation: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
-            captured.append(activation[..., neuron].detach().float().cpu())
-            raise _NeuronRead  # nothing after this point matters
-
-        # Right padding keeps real tokens' positions and, with causal attention, their values.
-        # The forward pass ends in the hook: `stop_at_layer` would also stop early, but not at the
-        # last layer, where it still runs the unembedding (for Gemma, more work than all 18 blocks).
-        try:
-            self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=[(hook, keep_neuron)])
-        except _NeuronRead:
-            pass
-        values = captured[0]
+        values, offset = self._forward(ids, layer, lambda act: act[..., neuron])
         out: list[Measurement] = []
         for i, (prompt, row) in enumerate(zip(prompts, ids)):
-            per_token = values[i, len(prefix) : len(prefix) + len(row)].tolist()
-            peak = max(range(len(per_token)), key=per_token.__getitem__)
-            activation = per_token[peak] if position == "max" else per_token[-1]
+            per_token = values[i, offset : offset + len(row)].tolist()
+            # The peak is the token whose value is the measurement: the highest one, or the last.
+            if position == "max":
+                peak = max(range(len(per_token)), key=per_token.__getitem__)
+            else:
+                peak = len(per_token) - 1
             out.append(
                 Measurement(
                     prompt=prompt,
-                    activation=float(activation),
+                    activation=float(per_token[peak]),
                     tokens=[self.vocabulary[t] for t in row],
                     values=[round(v, 6) for v in per_token],
                     peak=peak,

@@ -114,3 +114,22 @@ def test_state_stays_bounded_as_prompts_accumulate(tiny_model_dir, tmp_path):
     result = search.run(progress=Sizes())
     assert result.stats["measured"] >= 2000
     assert sizes[2000] <= 2 * sizes[100]
+
+
+def test_a_last_position_run_names_the_last_token_as_the_peak_everywhere(tiny_model_dir, tmp_path):
+    result = tiny_search(tiny_model_dir, tmp_path, scripted(fresh_answers(5)), iterations=3, position="last").run(progress=False)
+    records = [r for r in result.records if r["activation"] is not None]
+    assert records and all(r["token"] == r["tokens"][-1] for r in records)
+    assert all(abs(r["activation"] - r["values"][-1]) < 1e-6 for r in records)
+    by_prompt = {r["prompt"]: r for r in records}
+    for kept in result.state["top"] + result.state["bottom"]:  # what the LLM is shown as "peak at"
+        assert kept["token"] == by_prompt[kept["prompt"]]["tokens"][-1]
+
+
+def test_resuming_with_a_larger_top_k_brings_back_the_records_the_smaller_table_dropped(tiny_model_dir, tmp_path):
+    first = tiny_search(tiny_model_dir, tmp_path, scripted(fresh_answers(10)), iterations=3, top_k=3, run_id="grow").run(progress=False)
+    assert len(first.state["top"]) == 3 and len(first.records) > 10
+    resumed = NeuronSearch.resume("grow", results_dir=str(tmp_path), top_k=10, iterations=4).run(progress=False)
+    measured = sorted((r for r in resumed.records if r["activation"] is not None), key=lambda r: -r["activation"])
+    assert [r["prompt"] for r in resumed.state["top"]] == [r["prompt"] for r in measured[:10]]
+    assert [r["prompt"] for r in resumed.state["bottom"]] == [r["prompt"] for r in measured[::-1][:10]]

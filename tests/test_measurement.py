@@ -62,7 +62,8 @@ def test_batched_activations_match_a_plain_transformers_hook(subject, expected, 
         want = max(values) if position == "max" else values[-1]
         assert m["activation"] == pytest.approx(want, abs=1e-4)
         assert m["values"] == pytest.approx(values, abs=1e-4)
-        assert m["values"][m["peak"]] == pytest.approx(max(values), abs=1e-4)
+        # The peak token is where the measurement was read: the highest token, or the last one.
+        assert m["peak"] == (m["values"].index(max(m["values"])) if position == "max" else len(values) - 1)
 
 
 def test_sizes_are_read_from_the_model_and_checked(subject):
@@ -73,3 +74,13 @@ def test_sizes_are_read_from_the_model_and_checked(subject):
         subject.validate(18, 0)
     with pytest.raises(UserError, match="2048 neurons"):
         subject.validate(0, 2048)
+
+
+def test_gemma_control_tokens_written_in_a_prompt_are_measured_as_text(subject):
+    prompt = "<bos>hello <start_of_turn>user"
+    tokenizer = subject.tokenizer
+    control = {tokenizer.convert_tokens_to_ids(t) for t in ("<bos>", "<start_of_turn>")}
+    assert control == {2, 105}  # what the tokenizer would make of them if it parsed the text
+    assert not control & set(subject._ids(prompt))
+    (m,) = subject.measure([prompt], 9, NEURON)
+    assert m["error"] == "" and "".join(m["tokens"]) == prompt

@@ -126,6 +126,23 @@ def test_a_checked_prompt_is_not_embedded_again_when_it_is_added(index):
     assert check(index, ["purple grape jam toast", "orange sunset sky glow"]) == ["similar"] * 2
 
 
+def test_a_lazy_index_embeds_nothing_until_a_check_below_one():
+    embed = BagOfWords()
+    index = PromptIndex(embed, lazy=True)
+    index.add([f"filler{i} word{i} thing{i}" for i in range(20)] + ["green forest tree leaf"], [float(i) for i in range(21)])
+    assert check(index, ["green forest tree leaf", "green forest tree bark"], threshold=1.0) == ["duplicate", "accepted"]
+    index.add(["purple grape jam"], [9.5])
+    assert embed.embedded == 0
+    # The first check below 1.0 embeds its fresh candidate, then the 22 stored prompts in one go.
+    assert check(index, ["green forest tree leaf", "purple grape jam toast"]) == ["duplicate", "similar"]
+    assert embed.embedded == 23
+    # From then on the index embeds as it stores, once per prompt.
+    assert check(index, ["orange sunset sky"]) == ["accepted"]
+    index.add(["orange sunset sky", "never checked"], [10.5, 11.5])
+    assert embed.embedded == 25
+    assert check(index, ["orange sunset sky glow"]) == ["similar"]
+
+
 def test_unknown_bucket_is_a_user_error(index):
     with pytest.raises(UserError, match="medium"):
         check(index, ["anything"], buckets=frozenset({"medium"}))

@@ -518,3 +518,22 @@ def test_a_second_process_resuming_a_run_in_flight_is_refused_and_the_store_stay
     rows = store_rows(tmp_path / "busy")
     assert integrity(tmp_path / "busy") == "ok"
     assert len(rows) == result.stats["measured"] + result.stats["failed"] and {r[0] for r in rows} == {0, 1, 2}
+
+
+def test_a_batch_in_which_every_prompt_fails_the_same_way_stops_the_run_with_that_error(monkeypatch, capsys, tiny_model_dir, tmp_path):
+    calls = []
+
+    def broken(self, prompts, *args):
+        calls.append(len(prompts))
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(SubjectModel, "_measure_batch", broken)
+    code, out = cli(capsys, *tiny(tiny_model_dir, "--llm", scripted(fresh_answers(5)), "--results-dir", str(tmp_path), "--run-id", "broken"))
+    assert code == 2
+    assert "Every prompt of iteration 0" in out and "CUDA error: an illegal memory access" in out
+    assert "Traceback" not in out
+    assert store_rows(tmp_path / "broken") == []  # nothing of the failed batch was stored
+    from services.seeds import BUILTIN_SEEDS
+
+    # The seed batch, tried in chunks and then prompt by prompt; no LLM batch after it.
+    assert sum(calls) == 2 * len(BUILTIN_SEEDS)
