@@ -21,6 +21,7 @@ SCRIPTS = [
     "end_to_end.py",
     "search_quality.py",
     "filter_value.py",
+    "resume_time.py",
 ]
 
 
