@@ -5,6 +5,7 @@
     python run.py --resume RUN_ID                   # continue a stopped run
     python run.py --list                            # past runs
     python run.py report RUN_ID                     # rebuild a run's report.html
+    python run.py exemplars --neuron 840            # the neuron's top snippets of real text
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.py",
         description="Search for text prompts that maximally activate one MLP neuron of a transformer. "
-        "Subcommands: `run.py report RUN_ID` rebuilds a run's report, `run.py --list` lists runs.",
+        "Subcommands: `run.py report RUN_ID` rebuilds a run's report, `run.py exemplars` shows a neuron's "
+        "top snippets of real text, `run.py --list` lists runs.",
     )
     for f in dataclasses.fields(SearchContext):
         if f.name in SPECIAL:
@@ -97,6 +99,8 @@ def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["report"]:
             return report_command(argv[1:], console)
+        if argv[:1] == ["exemplars"]:
+            return exemplars_command(argv[1:], console)
         args = parser().parse_args(argv)
         results_dir = args.results_dir or SearchContext.results_dir
         if args.list:
@@ -140,6 +144,49 @@ def report_command(argv: list[str], console) -> int:
         raise UserError(f"There is no run {args.run_id!r} in {args.results_dir}/. `python run.py --list` shows the runs there.")
     paths = write_run_results(run_dir)
     console.print(f"Wrote {paths['html']}")
+    return 0
+
+
+def exemplars_command(argv: list[str], console) -> int:
+    from services.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, corpus_source
+    from services.display import exemplars_table
+    from services.exemplars import exemplars, write_exemplars
+    from services.subject_model import SubjectModel
+
+    p = argparse.ArgumentParser(
+        prog="run.py exemplars",
+        description="Scan real text with the subject model and show the neuron's top snippets "
+        f"(at most {MAX_TOKENS} tokens each) with their tokens coloured by activation, Neuroscope-style: "
+        "the baseline a found prompt is compared against.",
+    )
+    p.add_argument("--neuron", type=int, default=SearchContext.neuron, metavar="N", help=f"{describe('neuron')} (default: {SearchContext.neuron})")
+    p.add_argument("--layer", type=int, default=SearchContext.layer, metavar="L", help=f"{describe('layer')} (default: {SearchContext.layer})")
+    p.add_argument("--model", default=SearchContext.model, metavar="M", help=f"{describe('model')} (default: {SearchContext.model})")
+    p.add_argument("--device", default=SearchContext.device, metavar="D", help=f"{describe('device')} (default: {SearchContext.device})")
+    p.add_argument(
+        "--corpus",
+        metavar="PATH",
+        help="A UTF-8 text file (paragraphs separated by blank lines) or a folder of .txt, .md and .py files "
+        "(.py files give their docstrings and comments); default: the Python standard library's docstrings and comments.",
+    )
+    p.add_argument("--top-k", type=int, default=SearchContext.top_k, metavar="K", help=f"How many top snippets are shown and saved (default: {SearchContext.top_k}).")
+    p.add_argument(
+        "--max-snippets",
+        type=int,
+        default=DEFAULT_MAX_SNIPPETS,
+        metavar="N",
+        help="Scan at most this many snippets, evenly spread over the corpus (0: all of them; "
+        f"default: {DEFAULT_MAX_SNIPPETS}). A scan is cached per model, layer, corpus and cap, so other "
+        "neurons of the same layer come back at once.",
+    )
+    p.add_argument("--results-dir", default=SearchContext.results_dir, metavar="DIR", help=f"Folder under which exemplars/<model>-L<layer>-N<neuron>/ is written (default: {SearchContext.results_dir}).")
+    args = p.parse_args(argv)
+    source = corpus_source(args.corpus)  # a mistyped path is reported before the model loads
+    subject = SubjectModel.load(args.model, args.device)
+    result = exemplars(subject, args.layer, args.neuron, source, args.top_k, args.max_snippets, console=console)
+    console.print(exemplars_table(result.records, f"Top {len(result.records)} of {result.scanned:,} snippets: {result.corpus}"))
+    paths = write_exemplars(result, args.results_dir)
+    console.print(f"Wrote {paths['json']} and {paths['html'].name}")
     return 0
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from context import SearchContext
-from state import Record, SearchState, Stats
+from services.report import NEGATIVE_RGB, POSITIVE_RGB
+from state import Measurement, Record, SearchState, Stats
 
 
 class ProgressDisplay(Protocol):
@@ -89,4 +92,31 @@ def stats_table(stats: Stats, title: str = "Statistics", buckets: dict[str, int]
         rows.append(("unique prompts", f"{unique}"))
     for row in rows:
         table.add_row(*row)
+    return table
+
+
+def coloured_tokens(m: Measurement, scale: float) -> Text:
+    """The prompt's tokens on the HTML report's colours (white to orange, white to blue), the
+    peak token underlined, for a terminal."""
+    text = Text()
+    for i, (token, value) in enumerate(zip(m["tokens"], m["values"])):
+        style = "bold underline" if i == m["peak"] else ""
+        if math.isfinite(value) and value:
+            alpha = min(abs(value) / scale, 1.0)
+            r, g, b = (round(255 + (c - 255) * alpha) for c in (POSITIVE_RGB if value > 0 else NEGATIVE_RGB))
+            style += f" black on rgb({r},{g},{b})"
+        text.append(token.replace("\n", "↵"), style=style.strip())
+    return text
+
+
+def exemplars_table(records: Sequence[Measurement], title: str) -> Table:
+    scale = max((abs(v) for r in records for v in r["values"] if math.isfinite(v)), default=0.0) or 1.0
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("activation", justify="right")
+    table.add_column("peak token")
+    table.add_column("snippet", overflow="fold")
+    for rank, r in enumerate(records, 1):
+        peak = repr(r["tokens"][r["peak"]]) if r["tokens"] else ""
+        table.add_row(str(rank), f"{r['activation']:.4f}", peak, coloured_tokens(r, scale))
     return table

@@ -271,7 +271,7 @@ def render_html(settings: dict, statistics: dict, buckets: dict, summary: Summar
         _section("Activation over the search", _chart(summary) + _chart_note(summary)),
         _section(
             f"Top {len(summary.top)} prompts",
-            _scale_legend(scale) + _prompt_table(summary.top, scale),
+            scale_legend(scale) + _prompt_table(summary.top, scale),
         ),
         _section(
             f"Bottom {len(summary.bottom)} prompts",
@@ -324,7 +324,7 @@ def _setting(value: Any) -> str:
 def _headline(statistics: dict, summary: Summary) -> str:
     best = summary.best
     if best:
-        best_note = f"peak at {_token_label(best['token'])} · iteration {int(best['iteration'])}"
+        best_note = f"peak at {token_label(best['token'])} · iteration {int(best['iteration'])}"
     else:
         best_note = "nothing measured"
     measured = statistics.get("measured", summary.measured)
@@ -355,7 +355,7 @@ def _best_prompt(best: StoredRecord | None) -> str:
     )
 
 
-def _token_label(token: str) -> str:
+def token_label(token: str) -> str:
     """A token as shown inline: escaped, spaces visible, newlines as ↵."""
     return f'<code class="tokname">{_e(_visible(token))}</code>'
 
@@ -367,7 +367,7 @@ def _visible(token: str) -> str:
 # ---- tokens ------------------------------------------------------------------------------------
 
 
-def _token_spans(record: StoredRecord, scale: float) -> str:
+def token_spans(record: StoredRecord, scale: float) -> str:
     tokens, values = record["tokens"], record["values"]
     if not tokens:
         return f'<span class="plain">{_e(record["prompt"])}</span>'
@@ -400,11 +400,11 @@ def _token_colour(value: float, scale: float) -> str:
     return f"rgba({r},{g},{b},{alpha:.3f})"
 
 
-def _scale_legend(scale: float) -> str:
+def scale_legend(scale: float, basis: str = "the run's largest |value|") -> str:
     neg = "rgb({},{},{})".format(*NEGATIVE_RGB)
     pos = "rgb({},{},{})".format(*POSITIVE_RGB)
     return (
-        '<div class="scale"><span>Token colour: activation relative to the run\'s largest |value|</span>'
+        f'<div class="scale"><span>Token colour: activation relative to {_e(basis)}</span>'
         f'<span class="mono">−{_fmt(scale, 2)}</span>'
         f'<span class="bar" style="background:linear-gradient(90deg,{neg},#fff,{pos})"></span>'
         f'<span class="mono">+{_fmt(scale, 2)}</span>'
@@ -417,7 +417,7 @@ def _prompt_table(records: list[StoredRecord], scale: float) -> str:
         return '<p class="empty">No measured prompts.</p>'
     rows = "".join(
         f"<tr><td class=\"rank\">{i}</td><td class=\"num\">{_fmt(float(r['activation']))}</td>"
-        f"<td class=\"prompt\">{_token_spans(r, scale)}</td>"
+        f"<td class=\"prompt\">{token_spans(r, scale)}</td>"
         f"<td>{_source_pill(r['source'])}</td><td class=\"num\">{int(r['iteration'])}</td></tr>"
         for i, r in enumerate(records, start=1)
     )

@@ -1,0 +1,244 @@
+"""Real text to compare a neuron's found prompts against: a corpus cut into short snippets.
+
+The default corpus is always there offline: the docstrings and comments of the Python standard
+library that runs this code (its test folders and site-packages left out). `--corpus PATH` takes
+a UTF-8 text file, whose paragraphs (separated by blank lines) are the texts, or a folder, whose
+.txt and .md files are read the same way and whose .py files give their docstrings and comments,
+like the standard library's; hidden files and folders are skipped.
+
+Every text is whitespace-normalised, texts of fewer than MIN_WORDS words are dropped (pragmas
+such as `# noqa`, headings), and each text is cut into snippets of at most MAX_TOKENS tokens of
+the subject model, between words where the text allows it. Duplicates are dropped, the order is
+the files' sorted order and, inside a file, the text's, so the same corpus gives the same
+snippets on every machine with the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import logging
+import os
+import re
+import sysconfig
+import tokenize
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger("neuron_search")
+
+MAX_TOKENS = 64
+MIN_WORDS = 3
+# The full standard library gives tens of thousands of snippets (README, "Dataset examples"), too
+# many to scan by default on a CPU; this many, spread over the whole library, is still more than
+# the 4,000 real snippets a dataset maximum is compared on.
+DEFAULT_MAX_SNIPPETS = 5_000
+STDLIB_SKIPPED = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+TEXT_SUFFIXES = (".txt", ".md")
+_CODING_LINE = re.compile(r"coding[:=]")
+# The rules below are part of every corpus fingerprint, as the code that was loaded: a change of
+# the rules makes old cached scans unreachable instead of silently reused.
+_RULES = hashlib.sha256(Path(__file__).read_bytes()).digest()
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """Which files a corpus reads and how; cheap to build, so a cached scan is found without
+    extracting any text."""
+
+    description: str
+    files: tuple[Path, ...]
+    paragraphs: bool  # a single text file given by the user: paragraphs whatever its suffix
+
+    def fingerprint(self) -> str:
+        """Changes whenever a file's content, the file list or the extraction rules change."""
+        digest = hashlib.sha256(_RULES)
+        digest.update(f"{self.paragraphs}".encode())
+        for path in self.files:
+            digest.update(str(path).encode() + b"\0")
+            try:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            except OSError as error:
+                raise UserError(
+                    f"Cannot read {path} ({error}). Make the corpus readable, or give --corpus another file or folder."
+                ) from None
+        return digest.hexdigest()
+
+
+def corpus_source(path: str | Path | None = None) -> CorpusSource:
+    """The standard library's docstrings and comments when path is None, else a text file or folder."""
+    if path is None:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = tuple(_walk(root, (".py",), skip=STDLIB_SKIPPED))
+        return CorpusSource(f"docstrings and comments of the Python standard library ({root})", files, False)
+    path = Path(path).expanduser()
+    if path.is_file():
+        return CorpusSource(f"paragraphs of {path}", (path,), True)
+    if path.is_dir():
+        files = tuple(_walk(path, TEXT_SUFFIXES + (".py",), skip=set()))
+        return CorpusSource(f"{len(files)} .txt, .md and .py files under {path}", files, False)
+    raise UserError(
+        f"The corpus {path} does not exist. Give --corpus a UTF-8 text file (paragraphs separated by "
+        "blank lines) or a folder of .txt, .md and .py files, or leave it out to use the Python "
+        "standard library's docstrings and comments."
+    )
+
+
+def _walk(root: Path, suffixes: tuple[str, ...], skip: set[str]) -> Iterator[Path]:
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
+        for name in sorted(names):
+            if name.endswith(suffixes) and not name.startswith("."):
+                yield Path(folder) / name
+
+
+def build_snippets(
+    source: CorpusSource,
+    tokenizer: PreTrainedTokenizerBase,
+    max_snippets: int = DEFAULT_MAX_SNIPPETS,
+    max_tokens: int = MAX_TOKENS,
+) -> list[str]:
+    """The corpus as distinct snippets of 1 to max_tokens tokens of `tokenizer`.
+
+    With more than max_snippets snippets (0: no cap), evenly spaced ones are kept, so that a capped
+    corpus still spans all of its files rather than the first few alphabetically.
+    """
+    texts = [t for t in _texts(source) if len(t.split()) >= MIN_WORDS]
+    snippets = list(dict.fromkeys(cut(texts, tokenizer, max_tokens)))
+    if not snippets:
+        raise UserError(
+            f"The corpus ({source.description}) holds no text of {MIN_WORDS} words or more. Give "
+            "--corpus a UTF-8 text file or a folder of .txt, .md or .py files that holds some."
+        )
+    if max_snippets and len(snippets) > max_snippets:
+        snippets = [snippets[i * len(snippets) // max_snippets] for i in range(max_snippets)]
+    return snippets
+
+
+def _texts(source: CorpusSource) -> Iterator[str]:
+    for path in source.files:
+        try:
+            raw = path.read_bytes()
+            if path.suffix == ".py" and not source.paragraphs:
+                texts = python_texts(raw)
+            else:
+                texts = paragraphs(raw.decode("utf-8"))
+        except (SyntaxError, ValueError, tokenize.TokenError) as error:  # UnicodeDecodeError is a ValueError
+            if source.paragraphs:
+                raise UserError(
+                    f"Cannot read the corpus {path} as UTF-8 text ({error}). Give --corpus a UTF-8 text file."
+                ) from None
+            log.info("Skipping %s: %s", path, error)
+            continue
+        yield from (normalise(t) for t in texts)
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def paragraphs(text: str) -> list[str]:
+    return re.split(r"\n[ \t]*\n", text)
+
+
+def python_texts(source: bytes) -> list[str]:
+    """A Python file's docstrings and comments in the order they appear; consecutive comment lines
+    form one text. Raises SyntaxError (and friends) for a file Python cannot parse."""
+    tree = ast.parse(source)
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            docstring = ast.get_docstring(node, clean=True)
+            if docstring:
+                found.append((node.body[0].lineno, docstring))
+    block: list[str] = []  # consecutive full-line comments: one text
+    last_row = -1
+    for token in tokenize.tokenize(io.BytesIO(source).readline):
+        if token.type != tokenize.COMMENT:
+            continue
+        row = token.start[0]
+        if row <= 2 and (token.string.startswith("#!") or _CODING_LINE.search(token.string)):
+            continue
+        full_line = not token.line[: token.start[1]].strip()
+        if block and not (full_line and row == last_row + 1):
+            found.append((last_row - len(block) + 1, " ".join(block)))
+            block = []
+        text = token.string.lstrip("#").strip()
+        if full_line:
+            block.append(text)
+            last_row = row
+        else:  # a comment after code is about that line alone
+            found.append((row, text))
+    if block:
+        found.append((last_row - len(block) + 1, " ".join(block)))
+    return [text for _, text in sorted(found, key=lambda item: item[0])]
+
+
+def cut(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_tokens: int = MAX_TOKENS) -> list[str]:
+    """Each text cut into consecutive snippets of at most max_tokens tokens, between words unless a
+    single word is longer than that. Texts are whitespace-normalised (single spaces)."""
+    snippets: list[str] = []
+    for text, encoded in zip(texts, _encode(texts, tokenizer, offsets=True)):
+        snippets.extend(_cut_one(text, encoded["offset_mapping"], max_tokens))
+    # A snippet is tokenized again on its own, where the tokens at its edges may come out
+    # differently: the few that grow past the limit are cut again, at a token boundary.
+    checked: list[str] = []
+    for snippet, encoded in zip(snippets, _encode(snippets, tokenizer)):
+        ids = encoded["input_ids"]
+        if len(ids) <= max_tokens:
+            checked.append(snippet)
+        else:
+            checked.extend(_split_ids(ids, tokenizer, max_tokens))
+    return [s for s in checked if s]
+
+
+def _cut_one(text: str, offsets: list[tuple[int, int]], max_tokens: int) -> list[str]:
+    def starts_word(j: int) -> bool:
+        begin = offsets[j][0]
+        return begin > 0 and (text[begin] == " " or text[begin - 1] == " ")
+
+    out = []
+    start, n = 0, len(offsets)
+    while start < n:
+        end = min(start + max_tokens, n)
+        if end < n:
+            end = next((j for j in range(end, start, -1) if starts_word(j)), end)
+        out.append(text[offsets[start][0] : offsets[end - 1][1]].strip())
+        start = end
+    return out
+
+
+def _split_ids(ids: list[int], tokenizer, max_tokens: int) -> list[str]:
+    out = []
+    for start in range(0, len(ids), max_tokens):
+        piece = ids[start : start + max_tokens]
+        text = tokenizer.decode(piece).strip()
+        # Decoding and encoding again can still merge differently: drop a token until it fits.
+        while text and len(_encode([text], tokenizer)[0]["input_ids"]) > max_tokens:
+            piece = piece[:-1]
+            text = tokenizer.decode(piece).strip()
+        out.append(text)
+    return out
+
+
+def _encode(texts: Sequence[str], tokenizer, offsets: bool = False, batch: int = 1024) -> list:
+    """Tokenize as SubjectModel does (no special tokens added, special tokens' names kept as text)."""
+    out: list = []
+    for start in range(0, len(texts), batch):
+        encoded = tokenizer(
+            list(texts[start : start + batch]),
+            add_special_tokens=False,
+            split_special_tokens=True,
+            return_offsets_mapping=offsets,
+        )
+        keys = ("input_ids", "offset_mapping") if offsets else ("input_ids",)
+        out.extend(dict(zip(keys, row)) for row in zip(*(encoded[k] for k in keys)))
+    return out

@@ -1,0 +1,228 @@
+"""Dataset examples: the real snippets that drive a neuron highest, the baseline for a found prompt.
+
+A scan measures every neuron of the layer on every snippet at once (`SubjectModel.layer_maxima`,
+max over each snippet's tokens, BOS excluded, as a search measures with `--position max`), so
+the scan is cached per (model, layer, corpus, snippet cap) under the cache folder: after the
+first neuron of a layer, the others cost only the re-measurement of their top-k snippets, which
+gives their per-token values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from services import report
+from services.bundled import cache_root
+from services.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
+from services.errors import UserError
+from services.subject_model import EMBEDDED, SubjectModel
+from state import Measurement
+
+
+@dataclass
+class Exemplars:
+    model: str
+    layer: int
+    neuron: int
+    corpus: str  # what was scanned, in words
+    scanned: int  # snippets measured
+    records: list[Measurement]  # the top snippets, highest first, with per-token values
+
+
+def exemplars(
+    subject: SubjectModel,
+    layer: int,
+    neuron: int,
+    corpus: CorpusSource | str | Path | None = None,
+    top_k: int = 10,
+    max_snippets: int = DEFAULT_MAX_SNIPPETS,
+    batch_size: int = 32,
+    console: Console | None = None,
+) -> Exemplars:
+    """The neuron's top_k snippets of the corpus (default: the standard library's docstrings and
+    comments), measured with their per-token values. A progress bar shows on `console` if given."""
+    subject.validate(layer, neuron)
+    if top_k < 1:
+        raise UserError(f"--top-k must be 1 or more, not {top_k}.")
+    if max_snippets < 0:
+        raise UserError(f"--max-snippets must be 0 (no cap) or more, not {max_snippets}.")
+    source = corpus if isinstance(corpus, CorpusSource) else corpus_source(corpus)
+    snippets, maxima = layer_scan(subject, layer, source, max_snippets, batch_size, console)
+    column = np.nan_to_num(maxima[:, neuron], nan=-np.inf)
+    best = np.argsort(-column, kind="stable")[:top_k]
+    records = subject.measure([snippets[i] for i in best], layer, neuron, "max", batch_size)
+    records.sort(key=lambda r: -r["activation"])
+    return Exemplars(subject.name, layer, neuron, source.description, len(snippets), records)
+
+
+def layer_scan(
+    subject: SubjectModel,
+    layer: int,
+    source: CorpusSource,
+    max_snippets: int = DEFAULT_MAX_SNIPPETS,
+    batch_size: int = 32,
+    console: Console | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """The corpus's snippets and every neuron of the layer at its max over each: [snippets, d_mlp].
+
+    Read from the cache when this model, layer, corpus and cap were scanned before.
+    """
+    folder = cache_root() / "exemplars" / _scan_name(subject, layer, source, max_snippets)
+    cached = _read_scan(folder, subject.d_mlp)
+    if cached is not None:
+        return cached
+    with subject.exclusive:  # the tokenizer may not be used by two threads at once
+        snippets = build_snippets(source, subject.tokenizer, max_snippets)
+    maxima = np.empty((len(snippets), subject.d_mlp), dtype=np.float32)
+    # Snippets of similar length share a batch, so little of each forward pass is padding.
+    order = sorted(range(len(snippets)), key=lambda i: len(snippets[i]))
+    with _progress(console) as progress:
+        task = progress.add_task(f"scanning layer {layer}", total=len(snippets))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            maxima[rows] = subject.layer_maxima([snippets[i] for i in rows], layer, batch_size)
+            progress.advance(task, len(rows))
+    _write_scan(folder, source.description, snippets, maxima)
+    return snippets, maxima
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("snippets"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=console is None,
+        transient=True,
+    )
+
+
+def _scan_name(subject: SubjectModel, layer: int, source: CorpusSource, max_snippets: int) -> str:
+    key = json.dumps([_model_identity(subject.name), layer, source.fingerprint(), max_snippets, MAX_TOKENS])
+    return f"{model_slug(subject.name)}-L{layer}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _model_identity(name: str) -> list:
+    """A hub name or 'embedded' names its weights; a local folder can be rewritten in place, so its
+    files' sizes and times are part of it."""
+    folder = Path(name)
+    if name == EMBEDDED or not folder.is_dir():
+        return [name]
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return [str(folder.resolve())] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def model_slug(name: str) -> str:
+    """A model name as one safe file name: a hub name's slash or a folder's path becomes readable."""
+    base = Path(name).name if name != EMBEDDED and Path(name).is_dir() else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+
+
+def _read_scan(folder: Path, d_mlp: int) -> tuple[list[str], np.ndarray] | None:
+    try:
+        snippets = json.loads((folder / "snippets.json").read_text(encoding="utf-8"))["snippets"]
+        maxima = np.load(folder / "maxima.npy")
+    except (OSError, ValueError, KeyError):
+        return None
+    return (snippets, maxima) if maxima.shape == (len(snippets), d_mlp) else None
+
+
+def _write_scan(folder: Path, description: str, snippets: list[str], maxima: np.ndarray) -> None:
+    """The folder only ever appears complete: written beside it, then renamed into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        (scratch / "snippets.json").write_text(json.dumps({"corpus": description, "snippets": snippets}), encoding="utf-8")
+        np.save(scratch / "maxima.npy", maxima)
+        scratch.chmod(0o755)  # mkdtemp makes it private; the cache is readable like any other
+        if folder.exists():  # unreadable leftovers (a second process that finished first is as good)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.rename(scratch, folder)
+        except OSError:  # another process renamed its identical scan into place first
+            pass
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+
+
+def exemplar_dir(result: Exemplars, results_dir: str | Path) -> Path:
+    return Path(results_dir) / "exemplars" / f"{model_slug(result.model)}-L{result.layer}-N{result.neuron}"
+
+
+def write_exemplars(result: Exemplars, results_dir: str | Path) -> dict[str, Path]:
+    """exemplars.json and exemplars.html in RESULTS_DIR/exemplars/<model>-L<layer>-N<neuron>/."""
+    folder = exemplar_dir(result, results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "exemplars.json", "html": folder / "exemplars.html"}
+    records = [_record(r) for r in result.records]
+    document = {
+        "model": result.model,
+        "layer": result.layer,
+        "neuron": result.neuron,
+        "corpus": result.corpus,
+        "snippets_scanned": result.scanned,
+        "max_tokens": MAX_TOKENS,
+        "records": records,
+    }
+    paths["json"].write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+    paths["html"].write_text(render_html(result, records), encoding="utf-8")
+    return paths
+
+
+def _record(m: Measurement) -> dict:
+    """A measurement with its peak token's text beside its index, as the run report's records have."""
+    return {
+        "prompt": m["prompt"],
+        "activation": m["activation"],
+        "peak": m["peak"],
+        "token": m["tokens"][m["peak"]] if m["tokens"] else "",
+        "tokens": m["tokens"],
+        "values": m["values"],
+    }
+
+
+def render_html(result: Exemplars, records: list[dict]) -> str:
+    """A self-contained page (no scripts, no external resources) with the run report's token colours."""
+    e = html.escape
+    scale = max((abs(v) for r in records for v in r["values"]), default=0.0) or 1.0
+    rows = "".join(
+        f'<tr><td class="rank">{rank}</td><td class="num">{r["activation"]:.3f}</td>'
+        f'<td>{report.token_label(r["token"])}</td><td class="prompt">{report.token_spans(r, scale)}</td></tr>'
+        for rank, r in enumerate(records, 1)
+    )
+    title = f"{result.model} · layer {result.layer} · neuron {result.neuron} · dataset examples"
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{e(title)}</title>\n<style>{report.CSS}</style>\n</head>\n<body>\n<main>\n"
+        '<header>\n<p class="kicker">Dataset examples</p>\n'
+        f'<h1>Neuron <span class="mono">L{result.layer}/N{result.neuron}</span> '
+        f'<span class="model">{e(result.model)}</span></h1>\n'
+        f'<div class="chips"><span class="chip"><b>corpus</b> {e(result.corpus)}</span>'
+        f'<span class="chip"><b>snippets scanned</b> {result.scanned:,}</span>'
+        f'<span class="chip"><b>snippet length</b> ≤ {MAX_TOKENS} tokens</span></div>\n</header>\n'
+        f'<section id="top">\n<h2>Top {len(records)} snippets</h2>\n'
+        + report.scale_legend(scale, "the largest |value| on this page")
+        + '<table class="prompts"><thead><tr><th>#</th><th class="num">Activation</th><th>Peak token</th>'
+        f"<th>Snippet</th></tr></thead><tbody>{rows}</tbody></table>\n</section>\n"
+        "</main>\n</body>\n</html>\n"
+    )
