@@ -7,6 +7,9 @@ and of its entry in LangGraph Studio's form, so there is one place to document a
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
+
+from services.errors import UserError
 
 
 def _knob(default, help: str, **metadata):
@@ -96,3 +99,47 @@ class SearchContext:
 def describe(name: str) -> str:
     """The help sentence of one context field."""
     return next(f.metadata["description"] for f in fields(SearchContext) if f.name == name)
+
+
+def as_context(value: Any) -> SearchContext:
+    """The run's context from what LangGraph hands over: None (Studio's empty form), a dict, or itself."""
+    if value is None:
+        return SearchContext()
+    if isinstance(value, dict):
+        known = {f.name for f in fields(SearchContext)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise UserError(f"Unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        return SearchContext(**{**value, "seed_prompts": tuple(value.get("seed_prompts", ()))})
+    return value
+
+
+def validate(ctx: SearchContext) -> None:
+    """Reject settings that cannot make sense, before anything is loaded: every way into a search
+    (run.py, NeuronSearch, LangGraph Studio) calls this through services/run_folder.open_run."""
+    problems = []
+    if ctx.batch_size < 1:
+        problems.append("--batch-size must be at least 1")
+    if ctx.top_k < 1:
+        problems.append("--top-k must be at least 1")
+    if ctx.max_prompt_tokens < 1:
+        problems.append("--max-prompt-tokens must be at least 1")
+    for name in ("iterations", "max_prompts", "time_limit", "patience", "max_attempts"):
+        if getattr(ctx, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} cannot be negative")
+    if not 0.0 <= ctx.similarity_threshold <= 1.0:
+        problems.append("--similarity-threshold must lie in [0, 1]")
+    if not 0.0 <= ctx.low_percentile < ctx.high_percentile <= 100.0:
+        problems.append("--bucket-percentiles must be LOW,HIGH with 0 <= LOW < HIGH <= 100")
+    buckets = {b.strip() for b in ctx.filter_buckets.split(",") if b.strip()}
+    if not buckets <= {"low", "mid", "high"}:
+        problems.append("--filter-buckets takes low, mid and/or high, comma-separated")
+    if ctx.position not in ("max", "last"):
+        problems.append("--position is max or last")
+    if ctx.temperature < 0:
+        problems.append("--temperature cannot be negative")
+    if problems:
+        raise UserError(
+            "These settings cannot work: " + "; ".join(problems) + ". Fix them and run again "
+            "(in LangGraph Studio, the form's field of the same name, with _ for -)."
+        )

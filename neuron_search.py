@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
-import fcntl
 import json
 import signal
 import sqlite3
@@ -23,21 +21,12 @@ from typing import Any
 
 from context import SearchContext
 from graph import build_graph, steps_per_iteration
-from nodes.seed import new_run_id
 from nodes.stagnation_check import stop_reason
 from services.display import ProgressDisplay, RichProgress
 from services.errors import UserError
-from services.proposer import resolve_llm
 from services.record_store import RecordStore, StoredRecord, as_record
+from services.run_folder import check_identity, new_run_id, open_run, settings_file
 from state import Record, SearchState
-
-# The settings that define what a run measures: a resumed run may not change them.
-IDENTITY = ("model", "layer", "neuron", "position")
-
-
-
-def _settings_file(run_dir: Path) -> Path:
-    return run_dir / "run.json"
 
 
 class SearchResult:
@@ -110,14 +99,14 @@ class NeuronSearch:
     def resume(cls, run_id: str, results_dir: str = "results", **settings: Any) -> NeuronSearch:
         """A search that continues run `run_id` with its saved settings; budgets, the LLM and
         the other knobs may be changed, what is measured (model, layer, neuron, position) not."""
-        run_dir = Path(results_dir) / run_id
-        if not _settings_file(run_dir).is_file():
+        saved_settings = settings_file(Path(results_dir) / run_id)
+        if not saved_settings.is_file():
             raise UserError(
                 f"There is no run {run_id!r} in {results_dir}/ to resume. "
                 "`python run.py --list` shows the runs there."
             )
-        saved = json.loads(_settings_file(run_dir).read_text())
-        _check_identity(run_id, saved, settings)
+        saved = json.loads(saved_settings.read_text())
+        check_identity(run_id, saved, settings)
         saved.update(settings, run_id=run_id, results_dir=results_dir)
         saved["seed_prompts"] = tuple(saved["seed_prompts"])
         return cls(**saved)
@@ -127,9 +116,7 @@ class NeuronSearch:
         if not settings.get("run_id"):
             settings["run_id"] = new_run_id()
         self.settings["run_id"] = settings["run_id"]  # a second run() continues this one
-        context = SearchContext(**settings)
-        validate(context)
-        return context
+        return SearchContext(**settings)
 
     def run(self, progress: ProgressDisplay | bool = True, **overrides: Any) -> SearchResult:
         """Run (or continue) the search; keyword overrides are settings such as iterations=200.
@@ -140,14 +127,8 @@ class NeuronSearch:
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         ctx = self.context(**overrides)
-        if ctx.llm.startswith("ollama:"):
-            resolve_llm(ctx.llm)  # a server that is down is reported now, before any model loads
-        run_dir = Path(ctx.results_dir) / ctx.run_id
         report = RichProgress() if progress is True else (progress or None)
-        with _run_lock(run_dir), _storage_errors(run_dir):
-            if _settings_file(run_dir).is_file():
-                _check_identity(ctx.run_id, json.loads(_settings_file(run_dir).read_text()), dataclasses.asdict(ctx))
-            _settings_file(run_dir).write_text(json.dumps(dataclasses.asdict(ctx), indent=2))
+        with open_run(ctx) as run_dir:
             connection = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
             graph = build_graph().compile(checkpointer=SqliteSaver(connection))
             config = {
@@ -163,9 +144,6 @@ class NeuronSearch:
                 if report:
                     report.close()
                 connection.close()
-                from services.runtime import release_run
-
-                release_run(ctx, ctx.run_id)
         return SearchResult(run_dir, state, ctx)
 
     def _drive(self, graph, config: dict, ctx: SearchContext, report, connection: sqlite3.Connection) -> SearchState:
@@ -206,107 +184,6 @@ def _drop_older_checkpoints(connection: sqlite3.Connection, thread_id: str) -> N
             connection.execute(
                 f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id < ({latest})", (thread_id, thread_id)
             )
-
-
-def _check_identity(run_id: str, saved: dict, settings: dict) -> None:
-    for name in IDENTITY:
-        if name in settings and settings[name] != saved[name]:
-            raise UserError(
-                f"Run {run_id} was made with {name}={saved[name]!r}, not {settings[name]!r}: a resumed run "
-                "measures the same neuron of the same model. Leave --model/--layer/--neuron/--position out "
-                "to resume it, or start a new run."
-            )
-
-
-def validate(ctx: SearchContext) -> None:
-    """Reject settings that cannot make sense, before anything is loaded."""
-    problems = []
-    if ctx.batch_size < 1:
-        problems.append("--batch-size must be at least 1")
-    if ctx.top_k < 1:
-        problems.append("--top-k must be at least 1")
-    if ctx.max_prompt_tokens < 1:
-        problems.append("--max-prompt-tokens must be at least 1")
-    for name in ("iterations", "max_prompts", "time_limit", "patience", "max_attempts"):
-        if getattr(ctx, name) < 0:
-            problems.append(f"--{name.replace('_', '-')} cannot be negative")
-    if not 0.0 <= ctx.similarity_threshold <= 1.0:
-        problems.append("--similarity-threshold must lie in [0, 1]")
-    if not 0.0 <= ctx.low_percentile < ctx.high_percentile <= 100.0:
-        problems.append("--bucket-percentiles must be LOW,HIGH with 0 <= LOW < HIGH <= 100")
-    buckets = {b.strip() for b in ctx.filter_buckets.split(",") if b.strip()}
-    if not buckets <= {"low", "mid", "high"}:
-        problems.append("--filter-buckets takes low, mid and/or high, comma-separated")
-    if ctx.position not in ("max", "last"):
-        problems.append("--position is max or last")
-    if ctx.temperature < 0:
-        problems.append("--temperature cannot be negative")
-    if problems:
-        raise UserError("These settings cannot work: " + "; ".join(problems) + ". Fix them and run again.")
-
-
-@contextmanager
-def _run_lock(run_dir: Path) -> Iterator[None]:
-    """One process at a time per run folder: a second one would interleave batches."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / "lock", "w")
-    except OSError as error:
-        raise UserError(
-            f"Cannot write to the results folder {run_dir} ({error.strerror}). "
-            "Free some disk space, fix its permissions, or choose another folder with --results-dir."
-        ) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UserError(
-            f"Run {run_dir.name} is being run by another process right now. "
-            "Wait for it to finish (or stop it), then resume."
-        ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-# How the OS and SQLite say that the results folder takes no more writes.
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
-_STORAGE_MESSAGES = ("disk is full", "readonly database", "disk i/o error", "unable to open database")
-
-
-@contextmanager
-def _storage_errors(run_dir: Path) -> Iterator[None]:
-    """A full or read-only disk, before or during the search, ends in a message that says what was saved."""
-    try:
-        yield
-    except (OSError, sqlite3.OperationalError) as error:
-        if isinstance(error, OSError) and error.errno not in _STORAGE_ERRNOS:
-            raise
-        if isinstance(error, sqlite3.OperationalError) and not any(m in str(error).lower() for m in _STORAGE_MESSAGES):
-            raise
-        folder = "" if run_dir.parent == Path("results") else f" --results-dir {run_dir.parent}"
-        raise UserError(
-            f"Cannot write to the results folder {run_dir} ({error}): its disk is full or read-only. "
-            f"{_saved(run_dir)} Free some disk space or make the folder writable, then continue with "
-            f"`python run.py --resume {run_dir.name}{folder}`."
-        ) from None
-
-
-def _saved(run_dir: Path) -> str:
-    path = run_dir / "records.sqlite"
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            count, last = db.execute("SELECT COUNT(*), MAX(iteration) FROM records").fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return f"What was measured so far is in {path}."
-    if not count:
-        return "Nothing had been measured yet."
-    return f"The {count} prompts measured up to iteration {last} are saved in {path}."
 
 
 @contextmanager

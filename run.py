@@ -114,7 +114,8 @@ def main(argv: list[str]) -> int:
 def search_command(args: argparse.Namespace, console) -> int:
     from neuron_search import NeuronSearch
     from services.display import RichProgress
-    from services.results import print_summary, write_run_results
+    from services.report import RESULT_FILES
+    from services.results import print_summary
 
     settings = settings_from(args)
     if args.resume:
@@ -122,10 +123,9 @@ def search_command(args: argparse.Namespace, console) -> int:
     else:
         search = NeuronSearch(**settings)
     progress = False if args.quiet else RichProgress(stats_every=args.stats_every, console=console)
-    result = search.run(progress=progress)
-    paths = write_run_results(result.run_dir)
+    result = search.run(progress=progress)  # writes the results files as it ends
     print_summary(result, console)
-    console.print(f"Results written to [bold]{result.run_dir}[/]: " + ", ".join(p.name for p in paths.values()))
+    console.print(f"Results written to [bold]{result.run_dir}[/]: " + ", ".join(RESULT_FILES.values()))
     if result.stop_reason == "stopped by the user":
         folder = "" if result.run_dir.parent == Path(SearchContext.results_dir) else f" --results-dir {result.run_dir.parent}"
         console.print(f"Stopped after the batch in flight. Continue with: [bold]python run.py --resume {result.run_id}{folder}[/]")

@@ -1,8 +1,43 @@
-"""The graph LangGraph Studio serves (see langgraph.json). Importing it loads no model.
+"""What LangGraph Studio's server runs (see langgraph.json). Importing it loads no model.
 
-Studio's server brings its own persistence, so this copy is compiled without a checkpointer.
+The server calls `make_graph` for every use of the graph. To draw it or read its schemas it gets
+the graph as it is; to execute a run, the run's folder is opened first, exactly as `run.py` and
+`NeuronSearch` open it (services/run_folder.open_run: settings checked, so a bad form value is a
+clear error in Studio; the folder's lock, so two runs with one run_id cannot interleave; run.json,
+so `run.py --list` and `run.py report` see the run), and closed when the run ends, however it ends.
+Studio's server brings its own persistence, so this graph is compiled without a checkpointer.
 """
 
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.pregel import Pregel
+from langgraph_sdk.runtime import ServerRuntime
+
+from context import SearchContext, as_context
 from graph.builder import build_graph
+from services.run_folder import open_run, run_id_for
 
 graph = build_graph().compile(name="neuron-search")
+
+
+@contextlib.asynccontextmanager
+async def make_graph(config: RunnableConfig, runtime: ServerRuntime[SearchContext]) -> AsyncIterator[Pregel]:
+    execution = runtime.execution_runtime
+    if execution is None:  # drawing, schemas, state reads: nothing runs
+        yield graph
+        return
+    ctx = as_context(execution.context)
+    ctx = dataclasses.replace(ctx, run_id=run_id_for(ctx, config["configurable"].get("thread_id")))
+    run = contextlib.ExitStack()
+    # Files, locks and SQLite block: off the server's event loop.
+    await asyncio.to_thread(run.enter_context, open_run(ctx))
+    try:
+        yield graph
+    finally:
+        await asyncio.to_thread(run.close)

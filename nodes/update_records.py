@@ -17,8 +17,9 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
     services = services_for(ctx, state["run_id"])
     batch = state["measured"]
     sources = [c["source"] for c in state["accepted"]]  # measured holds one result per accepted prompt
-    services.store.append(state["iteration"], sources, batch)
     ok = [m for m in batch if not m["error"]]
+    stats = bump(state["stats"], measured=len(ok), failed=len(batch) - len(ok))
+    services.store.append(state["iteration"], sources, batch, stats)
     services.index.add([m["prompt"] for m in ok], [m["activation"] for m in ok])
 
     new = [
@@ -50,7 +51,7 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
         iteration=state["iteration"] + 1,
         elapsed=state["elapsed"] + (now - started),
         batch_started=now,
-        stats=bump(state["stats"], measured=len(ok), failed=len(batch) - len(ok)),
+        stats=stats,
     )
 
 

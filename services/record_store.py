@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
-from state import Measurement, Record, Source
+from state import Measurement, Record, Source, Stats
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -26,7 +26,11 @@ CREATE TABLE IF NOT EXISTS records (
     vals       TEXT    NOT NULL,
     error      TEXT    NOT NULL,
     PRIMARY KEY (iteration, slot)
-)
+);
+CREATE TABLE IF NOT EXISTS progress (
+    one   INTEGER PRIMARY KEY CHECK (one = 1),
+    stats TEXT NOT NULL
+);
 """
 
 
@@ -48,11 +52,12 @@ class RecordStore:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         self._db.commit()
 
-    def append(self, iteration: int, sources: list[Source], batch: list[Measurement]) -> None:
-        """Write one measured batch (who made each prompt, and its measurement) in a single transaction."""
+    def append(self, iteration: int, sources: list[Source], batch: list[Measurement], stats: Stats | None = None) -> None:
+        """Write one measured batch (who made each prompt, and its measurement) in a single transaction,
+        with the run's counters after it: reports then need nothing but this file, however the run was made."""
         rows = [
             (
                 iteration,
@@ -69,6 +74,17 @@ class RecordStore:
         ]
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            if stats is not None:
+                self._db.execute("INSERT OR REPLACE INTO progress VALUES (1, ?)", (json.dumps(stats),))
+
+    def stats(self) -> dict[str, int]:
+        """The run's counters after its latest batch ({} before the first)."""
+        row = self._db.execute("SELECT stats FROM progress").fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def summary(self) -> tuple[int, float | None]:
+        """How many prompts were measured, and the highest activation (None before the first)."""
+        return self._db.execute("SELECT COUNT(activation), MAX(activation) FROM records").fetchone()
 
     def __iter__(self) -> Iterator[StoredRecord]:
         for row in self._db.execute("SELECT * FROM records ORDER BY iteration, slot"):

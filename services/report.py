@@ -154,6 +154,9 @@ def _point(record: StoredRecord) -> Point:
 # ----------------------------------------------------------------------------------------------
 # Public entry point
 
+# What a run's folder holds once a search or `run.py report` has written its results.
+RESULT_FILES = {"json": "results.json", "csv": "records.csv", "html": "report.html"}
+
 
 def write_results(
     run_dir: Path,
@@ -167,11 +170,7 @@ def write_results(
     """Write results.json, records.csv and report.html into run_dir; return their paths by name."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": run_dir / "results.json",
-        "csv": run_dir / "records.csv",
-        "html": run_dir / "report.html",
-    }
+    paths = {name: run_dir / file for name, file in RESULT_FILES.items()}
     summary = Summary(top_n=top_n, bottom_n=bottom_n)
     _write_csv(paths["csv"], _tap(records, summary))
     buckets = dict(bucket_counts or {})

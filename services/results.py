@@ -44,14 +44,15 @@ def _measured(run_dir: Path) -> tuple[np.ndarray, int]:
 
 
 def write_run_results(run_dir: Path) -> dict[str, Path]:
-    """(Re)write results.json, records.csv and report.html from the run's stores."""
+    """(Re)write results.json, records.csv and report.html from the run's record store."""
     settings = json.loads((run_dir / "run.json").read_text())
-    state = saved_state(run_dir)
     activations, _ = _measured(run_dir)
     buckets = bucket_counts(activations, settings["low_percentile"], settings["high_percentile"])
     store = RecordStore(run_dir / "records.sqlite")
     try:
-        return write_results(run_dir, settings, dict(state.get("stats", {})), iter(store), bucket_counts=buckets)
+        # A run saved before the store kept its counters has them only in its checkpoint.
+        stats = store.stats() or dict(saved_state(run_dir).get("stats", {}))
+        return write_results(run_dir, settings, stats, iter(store), bucket_counts=buckets)
     finally:
         store.close()
 
@@ -71,14 +72,17 @@ def print_summary(result, console: Console) -> None:
 def run_summary(run_dir: Path) -> tuple[str, ...]:
     """One row of `run.py --list`: id, model, layer, neuron, prompts, best, date."""
     settings = json.loads((run_dir / "run.json").read_text())
-    state = saved_state(run_dir)
-    best = state.get("best")
+    store = RecordStore(run_dir / "records.sqlite")
+    try:
+        measured, best = store.summary()
+    finally:
+        store.close()
     return (
         run_dir.name,
         settings["model"],
         str(settings["layer"]),
         str(settings["neuron"]),
-        str(state.get("stats", {}).get("measured", 0)),
-        f"{best['activation']:.4f}" if best else "-",
+        str(measured),
+        "-" if best is None else f"{best:.4f}",
         time.strftime("%Y-%m-%d %H:%M", time.localtime((run_dir / "run.json").stat().st_mtime)),
     )

@@ -7,6 +7,7 @@ one run folder and are rebuilt from the store when a run is resumed.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
+from context import SearchContext, as_context
 from services.prompt_index import PromptIndex, load_embedder
 from services.proposer import Proposer
 from services.record_store import RecordStore
@@ -23,12 +24,7 @@ from services.subject_model import SubjectModel
 
 def context_of(runtime: Runtime[SearchContext] | None) -> SearchContext:
     """The run's context; Studio passes none when the form is left empty."""
-    context = getattr(runtime, "context", None)
-    if context is None:
-        return SearchContext()
-    if isinstance(context, dict):
-        return SearchContext(**context)
-    return context
+    return as_context(getattr(runtime, "context", None))
 
 
 @dataclass
@@ -66,16 +62,23 @@ def _open_run(
     return _runs[folder]
 
 
+# Searches running at once in one process (threads, Studio's server) load each model and open each
+# run once: the first caller loads, the others wait for it.
+_loading = threading.Lock()
+
+
 def services_for(ctx: SearchContext, run_id: str) -> Services:
     """The run's services; the first call loads the models and checks layer and neuron."""
-    subject = subject_model(ctx.model, ctx.device)
-    subject.validate(ctx.layer, ctx.neuron)
-    index, store, proposer, opened_at = _open_run(run_dir(ctx, run_id).resolve(), ctx, subject.device)
+    with _loading:
+        subject = subject_model(ctx.model, ctx.device)
+        subject.validate(ctx.layer, ctx.neuron)
+        index, store, proposer, opened_at = _open_run(run_dir(ctx, run_id).resolve(), ctx, subject.device)
     return Services(subject=subject, index=index, store=store, proposer=proposer, opened_at=opened_at)
 
 
 def release_run(ctx: SearchContext, run_id: str) -> None:
     """Close the run's record store and forget its index; the models stay cached."""
-    entry = _runs.pop(run_dir(ctx, run_id).resolve(), None)
+    with _loading:
+        entry = _runs.pop(run_dir(ctx, run_id).resolve(), None)
     if entry is not None:
         entry[1].close()

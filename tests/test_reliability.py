@@ -512,7 +512,7 @@ def test_a_second_process_resuming_a_run_in_flight_is_refused_and_the_store_stay
         runner.join(timeout=120)
 
     assert second.returncode == 2 and "Traceback" not in second.stdout + second.stderr
-    assert "Run busy is being run by another process right now" in " ".join(second.stdout.split())
+    assert "Run busy is being run right now, by another process" in " ".join(second.stdout.split())
     result = first["result"]
     assert result.stop_reason == "ran 3 iterations"
     rows = store_rows(tmp_path / "busy")

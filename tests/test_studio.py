@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -94,6 +95,8 @@ def studio(tmp_path_factory):
         "--config", str(_server_config(tmp_dir)),
         # Other files of the project may change while the tests run: do not restart mid-test.
         "--no-reload",
+        # `langgraph dev` runs one run at a time unless told otherwise; a deployment runs several.
+        "--n-jobs-per-worker", "4",
     ]
     with open(log, "wb") as out:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -195,3 +198,59 @@ def test_a_short_search_runs_to_completion_through_the_server(client, studio, ti
     assert isinstance(final["best"]["activation"], float)
     assert final["stats"]["llm_calls"] == 0 and final["stats"]["measured"] > 0
     assert (tmp_path / "studio-run" / "records.sqlite").is_file()
+    # The run's folder is opened and closed as the CLI's is: run.json, the results files, and
+    # `run.py --list` shows it with its numbers.
+    folder = tmp_path / "studio-run"
+    assert {"run.json", "results.json", "records.csv", "report.html"} <= {p.name for p in folder.iterdir()}
+    listed = subprocess.run(
+        [sys.executable, "run.py", "--list", "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "COLUMNS": "200"}, timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "studio-run" in line)
+    assert str(final["stats"]["measured"]) in row and f"{final['best']['activation']:.4f}" in row
+
+
+def test_a_bad_form_value_is_a_clear_error_in_studio(client, tiny_model_dir, tmp_path):
+    context = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", position="middle", batch_size=0,
+                   iterations=1, results_dir=str(tmp_path), run_id="bad")  # fmt: skip
+    final = client.runs.wait(None, "neuron_search", input={}, context=context, raise_error=False)
+    message = json.dumps(final)
+    assert "These settings cannot work" in message, message
+    assert "--position is max or last" in message and "--batch-size must be at least 1" in message
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_two_studio_runs_at_once_get_the_activations_each_gets_alone(client, tiny_model_dir, tmp_path):
+    """Two neurons at two layers, many padded batches each, in one server process at the same time."""
+    import threading
+
+    from services.subject_model import SubjectModel
+
+    words = "alpha beta gamma delta river stone cloud seven ninety copper violet engine".split()
+    seeds = [" ".join(words[(i * 7 + j) % len(words)] for j in range(1 + i % 9)) + f" {i}" for i in range(1500)]
+    runs = {"a": (0, 5), "b": (1, 17)}
+    finals: dict[str, dict] = {}
+
+    def start(name: str) -> None:
+        layer, neuron = runs[name]
+        context = dict(model=str(tiny_model_dir), layer=layer, neuron=neuron, device="cpu", llm="embedded",
+                       batch_size=4, iterations=1, seed_prompts=seeds, results_dir=str(tmp_path), run_id=f"at-once-{name}")  # fmt: skip
+        finals[name] = client.runs.wait(None, "neuron_search", input={}, context=context, raise_error=False)
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=RUN_TIMEOUT_S)
+
+    alone = SubjectModel.load(str(tiny_model_dir), "cpu")
+    for name, (layer, neuron) in runs.items():
+        assert finals[name].get("stop_reason") == "ran 1 iterations", finals[name]
+        db = sqlite3.connect(tmp_path / f"at-once-{name}" / "records.sqlite")
+        rows = db.execute("SELECT prompt, activation, error FROM records").fetchall()
+        db.close()
+        assert len(rows) >= len(seeds) and all(error == "" for _, _, error in rows)
+        prompts = [prompt for prompt, _, _ in rows]
+        expected = [m["activation"] for m in alone.measure(prompts, layer, neuron)]
+        assert [activation for _, activation, _ in rows] == pytest.approx(expected, abs=1e-6), name

@@ -1,0 +1,139 @@
+"""A run's folder, opened and closed the same way by every way into a search.
+
+`open_run` is what run.py, `NeuronSearch` and LangGraph Studio's server all do around a search:
+check the settings, take the folder's lock, check that a resumed run measures what it measured
+before, write run.json (which `run.py --list` and `run.py report` read); when the search returns,
+write results.json, records.csv and report.html; and at the end close the run's record store and
+forget its index, whatever way the search ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from context import SearchContext, validate
+from services.errors import UserError
+from services.runtime import release_run, run_dir
+
+# The settings that define what a run measures: a resumed run may not change them.
+IDENTITY = ("model", "layer", "neuron", "position")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def run_id_for(ctx: SearchContext, thread_id: str | None) -> str:
+    """The run's id: the one chosen, else one named after the LangGraph thread (so that Studio's
+    server and the graph it runs agree on it), else a new one."""
+    return ctx.run_id or (f"studio-{thread_id}" if thread_id else new_run_id())
+
+
+def settings_file(folder: Path) -> Path:
+    return folder / "run.json"
+
+
+@contextmanager
+def open_run(ctx: SearchContext) -> Iterator[Path]:
+    """Hold run `ctx.run_id` for one search; yields its folder."""
+    validate(ctx)
+    if ctx.llm.startswith("ollama:"):
+        from services.proposer import resolve_llm
+
+        resolve_llm(ctx.llm)  # a server that is down is reported now, before any model loads
+    folder = run_dir(ctx, ctx.run_id)
+    with _run_lock(folder), _storage_errors(folder):
+        if settings_file(folder).is_file():
+            check_identity(ctx.run_id, json.loads(settings_file(folder).read_text()), dataclasses.asdict(ctx))
+        settings_file(folder).write_text(json.dumps(dataclasses.asdict(ctx), indent=2))
+        try:
+            yield folder
+            from services.results import write_run_results
+
+            write_run_results(folder)
+        finally:
+            release_run(ctx, ctx.run_id)
+
+
+def check_identity(run_id: str, saved: dict, settings: dict) -> None:
+    for name in IDENTITY:
+        if name in settings and settings[name] != saved[name]:
+            raise UserError(
+                f"Run {run_id} was made with {name}={saved[name]!r}, not {settings[name]!r}: a resumed run "
+                "measures the same neuron of the same model. Leave --model/--layer/--neuron/--position out "
+                "to resume it, or start a new run."
+            )
+
+
+@contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """One search at a time per run folder (an flock, so a second search in the same process is refused
+    too): a second one would interleave batches."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / "lock", "w")
+    except OSError as error:
+        raise UserError(
+            f"Cannot write to the results folder {run_dir} ({error.strerror}). "
+            "Free some disk space, fix its permissions, or choose another folder with --results-dir."
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(
+            f"Run {run_dir.name} is being run right now, by another process or another search in this "
+            "one (a second Studio run with the same run_id). Wait for it to finish (or stop it), then resume."
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+# How the OS and SQLite say that the results folder takes no more writes.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+_STORAGE_MESSAGES = ("disk is full", "readonly database", "disk i/o error", "unable to open database")
+
+
+@contextmanager
+def _storage_errors(run_dir: Path) -> Iterator[None]:
+    """A full or read-only disk, before or during the search, ends in a message that says what was saved."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as error:
+        if isinstance(error, OSError) and error.errno not in _STORAGE_ERRNOS:
+            raise
+        if isinstance(error, sqlite3.OperationalError) and not any(m in str(error).lower() for m in _STORAGE_MESSAGES):
+            raise
+        folder = "" if run_dir.parent == Path("results") else f" --results-dir {run_dir.parent}"
+        raise UserError(
+            f"Cannot write to the results folder {run_dir} ({error}): its disk is full or read-only. "
+            f"{_saved(run_dir)} Free some disk space or make the folder writable, then continue with "
+            f"`python run.py --resume {run_dir.name}{folder}`."
+        ) from None
+
+
+def _saved(run_dir: Path) -> str:
+    path = run_dir / "records.sqlite"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            count, last = db.execute("SELECT COUNT(*), MAX(iteration) FROM records").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return f"What was measured so far is in {path}."
+    if not count:
+        return "Nothing had been measured yet."
+    return f"The {count} prompts measured up to iteration {last} are saved in {path}."
