@@ -1,0 +1,280 @@
+"""Token gradients, fluency and candidate rules for a gradient-guided (GCG / EPO style) search.
+
+The neuron's gradient with respect to a prompt's one-hot tokens says which single-token swaps
+should raise it most (to first order). It is formed without a dense one-hot forward pass: the
+output of `hook_embed` is replaced by a leaf tensor `e` holding exactly what the model would have
+computed, and since `e = scale * W_E[ids]` (Gemma scales its embeddings by sqrt(d_model), GPT-2 does
+not), d neuron / d one-hot = grad_e @ (scale * W_E).T. The scale is read from the model, never assumed.
+
+Rows of token ids here hold a prompt's text tokens only; the BOS token is added by each forward
+pass, as `SubjectModel` does, so BOS can never be swapped. Every forward pass, backward pass and
+tokenizer call holds `subject.exclusive` (the model and its hooks are shared by every search of
+the process).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+from services.errors import UserError
+from services.model.subject_model import SubjectModel
+
+# Read once per model and kept for as long as the model lives.
+_scales: weakref.WeakKeyDictionary[SubjectModel, float] = weakref.WeakKeyDictionary()
+_usable: weakref.WeakKeyDictionary[SubjectModel, tuple[list[str], list[bool]]] = weakref.WeakKeyDictionary()
+_allowed: weakref.WeakKeyDictionary[SubjectModel, dict[bool, torch.Tensor]] = weakref.WeakKeyDictionary()
+
+# Any text will do: the scale is read from the ratio of the hook's output to W_E's rows.
+_SCALE_PROBE = "The quick brown fox jumps over the lazy dog"
+
+
+class _Stop(Exception):
+    """Raised by a hook once what the pass is for has been read, to end the forward pass there."""
+
+
+def _embedding_matrix(subject: SubjectModel) -> torch.Tensor:
+    """W_E, [d_vocab, d_model], outside autograd: gradients are taken on `e`, never on weights."""
+    return subject.bridge.embed.original_component.weight.detach()
+
+
+def _padded(subject: SubjectModel, rows: list[list[int]]) -> tuple[torch.Tensor, int]:
+    """The rows with BOS in front, right-padded (as `SubjectModel._forward` pads), on the model's
+    device, and the position of each row's first text token."""
+    if not rows or any(not row for row in rows):
+        raise ValueError("every row needs at least one token")
+    full = [subject._with_bos(row) for row in rows]
+    tokens = torch.full((len(full), max(map(len, full))), subject._pad, dtype=torch.long)
+    for i, row in enumerate(full):
+        tokens[i, : len(row)] = torch.tensor(row)
+    return tokens.to(subject.device), len(full[0]) - len(rows[0])
+
+
+def embedding_scale(subject: SubjectModel) -> float:
+    """The factor between `hook_embed`'s output and W_E's rows (sqrt(d_model) for Gemma, 1 for GPT-2).
+
+    Read from one forward pass that stops at the embedding: a least-squares ratio over every entry,
+    since single entries of W_E can be 0. A model whose embedding is not a scaled lookup of W_E is
+    refused, as its gradient could not be formed this way.
+    """
+    with subject.exclusive:
+        scale = _scales.get(subject)
+        if scale is not None:
+            return scale
+        tokens = torch.tensor([subject._with_bos(subject._ids(_SCALE_PROBE))], device=subject.device)
+        captured: list[torch.Tensor] = []
+
+        def keep(embedded: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
+            captured.append(embedded.detach())
+            raise _Stop
+
+        with torch.inference_mode():
+            try:
+                subject.bridge.run_with_hooks(tokens, fwd_hooks=[("hook_embed", keep)])
+            except _Stop:
+                pass
+            embedded = captured[0].float()
+            looked_up = _embedding_matrix(subject)[tokens].float()
+            scale = float((embedded * looked_up).sum() / looked_up.square().sum())
+            mismatch = float((embedded - scale * looked_up).norm() / embedded.norm())
+        if mismatch > 1e-4:
+            raise UserError(
+                f"The subject model {subject.name}'s embedding (hook_embed) is not a scaled lookup of its "
+                f"token embedding matrix (relative mismatch {mismatch:.2g}), so token gradients cannot be "
+                "computed for it. Use a model whose embedding is a plain lookup (GPT-2, Gemma, Llama and "
+                "most decoder-only models), or a strategy that needs no gradient."
+            )
+        _scales[subject] = scale
+        return scale
+
+
+def token_gradients(
+    subject: SubjectModel, rows: list[list[int]], layer: int, neuron: int, position: str
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The neuron's activation for each row of text tokens, and its gradient with respect to the
+    row's one-hot tokens.
+
+    One right-padded forward pass (BOS added) that ends at `blocks.{layer}.mlp.hook_post`. The
+    objective of a row is the neuron at its peak text token (`position` "max") or its last text
+    token ("last"), as `SubjectModel.measure` reads it. Returns the activations, [len(rows)], and
+    per row a [len(row), d_vocab] gradient: entry [p, v] is the first-order change of the
+    activation if the token at text position p were v (so a swap old -> new is predicted to add
+    grad[p, new] - grad[p, old]). Both on the CPU.
+    """
+    if position not in ("max", "last"):
+        raise ValueError(f"position must be 'max' or 'last', not {position!r}")
+    scale = embedding_scale(subject)
+    tokens, offset = _padded(subject, rows)
+    leaves: list[torch.Tensor] = []
+    read: list[torch.Tensor] = []
+
+    def inject(embedded: torch.Tensor, hook) -> torch.Tensor:  # noqa: ARG001 (TransformerLens API)
+        # The same values the model computed, as a leaf: the backward pass ends here, at `e`.
+        leaves.append(embedded.detach().clone().requires_grad_())
+        return leaves[0]
+
+    def keep(activation: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
+        read.append(activation[..., neuron])  # not detached: the objective is taken from it
+        raise _Stop  # the layers above cannot change the neuron
+
+    # inference_mode(False) as well as enable_grad: a caller inside inference_mode would otherwise
+    # get tensors that autograd refuses, and enable_grad alone does not leave inference mode.
+    with subject.exclusive, torch.inference_mode(False), torch.enable_grad():
+        try:
+            subject.bridge.run_with_hooks(
+                tokens, fwd_hooks=[("hook_embed", inject), (f"blocks.{layer}.mlp.hook_post", keep)]
+            )
+        except _Stop:
+            pass
+        values = read[0]
+        objectives = []
+        for i, row in enumerate(rows):
+            text = values[i, offset : offset + len(row)]
+            # argmax returns the first of equal maxima, as `measure` picks its peak.
+            peak = int(text.argmax()) if position == "max" else len(row) - 1
+            objectives.append(text[peak])
+        activations = torch.stack(objectives)
+        # Rows are independent (right padding, causal attention), so one backward pass of the sum
+        # gives every row its own gradient. autograd.grad on `e` alone leaves the weights' .grad alone.
+        (grad_e,) = torch.autograd.grad(activations.sum(), leaves[0])
+    # Scaled before the product, on [len(row), d_model] rather than on [len(row), d_vocab].
+    unembedded = _embedding_matrix(subject).T
+    grads = [((grad_e[i, offset : offset + len(row)] * scale) @ unembedded).float().cpu() for i, row in enumerate(rows)]
+    return activations.detach().float().cpu(), grads
+
+
+def cross_entropy(subject: SubjectModel, rows: list[list[int]], batch_size: int = 16) -> list[float]:
+    """Each row's mean next-token loss of its own text tokens under the full model: its fluency
+    (lower reads more naturally). The first text token is predicted from BOS; a model without a
+    BOS token cannot predict the first one, which is then left out.
+
+    One right-padded forward pass with logits per `batch_size` rows: the logits are
+    [rows, positions, d_vocab], over 100 MB for 8 rows of 12 tokens on a 262k vocabulary.
+    """
+    losses: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        tokens, offset = _padded(subject, chunk)
+        # Position t predicts token t + 1; targets left at -100 (padding) are not counted.
+        targets = torch.full((len(chunk), tokens.shape[1] - 1), -100, dtype=torch.long, device=subject.device)
+        for i, row in enumerate(chunk):
+            targets[i, : offset + len(row) - 1] = tokens[i, 1 : offset + len(row)]
+        with subject.exclusive, torch.inference_mode():
+            logits = subject.bridge(tokens, return_type="logits")
+            per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+            counted = (targets != -100).sum(dim=1)
+            losses.extend((per_token.sum(dim=1) / counted).tolist())
+    return losses
+
+
+def _usable_tokens(subject: SubjectModel) -> tuple[list[str], list[bool]]:
+    """Every token's text, and whether a prompt may contain it at all.
+
+    Never: special tokens (the tokenizer's own list and added tokens marked special, such as
+    Gemma's 6,242 `<unused…>` and `<start_of_turn>`), tokens whose text is empty, and tokens that
+    tokenizing their own text does not give back (Gemma's byte-fallback tokens: `<0x41>` reads "A",
+    which tokenizes as the token "A"; GPT-2's partial UTF-8 bytes). A child holding one of those
+    could never pass the retokenization filter, so proposing it would waste the child.
+    """
+    with subject.exclusive:
+        cached = _usable.get(subject)
+        if cached is not None:
+            return cached
+        tokenizer = subject.tokenizer
+        size = min(len(tokenizer), _embedding_matrix(subject).shape[0])
+        texts = tokenizer.batch_decode([[i] for i in range(size)])
+        # Tokenized as `SubjectModel._ids` tokenizes a prompt, in one batched call.
+        again = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        # Special tokens are excluded by name, not left to the round trip: with split_special_tokens
+        # their text comes back as other tokens here, but a vocabulary that also holds that text as
+        # an ordinary token would give the special id back.
+        special = set(tokenizer.all_special_ids)
+        special.update(i for i, added in tokenizer.added_tokens_decoder.items() if added.special)
+        usable = [i not in special and text != "" and ids == [i] for i, (text, ids) in enumerate(zip(texts, again))]
+        _usable[subject] = (texts, usable)
+        return texts, usable
+
+
+def allowed_tokens(subject: SubjectModel, ascii_only: bool) -> torch.Tensor:
+    """A [d_vocab] boolean mask of the tokens a proposed child may hold (see `_usable_tokens`).
+
+    With `ascii_only`, only tokens whose text is printable ASCII (letters, digits, punctuation and
+    spaces). Newlines and tabs are left out too: a prompt is one line wherever it is shown or
+    handed on (the LLM's list of prompts, one a line, the report's tables), and nanoGCG's default
+    draws the same line. Tokens past the tokenizer's length (a vocabulary padded for speed) are
+    never allowed. Computed once per model and setting (the first call decodes and re-encodes the
+    whole vocabulary: about 6 s for Gemma's 262k tokens on 2 CPU cores).
+    """
+    with subject.exclusive:
+        cached = _allowed.setdefault(subject, {})
+        if ascii_only not in cached:
+            texts, usable = _usable_tokens(subject)
+            keep = [ok and (not ascii_only or (text.isascii() and text.isprintable())) for text, ok in zip(texts, usable)]
+            mask = torch.zeros(_embedding_matrix(subject).shape[0], dtype=torch.bool)
+            mask[: len(keep)] = torch.tensor(keep, dtype=torch.bool)
+            cached[ascii_only] = mask
+        return cached[ascii_only]
+
+
+def _retokenizing(subject: SubjectModel, rows: list[list[int]]) -> list[bool]:
+    """For each row: does decoding it and tokenizing the text give back exactly these ids?"""
+    with subject.exclusive:
+        texts = subject.tokenizer.batch_decode(rows)
+        again = subject.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return [ids == row for ids, row in zip(again, rows)]
+
+
+def retokenizes(subject: SubjectModel, row: list[int]) -> bool:
+    """Whether the prompt a row decodes to is measured as these very tokens: otherwise what would be
+    measured is not what was optimised."""
+    return _retokenizing(subject, [row])[0]
+
+
+def propose_children(
+    subject: SubjectModel,
+    row: list[int],
+    grad: torch.Tensor,
+    allowed: torch.Tensor,
+    rng: torch.Generator,
+    children: int,
+    top_k: int,
+    swaps: int,
+    positions: range | None = None,
+) -> list[list[int]]:
+    """Up to `children` distinct children of a row of text tokens, each with `swaps` distinct
+    positions (from `positions`, all by default) changed, each to a token drawn uniformly from that
+    position's `top_k` allowed tokens by gradient, the current token excluded.
+
+    The activation is maximised, so the promising tokens are the highest entries of the gradient
+    itself. Children that do not retokenize exactly are dropped, so fewer than `children` can come
+    back. No child equals the parent, since every swap changes its token. `rng` is a CPU generator.
+    """
+    positions = range(len(row)) if positions is None else positions
+    if not set(positions) <= set(range(len(row))):
+        raise ValueError(f"positions {positions} reach outside the row's {len(row)} tokens")
+    if not 1 <= swaps <= len(positions):
+        raise ValueError(f"swaps must be between 1 and the {len(positions)} positions that may change, not {swaps}")
+    where = torch.tensor(list(positions), dtype=torch.long)
+    scores = grad[where].clone()
+    scores[:, ~allowed.to(scores.device)] = -torch.inf
+    scores[torch.arange(len(where)), torch.tensor(row)[where].to(scores.device)] = -torch.inf
+    # Never more candidates than there are allowed tokens other than the current one.
+    k = min(top_k, int(allowed.sum()) - 1)
+    if k < 1:
+        raise ValueError("no allowed token to swap in")
+    candidates = scores.topk(k, dim=-1).indices.cpu()  # [positions, k]
+
+    # Distinct positions per child: the first `swaps` of a random permutation of the positions.
+    chosen = torch.rand(children, len(where), generator=rng).argsort(dim=1)[:, :swaps]
+    picks = torch.randint(k, (children, swaps), generator=rng)
+    new_tokens = candidates[chosen, picks]
+    proposed: dict[tuple[int, ...], None] = {}  # a dict keeps the order in which children were drawn
+    for slots, tokens in zip(where[chosen].tolist(), new_tokens.tolist()):
+        child = list(row)
+        for slot, token in zip(slots, tokens):
+            child[slot] = token
+        proposed[tuple(child)] = None
+    rows = [list(child) for child in proposed]
+    return [child for child, ok in zip(rows, _retokenizing(subject, rows)) if ok]

@@ -1,0 +1,216 @@
+"""Token gradients through TransformerBridge, fluency, and the rules every proposed child obeys.
+
+The tiny GPT-2 (random weights, 400 tokens) checks the machinery exactly and fast; the bundled
+Gemma 3 270M checks what only a real model has: an embedding scale (sqrt(d_model)), a 262k
+vocabulary with unused, special and byte-fallback tokens.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from services.model.gradient import (
+    allowed_tokens,
+    cross_entropy,
+    embedding_scale,
+    propose_children,
+    retokenizes,
+    token_gradients,
+)
+from services.model.subject_model import SubjectModel
+
+PROMPTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "1, 2, 4, 8",
+    "What is the capital of France? Paris is the capital.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir) -> SubjectModel:
+    return SubjectModel.load(str(tiny_model_dir), "cpu")
+
+
+@pytest.fixture(scope="module")
+def gemma() -> SubjectModel:
+    return SubjectModel.load("embedded", "cpu")
+
+
+@pytest.fixture(params=["tiny", "gemma"])
+def model_and_layer(request) -> tuple[SubjectModel, int]:
+    return (request.getfixturevalue("tiny"), 1) if request.param == "tiny" else (request.getfixturevalue("gemma"), 9)
+
+
+def _swap(row: list[int], position: int, token: int) -> list[int]:
+    return row[:position] + [token] + row[position + 1 :]
+
+
+def test_embedding_scale_is_read_from_the_model(tiny, gemma) -> None:
+    assert embedding_scale(tiny) == pytest.approx(1.0, rel=1e-6)
+    assert embedding_scale(gemma) == pytest.approx(gemma.bridge.cfg.d_model**0.5, rel=1e-6)  # 25.298
+
+
+@pytest.mark.parametrize("position", ["max", "last"])
+def test_activation_through_the_injected_embedding_equals_measure(model_and_layer, position) -> None:
+    subject, layer = model_and_layer
+    neuron = 840 % subject.d_mlp
+    rows = [subject._ids(p) for p in PROMPTS]  # three lengths: the batch is padded
+    activations, grads = token_gradients(subject, rows, layer, neuron, position)
+    measured = [m["activation"] for m in subject.measure(PROMPTS, layer, neuron, position)]
+    assert activations.tolist() == pytest.approx(measured, abs=1e-5)
+    vocabulary = subject.bridge.embed.original_component.weight.shape[0]
+    assert [tuple(g.shape) for g in grads] == [(len(row), vocabulary) for row in rows]
+    assert all(p.grad is None for p in subject.bridge.parameters())
+
+
+def test_gradient_equals_the_derivative_along_a_swap(model_and_layer) -> None:
+    """grad[p, new] - grad[p, old] is the derivative of the activation as the token at p slides from
+    old to new in the model's own embedding space (central finite difference; no scale assumed)."""
+    subject, layer = model_and_layer
+    neuron = 840 % subject.d_mlp
+    row = subject._ids(PROMPTS[0])
+    activations, (grad,) = token_gradients(subject, [row], layer, neuron, "last")
+    generator = torch.Generator().manual_seed(1)
+    pairs = [(p, int(torch.randint(len(subject.tokenizer), (1,), generator=generator))) for p in (0, len(row) // 2, len(row) - 1)]
+    step = 1e-2
+    for position, new in pairs:
+        tokens = torch.tensor([subject._with_bos(row), subject._with_bos(_swap(row, position, new))])
+        embedded: list[torch.Tensor] = []
+
+        def capture(e, hook):  # noqa: ARG001
+            embedded.append(e.detach().clone())
+
+        with torch.inference_mode():
+            subject.bridge.run_with_hooks(tokens, fwd_hooks=[("hook_embed", capture)], stop_at_layer=layer + 1)
+        old, new_embedding = embedded[0][:1], embedded[0][1:]
+        values = []
+        for t in (step, -step):
+            read: list[float] = []
+
+            def slide(e, hook, t=t):  # noqa: ARG001
+                return old + t * (new_embedding - old)
+
+            def keep(act, hook):  # noqa: ARG001
+                read.append(float(act[0, -1, neuron]))
+
+            with torch.inference_mode():
+                subject.bridge.run_with_hooks(
+                    tokens[:1], fwd_hooks=[("hook_embed", slide), (f"blocks.{layer}.mlp.hook_post", keep)], stop_at_layer=layer + 1
+                )
+            values.append(read[0])
+        finite_difference = (values[0] - values[1]) / (2 * step)
+        predicted = float(grad[position, new] - grad[position, row[position]])
+        assert predicted == pytest.approx(finite_difference, rel=1e-2, abs=2e-6), (position, new)
+
+
+@pytest.mark.parametrize("position", ["max", "last"])
+def test_gradient_top_token_raises_the_activation_more_often_than_a_random_token(tiny, position) -> None:
+    allowed = allowed_tokens(tiny, ascii_only=True)
+    choices = torch.nonzero(allowed).flatten()
+    generator = torch.Generator().manual_seed(0)
+    count, length, layer = 200, 8, 1
+    rows = [choices[torch.randint(len(choices), (length,), generator=generator)].tolist() for _ in range(count)]
+    neurons = torch.randint(tiny.d_mlp, (count,), generator=generator).tolist()
+    before, gradient_rows, random_rows = [], [], []
+    for row, neuron in zip(rows, neurons):
+        activation, (grad,) = token_gradients(tiny, [row], layer, neuron, position)
+        before.append(float(activation))
+        where = int(torch.randint(length, (1,), generator=generator))
+        scores = grad[where].masked_fill(~allowed, -torch.inf)
+        scores[row[where]] = -torch.inf
+        gradient_rows.append(_swap(row, where, int(scores.argmax())))
+        others = choices[choices != row[where]]
+        random_rows.append(_swap(row, where, int(others[torch.randint(len(others), (1,), generator=generator)])))
+
+    def raised(swapped: list[list[int]]) -> float:
+        after = [float(token_gradients(tiny, [r], layer, n, position)[0]) for r, n in zip(swapped, neurons)]
+        return sum(a > b for a, b in zip(after, before)) / count
+
+    by_gradient, by_chance = raised(gradient_rows), raised(random_rows)
+    assert by_gradient > by_chance + 0.2, f"gradient's top-1 raised {by_gradient:.0%}, a random token {by_chance:.0%}"
+
+
+@pytest.mark.parametrize(("ascii_only", "swaps"), [(True, 1), (True, 2), (False, 3)])
+def test_every_child_obeys_the_rules(tiny, ascii_only, swaps) -> None:
+    allowed = allowed_tokens(tiny, ascii_only)
+    row = tiny._ids(PROMPTS[2])
+    _, (grad,) = token_gradients(tiny, [row], 1, 3, "max")
+    positions = range(2, 9)
+    children = propose_children(tiny, row, grad, allowed, torch.Generator().manual_seed(0), 64, 32, swaps, positions)
+    assert len(children) >= 16, "nearly every child was rejected"
+    assert len({tuple(c) for c in children} | {tuple(row)}) == len(children) + 1  # distinct, none the parent
+    texts = tiny.tokenizer.batch_decode([[t] for t in range(len(tiny.tokenizer))])
+    for child in children:
+        changed = [i for i, (a, b) in enumerate(zip(child, row)) if a != b]
+        assert len(child) == len(row) and len(changed) == swaps and set(changed) <= set(positions)
+        for token in (child[i] for i in changed):
+            assert allowed[token] and token not in tiny.tokenizer.all_special_ids and texts[token] != ""
+            assert not ascii_only or (texts[token].isascii() and texts[token].isprintable())
+        assert retokenizes(tiny, child)
+        assert tiny._ids(tiny.tokenizer.decode(child)) == child
+
+
+def test_children_take_the_top_of_the_gradient(tiny) -> None:
+    """The activation is maximised: a child's new token is among the highest entries of the gradient
+    (d activation / d one-hot) at its position, never the lowest."""
+    allowed = allowed_tokens(tiny, ascii_only=True)
+    row = tiny._ids(PROMPTS[2])
+    _, (grad,) = token_gradients(tiny, [row], 1, 3, "last")
+    for position in (1, 4, 7):
+        scores = grad[position].masked_fill(~allowed, -torch.inf)
+        scores[row[position]] = -torch.inf
+        top = set(scores.topk(3).indices.tolist())
+        generator = torch.Generator().manual_seed(position)
+        children = propose_children(tiny, row, grad, allowed, generator, 32, 3, 1, range(position, position + 1))
+        assert children and {child[position] for child in children} <= top
+
+
+def test_ascii_only_allows_fewer_tokens_and_never_the_special_one(tiny) -> None:
+    readable, anything = allowed_tokens(tiny, True), allowed_tokens(tiny, False)
+    assert readable.sum() < anything.sum() and not (readable & ~anything).any()
+    assert not anything[tiny.tokenizer.all_special_ids].any()
+
+
+def test_gemma_allowed_tokens_and_children(gemma) -> None:
+    """Gemma's vocabulary has what the tiny one lacks: <unused…> and chat tokens (added, special),
+    byte-fallback tokens (`<0x41>` reads "A" but "A" tokenizes as another token), and newlines."""
+    allowed = allowed_tokens(gemma, ascii_only=True)
+    added = gemma.tokenizer.added_tokens_decoder
+    special = [i for i, token in added.items() if token.special]
+    assert len(special) > 6000 and not allowed[special].any()  # the <unused…> tokens among them
+    assert not allowed[gemma.tokenizer.convert_tokens_to_ids(["<start_of_turn>", "<0x41>", "\n"])].any()
+    assert allowed[gemma._ids(" the")].all()
+    row = gemma._ids("The quick brown fox jumps over the lazy dog")
+    _, (grad,) = token_gradients(gemma, [row], 9, 840, "max")
+    children = propose_children(gemma, row, grad, allowed, torch.Generator().manual_seed(0), 16, 64, 1, range(len(row)))
+    assert children
+    for child in children:
+        (changed,) = [i for i, (a, b) in enumerate(zip(child, row)) if a != b]
+        text = gemma.tokenizer.decode([child[changed]])
+        assert allowed[child[changed]] and text.isascii() and text.isprintable()
+        assert gemma._ids(gemma.tokenizer.decode(child)) == child
+
+
+def test_retokenization_filter(tiny) -> None:
+    row = tiny._ids("The capital")
+    assert retokenizes(tiny, row)
+    # The same text spelt with one token split in two: decoding gives the same text, which
+    # tokenizes back to the merged token, so what would be measured is not this row.
+    first = tiny.tokenizer.decode([row[0]])
+    split = tiny._ids(first[:1]) + tiny._ids(first[1:]) + row[1:]
+    assert tiny.tokenizer.decode(split) == tiny.tokenizer.decode(row) and split != row
+    assert not retokenizes(tiny, split)
+
+
+def test_cross_entropy_equals_the_transformers_loss_and_ignores_padding(tiny, tiny_model_dir) -> None:
+    reference_model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    rows = [tiny._ids(p) for p in PROMPTS]
+    batched = cross_entropy(tiny, rows)
+    for row, loss in zip(rows, batched):
+        ids = torch.tensor([tiny._with_bos(row)])
+        with torch.inference_mode():
+            reference = float(reference_model(ids, labels=ids).loss)  # mean over the tokens after BOS
+        assert loss == pytest.approx(reference, abs=1e-4)
+        assert cross_entropy(tiny, [row]) == pytest.approx([loss], abs=1e-5)  # alone: no padding
