@@ -55,6 +55,24 @@ class SearchContext:
     top_k: int = _knob(10, "How many top and bottom prompts are kept, shown to the LLM and printed.")
     seed: int = _knob(0, "Random seed of the fallback generator and of the LLM's sampling.")
 
+    # The gradient search.
+    strategy: str = _knob(
+        "llm",
+        "Who proposes prompts: 'llm' (the LLM, with mutations), 'gradient' (token swaps chosen by the "
+        "subject model's gradient; no LLM needed) or 'mixed' (the two take turns, one budget).",
+        choices=("llm", "gradient", "mixed"),
+    )
+    population: int = _knob(8, "Prompts the gradient search keeps and improves, one per fluency weight.")
+    children: int = _knob(4, "Token-swap children the gradient proposes per population member and iteration.")
+    gradient_top_k: int = _knob(64, "A swap picks among the this many tokens the gradient ranks highest at a position.")
+    swaps: int = _knob(1, "Tokens each gradient child changes.")
+    fluency_range: str = _knob(
+        "0.1,10",
+        "LOW,HIGH: the population's fluency weights, log-spaced; slot i keeps the prompt with the lowest "
+        "-activation + weight_i * cross-entropy (0,0 ignores fluency).",
+    )
+    ascii_only: bool = _knob(True, "The gradient proposes only tokens written in printable ASCII.")
+
     # The semantic filter.
     embedder: str = _knob(
         "all-MiniLM-L6-v2",
@@ -101,6 +119,22 @@ def describe(name: str) -> str:
     return next(f.metadata["description"] for f in fields(SearchContext) if f.name == name)
 
 
+def fluency_weights(ctx: SearchContext) -> list[float]:
+    """The population's fluency weights, one per slot, log-spaced over --fluency-range (EPO's λ);
+    a LOW of 0 gives the first slot no fluency term at all."""
+    low, high = (float(x) for x in ctx.fluency_range.split(","))
+    if not 0.0 <= low <= high:
+        raise ValueError(ctx.fluency_range)
+    n = ctx.population
+    if n == 1 or high == 0.0:
+        return [low] * n
+    start = low if low > 0 else high / 100  # log-spacing needs a positive start
+    weights = [start * (high / start) ** (i / (n - 1)) for i in range(n)]
+    if low == 0.0:
+        weights[0] = 0.0
+    return weights
+
+
 def as_context(value: Any) -> SearchContext:
     """The run's context from what LangGraph hands over: None (Studio's empty form), a dict, or itself."""
     if value is None:
@@ -134,8 +168,16 @@ def validate(ctx: SearchContext) -> None:
     buckets = {b.strip() for b in ctx.filter_buckets.split(",") if b.strip()}
     if not buckets <= {"low", "mid", "high"}:
         problems.append("--filter-buckets takes low, mid and/or high, comma-separated")
+    if ctx.strategy not in ("llm", "gradient", "mixed"):
+        problems.append("--strategy is llm, gradient or mixed")
     if ctx.position not in ("max", "last"):
         problems.append("--position is max or last")
+    if ctx.population < 1 or ctx.children < 1 or ctx.gradient_top_k < 1 or ctx.swaps < 1:
+        problems.append("--population, --children, --gradient-top-k and --swaps must be at least 1")
+    try:
+        fluency_weights(ctx)
+    except ValueError:
+        problems.append("--fluency-range must be LOW,HIGH with 0 <= LOW <= HIGH (e.g. 0.1,10)")
     if ctx.temperature < 0:
         problems.append("--temperature cannot be negative")
     if problems:

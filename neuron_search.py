@@ -22,10 +22,10 @@ from typing import Any
 from context import SearchContext
 from graph import build_graph, steps_per_iteration
 from nodes.stagnation_check import stop_reason
-from services.display import ProgressDisplay, RichProgress
+from services.reports.display import ProgressDisplay, RichProgress
 from services.errors import UserError
-from services.record_store import RecordStore, StoredRecord, as_record
-from services.run_folder import check_identity, new_run_id, open_run, settings_file
+from services.storage.record_store import RecordStore, StoredRecord, as_record
+from services.storage.run_folder import check_identity, new_run_id, open_run, settings_file
 from state import Record, SearchState
 
 
@@ -156,8 +156,9 @@ class NeuronSearch:
         if pending.values and not pending.tasks:
             if stop_reason(state, ctx):
                 return state
-            # Resumed with a larger budget: it goes on from where it stopped.
-            graph.update_state(config, {"route": "continue", "stop_reason": ""}, as_node="stagnation_check")
+            # Resumed with a larger budget: it goes on from where it stopped, with stagnation_check
+            # deciding again (under this run's settings) where the search goes next.
+            graph.update_state(config, {"stop_reason": ""}, as_node="update_records")
         with _stop_requests() as stop:
             while True:
                 _drop_older_checkpoints(connection, ctx.run_id)

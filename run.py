@@ -38,6 +38,14 @@ def parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(SearchContext):
         if f.name in SPECIAL:
             continue
+        if str(f.type) == "bool":
+            p.add_argument(
+                "--" + f.name.replace("_", "-"),
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{f.metadata['description']} (default: {'on' if f.default else 'off'})",
+            )
+            continue
         kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
         p.add_argument(
             "--" + f.name.replace("_", "-"),
@@ -76,7 +84,7 @@ def settings_from(args: argparse.Namespace) -> dict:
     if args.hint is not None:
         settings["hint"] = args.hint
     if args.seed_prompts:
-        from services.seeds import read_seed_file
+        from services.search.seeds import read_seed_file
 
         settings["seed_prompts"] = read_seed_file(args.seed_prompts)
     if args.no_builtin_seeds:
@@ -113,9 +121,9 @@ def main(argv: list[str]) -> int:
 
 def search_command(args: argparse.Namespace, console) -> int:
     from neuron_search import NeuronSearch
-    from services.display import RichProgress
-    from services.report import RESULT_FILES
-    from services.results import print_summary
+    from services.reports.display import RichProgress
+    from services.reports.report import RESULT_FILES
+    from services.reports.results import print_summary
 
     settings = settings_from(args)
     if args.resume:
@@ -133,7 +141,7 @@ def search_command(args: argparse.Namespace, console) -> int:
 
 
 def report_command(argv: list[str], console) -> int:
-    from services.results import write_run_results
+    from services.reports.results import write_run_results
 
     p = argparse.ArgumentParser(prog="run.py report", description="Rebuild results.json, records.csv and report.html of a past run.")
     p.add_argument("run_id")
@@ -148,10 +156,10 @@ def report_command(argv: list[str], console) -> int:
 
 
 def exemplars_command(argv: list[str], console) -> int:
-    from services.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, corpus_source
-    from services.display import exemplars_table
-    from services.exemplars import exemplars, write_exemplars
-    from services.subject_model import SubjectModel
+    from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, corpus_source
+    from services.reports.display import exemplars_table
+    from services.dataset.exemplars import exemplars, write_exemplars
+    from services.model.subject_model import SubjectModel
 
     p = argparse.ArgumentParser(
         prog="run.py exemplars",
@@ -193,7 +201,7 @@ def exemplars_command(argv: list[str], console) -> int:
 def list_runs(results_dir: Path, console) -> int:
     from rich.table import Table
 
-    from services.results import run_summary
+    from services.reports.results import run_summary
 
     table = Table(title=f"Runs in {results_dir}/", title_justify="left")
     for column in ("run id", "model", "layer", "neuron", "prompts", "best", "date"):

@@ -1,7 +1,7 @@
 """The graph's state: small, typed, JSON-serialisable and bounded.
 
 A checkpoint of this state is written after every node, so nothing here grows with the number
-of prompts tried: the full history lives in the run's record store (services/record_store.py).
+of prompts tried: the full history lives in the run's record store (services/storage/record_store.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Literal
 
 from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
-Source = Literal["seed", "llm", "mutation", "fallback"]
+Source = Literal["seed", "llm", "mutation", "fallback", "gradient"]
 Route = Literal["continue", "stalled", "done"]
 
 
@@ -30,6 +30,7 @@ class Measurement(TypedDict):
     values: list[float]  # the neuron's activation at each of those tokens
     peak: int  # index into tokens of the measured value: the highest (position max) or the last (last)
     error: str  # "" when measured, else why the prompt could not be measured
+    xent: float | None  # the prompt's cross-entropy under the subject model (its fluency), when measured
 
 
 class Record(TypedDict):
@@ -40,6 +41,16 @@ class Record(TypedDict):
     token: str  # the peak token: where the measured value was read (see Measurement.peak)
     source: Source
     iteration: int
+
+
+class Member(TypedDict):
+    """One slot of the gradient search's population (services/search/population.py)."""
+
+    prompt: str
+    ids: list[int]  # its tokens, BOS excluded: what the gradient is taken over
+    activation: float
+    peak: int  # index into ids of the measured value
+    xent: float  # cross-entropy under the subject model: lower reads more like real text
 
 
 class Stats(TypedDict):
@@ -58,18 +69,20 @@ class Stats(TypedDict):
     mutations: int  # mutations of the top prompts that filled LLM batches which came back short
     regenerations: int  # LLM batches asked again because all were rejected
     fallback_batches: int  # batches made by the random fallback
+    gradient_batches: int  # batches of token swaps proposed by the gradient
 
 
 class SearchState(TypedDict, total=False):
     run_id: str
     iteration: int  # completed generate→measure rounds; seeds are iteration 0
-    source: Source  # which node made the current batch: seed, llm (with its mutations) or fallback
+    source: Source  # which node made the current batch: seed, llm (with its mutations), gradient or fallback
     candidates: list[Candidate]  # the current batch, before the filter
     accepted: list[Candidate]  # the current batch, after the filter
     measured: list[Measurement]  # the current batch, measured: one per accepted candidate, in order
     rejected_similar: list[str]  # the latest near-copies, shown to the LLM (bounded)
     top: list[Record]  # the top-k records, highest first
     bottom: list[Record]  # the bottom-k records, lowest first
+    population: list[Member]  # the gradient search's slots, one per fluency weight (empty for --strategy llm)
     best: Record | None
     stats: Stats
     attempts: int  # consecutive LLM batches rejected whole
@@ -95,6 +108,7 @@ def empty_stats() -> Stats:
         mutations=0,
         regenerations=0,
         fallback_batches=0,
+        gradient_batches=0,
     )
 
 

@@ -31,7 +31,7 @@ def tiny_model_dir() -> str:
 def subject_folder(model: str) -> str:
     """The folder a subject model name boots from (for loading the same weights with plain transformers)."""
     if model == "embedded":
-        from services.bundled import embedded_subject_folder
+        from services.model.bundled import embedded_subject_folder
 
         return str(embedded_subject_folder())
     return model
@@ -39,8 +39,8 @@ def subject_folder(model: str) -> str:
 
 def corpus(n: int, vocabulary, seed: int = 0) -> list[str]:
     """n varied prompts: the built-in seeds, then fallback-generator prompts (fixed seed)."""
-    from services.random_prompts import random_prompts
-    from services.seeds import BUILTIN_SEEDS
+    from services.search.random_prompts import random_prompts
+    from services.search.seeds import BUILTIN_SEEDS
 
     prompts = list(BUILTIN_SEEDS)[:n]
     rng = random.Random(seed)

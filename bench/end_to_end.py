@@ -23,8 +23,8 @@ from common import Recorder, machine, measured_by_source, tiny_model_dir
 from original_loop import OriginalLoop
 
 from neuron_search import NeuronSearch
-from services.embedded_llm import embedded_chat_model
-from services.prompt_index import load_embedder
+from services.llm.embedded_llm import embedded_chat_model
+from services.search.prompt_index import load_embedder
 from services.runtime import subject_model
 
 
@@ -49,7 +49,7 @@ def main() -> None:
         args.model, args.layer, args.neuron, args.seconds, args.rounds = tiny_model_dir(), 1, 3, 2.0, 1
         llm = scripted_llm()
 
-    from services.proposer import chat_model
+    from services.llm.proposer import chat_model
 
     subject = subject_model(args.model, "cpu")
     original = OriginalLoop(

@@ -31,7 +31,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from neuron_search import NeuronSearch
-from services.proposer import register_chat_model
+from services.llm.proposer import register_chat_model
 
 
 def word_list() -> list[str]:

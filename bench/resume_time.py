@@ -34,7 +34,7 @@ def write_store(folder: Path, prompts: int, seed: int = 0) -> None:
     """A record store of `prompts` measured prompts, all distinct, as the tool writes them."""
     from memory import word_list
 
-    from services.record_store import RecordStore
+    from services.storage.record_store import RecordStore
 
     words = word_list()
     rng = random.Random(seed)

@@ -28,10 +28,10 @@ from common import best_curve, machine, measured_by_source, pick_neurons, prompt
 from original_loop import OriginalLoop
 
 from neuron_search import NeuronSearch
-from services.prompt_index import load_embedder
-from services.random_prompts import random_prompts
+from services.search.prompt_index import load_embedder
+from services.search.random_prompts import random_prompts
 from services.runtime import subject_model
-from services.seeds import BUILTIN_SEEDS
+from services.search.seeds import BUILTIN_SEEDS
 
 
 def random_search(subject, layer: int, neuron: int, budget: int, seed: int) -> list[float]:
@@ -68,7 +68,7 @@ def main() -> None:
         llm = scripted(fresh_answers(200, per_answer=8))
     methods = args.methods.split(",")
 
-    from services.proposer import chat_model
+    from services.llm.proposer import chat_model
 
     subject = subject_model(args.model, "cpu")
     layer = subject.n_layers // 2 if args.layer is None else args.layer

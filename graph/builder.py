@@ -8,6 +8,7 @@ from context import SearchContext
 from graph.routing import after_check, after_filter
 from nodes import (
     generate,
+    gradient,
     measure_activation,
     random_fallback,
     seed,
@@ -23,6 +24,7 @@ def build_graph() -> StateGraph:
     builder = StateGraph(SearchState, context_schema=SearchContext)
     builder.add_node("seed", seed)
     builder.add_node("generate", generate)
+    builder.add_node("gradient", gradient)
     builder.add_node("semantic_filter", semantic_filter)
     builder.add_node("measure_activation", measure_activation)
     builder.add_node("update_records", update_records)
@@ -32,6 +34,7 @@ def build_graph() -> StateGraph:
     builder.add_edge(START, "seed")
     builder.add_edge("seed", "semantic_filter")
     builder.add_edge("generate", "semantic_filter")
+    builder.add_edge("gradient", "semantic_filter")
     builder.add_edge("random_fallback", "semantic_filter")
     builder.add_conditional_edges("semantic_filter", after_filter)
     builder.add_edge("measure_activation", "update_records")

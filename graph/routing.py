@@ -23,6 +23,19 @@ def after_filter(
     return "random_fallback"
 
 
-def after_check(state: SearchState) -> Literal["generate", "random_fallback", "__end__"]:
-    """continue → generate, stalled → random_fallback, done → END."""
-    return {"continue": "generate", "stalled": "random_fallback", "done": END}[state["route"]]
+def after_check(
+    state: SearchState, runtime: Runtime[SearchContext]
+) -> Literal["generate", "gradient", "random_fallback", "__end__"]:
+    """done → END, stalled → random_fallback; going on, the --strategy picks the proposer: the LLM,
+    the gradient (once the population holds a prompt), or the two in turn."""
+    if state["route"] == "done":
+        return END
+    if state["route"] == "stalled":
+        return "random_fallback"
+    strategy = context_of(runtime).strategy
+    gradient_turn = strategy == "gradient" or (strategy == "mixed" and state["iteration"] % 2 == 1)
+    if gradient_turn and state.get("population"):
+        return "gradient"
+    if strategy == "gradient":  # nothing measured yet to climb from
+        return "random_fallback"
+    return "generate"

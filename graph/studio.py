@@ -21,7 +21,7 @@ from langgraph_sdk.runtime import ServerRuntime
 
 from context import SearchContext, as_context
 from graph.builder import build_graph
-from services.run_folder import open_run, run_id_for
+from services.storage.run_folder import open_run, run_id_for
 
 graph = build_graph().compile(name="neuron-search")
 

@@ -1,6 +1,7 @@
 """The search's nodes: plain functions `(state, runtime) -> partial state update`, one per module."""
 
 from nodes.generate import generate
+from nodes.gradient import gradient
 from nodes.measure_activation import measure_activation
 from nodes.random_fallback import random_fallback
 from nodes.seed import seed
@@ -10,6 +11,7 @@ from nodes.update_records import update_records
 
 __all__ = [
     "generate",
+    "gradient",
     "measure_activation",
     "random_fallback",
     "seed",

@@ -11,9 +11,9 @@ import random
 from langgraph.runtime import Runtime
 
 from context import SearchContext
-from services.prompt_parsing import parse_prompts
-from services.proposer import build_request
-from services.random_prompts import mutations
+from services.llm.prompt_parsing import parse_prompts
+from services.llm.proposer import build_request
+from services.search.random_prompts import mutations
 from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
 

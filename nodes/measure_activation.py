@@ -1,4 +1,8 @@
-"""measure_activation: run the accepted prompts through the subject model in padded batches."""
+"""measure_activation: run the accepted prompts through the subject model in padded batches.
+
+With the gradient in the search (--strategy gradient or mixed) each prompt's cross-entropy is
+measured too: the population's slots weigh it, and the report draws activation against it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext
 from services.errors import UserError
+from services.model.gradient import cross_entropy
 from services.runtime import context_of, services_for
 from state import SearchState
 
@@ -26,4 +31,9 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
             f"{ctx.layer} neuron {ctx.neuron} here; nothing of this batch was stored. Fix the cause (the "
             "model, --device, free memory) and continue with --resume."
         )
+    if ctx.strategy != "llm":
+        ok = [m for m in measured if not m["error"]]
+        rows = [services.subject._ids(m["prompt"]) for m in ok]
+        for m, xent in zip(ok, cross_entropy(services.subject, rows, batch_size=ctx.batch_size)):
+            m["xent"] = xent
     return SearchState(measured=measured)

@@ -7,7 +7,7 @@ import random
 from langgraph.runtime import Runtime
 
 from context import SearchContext
-from services.random_prompts import random_prompts
+from services.search.random_prompts import random_prompts
 from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
 

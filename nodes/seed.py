@@ -7,9 +7,9 @@ import time
 from langgraph.runtime import Runtime
 
 from context import SearchContext
-from services.run_folder import run_id_for
+from services.storage.run_folder import run_id_for
 from services.runtime import context_of, services_for
-from services.seeds import BUILTIN_SEEDS
+from services.search.seeds import BUILTIN_SEEDS
 from state import Candidate, SearchState, bump, empty_stats
 
 
@@ -30,6 +30,7 @@ def seed(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
         rejected_similar=[],
         top=[],
         bottom=[],
+        population=[],
         best=None,
         stats=bump(empty_stats(), generated=len(candidates)),
         attempts=0,

@@ -1,4 +1,5 @@
-"""update_records: store the measured batch, grow the semantic index, and keep the top/bottom k."""
+"""update_records: store the measured batch, grow the semantic index, keep the top/bottom k and,
+with the gradient in the search, the population."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import time
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.record_store import RecordStore, as_record
+from context import SearchContext, fluency_weights
+from services.storage.record_store import RecordStore, as_record
 from services.runtime import context_of, services_for
-from state import Record, SearchState, bump
+from services.search.population import update_population
+from state import Member, Record, SearchState, bump
 
 
 def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
@@ -41,11 +43,20 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
     improved = best is not None and (
         old_best is None or best["activation"] >= old_best["activation"] + ctx.min_improvement
     )
+    population = state.get("population", [])
+    if ctx.strategy != "llm":
+        candidates = [
+            Member(prompt=m["prompt"], ids=services.subject._ids(m["prompt"]), activation=m["activation"], peak=m["peak"], xent=m["xent"])
+            for m in ok
+            if m["xent"] is not None
+        ]
+        population = update_population(population, candidates, fluency_weights(ctx))
     now = time.time()
     started = max(state["batch_started"], services.opened_at)  # the time a run lay stopped is not search time
     return SearchState(
         top=ranked,
         bottom=lowest,
+        population=population,
         best=best,
         since_improvement=0 if improved else state["since_improvement"] + len(ok),
         iteration=state["iteration"] + 1,

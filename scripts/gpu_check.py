@@ -31,7 +31,7 @@ from helpers import fresh_answers, scripted  # noqa: E402
 from tiny_model import build_tiny_embedder, build_tiny_gpt2  # noqa: E402
 
 from neuron_search import NeuronSearch  # noqa: E402
-from services.subject_model import SubjectModel, resolve_device  # noqa: E402
+from services.model.subject_model import SubjectModel, resolve_device  # noqa: E402
 
 GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)
 TOLERANCE = 1e-3

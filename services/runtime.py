@@ -16,10 +16,10 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 
 from context import SearchContext, as_context
-from services.prompt_index import PromptIndex, load_embedder
-from services.proposer import Proposer
-from services.record_store import RecordStore
-from services.subject_model import SubjectModel
+from services.search.prompt_index import PromptIndex, load_embedder
+from services.llm.proposer import Proposer
+from services.storage.record_store import RecordStore
+from services.model.subject_model import SubjectModel
 
 
 def context_of(runtime: Runtime[SearchContext] | None) -> SearchContext:

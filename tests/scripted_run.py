@@ -24,7 +24,7 @@ import run  # noqa: E402 (first, so that .env is loaded before LangChain, as in 
 from helpers import fresh_answers  # noqa: E402
 from langchain_core.language_models.fake_chat_models import FakeListChatModel  # noqa: E402
 
-from services.proposer import register_chat_model  # noqa: E402
+from services.llm.proposer import register_chat_model  # noqa: E402
 
 NAME = "scripted"
 

@@ -22,6 +22,8 @@ SCRIPTS = [
     "search_quality.py",
     "filter_value.py",
     "resume_time.py",
+    "concurrency.py",
+    "gradient_quality.py",
 ]
 
 

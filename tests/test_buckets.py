@@ -1,4 +1,4 @@
-"""Bucket counts: one rule (services/buckets.py) for the filter and the reports; every value in exactly one bucket."""
+"""Bucket counts: one rule (services/search/buckets.py) for the filter and the reports; every value in exactly one bucket."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from helpers import scripted
 from neuron_search import NeuronSearch
-from services.buckets import bucket_counts
-from services.results import write_run_results
+from services.search.buckets import bucket_counts
+from services.reports.results import write_run_results
 
 
 def counts(values: list[float]) -> dict[str, int]:

@@ -14,8 +14,8 @@ import pytest
 import services.runtime
 from helpers import fresh_answers, scripted
 from neuron_search import NeuronSearch
-from services.buckets import BUCKETS, bucket_codes, bucket_cuts
-from services.record_store import RecordStore
+from services.search.buckets import BUCKETS, bucket_codes, bucket_cuts
+from services.storage.record_store import RecordStore
 
 
 class FakeEmbedder:

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.bundled import cache_root
-from services.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, build_snippets, corpus_source, normalise
+from services.model.bundled import cache_root
+from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, build_snippets, corpus_source, normalise
 from services.errors import UserError
-from services.exemplars import exemplars
-from services.subject_model import SubjectModel
+from services.dataset.exemplars import exemplars
+from services.model.subject_model import SubjectModel
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = "the quick brown fox jumps over the lazy dog what is the capital of France Paris numbers like 3.14".split()
@@ -152,7 +152,7 @@ def test_run_py_exemplars_on_the_bundled_model(tmp_path):
     # A fresh scan cache, with the bundled model's converted folder linked in so it is not converted again.
     cache = tmp_path / "cache"
     cache.mkdir()
-    from services.bundled import embedded_subject_folder
+    from services.model.bundled import embedded_subject_folder
 
     (cache / "gemma3-270m").symlink_to(embedded_subject_folder())
     done = run_cli("--model", "embedded", "--layer", "9", "--neuron", "5", "--max-snippets", "64", "--top-k", "7",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from graph import build_graph
 from helpers import fresh_answers, scripted
 from neuron_search import NeuronSearch
-from services.record_store import RecordStore
+from services.storage.record_store import RecordStore
 
 
 class Recorder:
@@ -26,10 +26,10 @@ def tiny_search(tiny_model_dir, tmp_path, llm, **settings) -> NeuronSearch:
     return NeuronSearch(**{**base, **settings})
 
 
-def test_graph_has_the_seven_nodes_and_conditional_edges():
+def test_graph_has_the_eight_nodes_and_conditional_edges():
     drawn = build_graph().compile().get_graph()
     nodes = set(drawn.nodes) - {"__start__", "__end__"}
-    assert nodes == {"seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback"}
+    assert nodes == {"seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback", "gradient"}
     conditional = {(e.source, e.target) for e in drawn.edges if e.conditional}
     assert ("stagnation_check", "generate") in conditional
     assert ("stagnation_check", "random_fallback") in conditional

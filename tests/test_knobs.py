@@ -11,7 +11,7 @@ from helpers import fresh_answers, scripted, tiny_context
 from neuron_search import NeuronSearch
 from nodes import semantic_filter
 from run import parser, settings_from
-from services.proposer import chat_model
+from services.llm.proposer import chat_model
 from services.runtime import release_run, services_for
 from state import Candidate, empty_stats
 
@@ -114,7 +114,7 @@ def test_embedder_takes_a_local_folder(tiny_model_dir, tmp_path):
 def test_stats_every_prints_the_statistics_during_the_run(tiny_model_dir, tmp_path):
     from rich.console import Console
 
-    from services.display import RichProgress
+    from services.reports.display import RichProgress
 
     console = Console(record=True, width=120)
     ctx = tiny_context(tiny_model_dir, tmp_path, scripted(fresh_answers(5)))

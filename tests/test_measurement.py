@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.bundled import embedded_subject_folder
-from services.subject_model import SubjectModel
+from services.model.bundled import embedded_subject_folder
+from services.model.subject_model import SubjectModel
 
 PROMPTS = [
     "Hi",

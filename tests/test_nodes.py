@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from helpers import scripted, tiny_context
 from nodes import generate, measure_activation, random_fallback, seed, semantic_filter, stagnation_check, update_records
-from services.proposer import register_chat_model
+from services.llm.proposer import register_chat_model
 from services.runtime import release_run, services_for
 from state import Candidate, Record, SearchState
 
@@ -122,7 +122,7 @@ def test_generate_shows_the_llm_the_records_and_the_hint(ctx):
 def test_a_failing_llm_is_counted_and_the_run_goes_on(ctx, monkeypatch):
     from dataclasses import replace
 
-    import services.proposer as proposer
+    import services.llm.proposer as proposer
 
     class Broken(FakeListChatModel):
         def _call(self, *args, **kwargs):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.errors import UserError
-from services.prompt_index import PromptIndex, Verdict, load_embedder
+from services.search.prompt_index import PromptIndex, Verdict, load_embedder
 
 MID_ONLY = frozenset({"mid"})
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.prompt_parsing import MAX_PROMPT_CHARS, REFUSAL_MARKERS, parse_prompts
+from services.llm.prompt_parsing import MAX_PROMPT_CHARS, REFUSAL_MARKERS, parse_prompts
 
 CASES = {
     "plain lines": ("alpha beta\ngamma delta\n", ["alpha beta", "gamma delta"]),

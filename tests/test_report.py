@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.record_store import StoredRecord
-from services.report import MAX_PLOT_POINTS, SOURCE_COLOURS, write_results
+from services.storage.record_store import StoredRecord
+from services.reports.report import MAX_PLOT_POINTS, SOURCE_COLOURS, write_results
 
 WORDS = [" the", " cat", " sat", " on", " mat", " Paris", " is", " capital", " of", " France", ",", ".",
          " quantum", " river", " bank", "\n", " 1984", " def", " return", " café", " über"]

@@ -20,7 +20,7 @@ from helpers import scripted
 from graph import steps_per_iteration
 from neuron_search import NeuronSearch
 from scripted_run import register_scripted, start, stored_rows, tiny_args, wait_for_iteration
-from services.results import saved_state
+from services.reports.results import saved_state
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from context import SearchContext
 from helpers import fresh_answers, scripted, tiny_context
 from services import runtime
 from services.errors import UserError
-from services.run_folder import open_run, run_id_for
+from services.storage.run_folder import open_run, run_id_for
 
 
 def test_a_second_search_of_the_same_run_in_the_same_process_is_refused(tiny_model_dir, tmp_path):

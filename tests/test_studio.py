@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 300
 
-NODES = {"seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback"}
+NODES = {"seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback", "gradient"}
 CONDITIONAL_EDGES = {
     ("stagnation_check", "generate"),
     ("stagnation_check", "random_fallback"),
+    ("stagnation_check", "gradient"),
     ("stagnation_check", "__end__"),
     ("semantic_filter", "measure_activation"),
     ("semantic_filter", "generate"),
@@ -155,7 +156,7 @@ def assistant_id(client) -> str:
     return assistants[0]["assistant_id"]
 
 
-def test_studio_draws_the_seven_nodes_and_the_conditional_edges(client, assistant_id):
+def test_studio_draws_the_eight_nodes_and_the_conditional_edges(client, assistant_id):
     drawn = client.assistants.get_graph(assistant_id)
     assert {n["id"] for n in drawn["nodes"]} - {"__start__", "__end__"} == NODES
     conditional = {(e["source"], e["target"]) for e in drawn["edges"] if e.get("conditional")}
@@ -225,7 +226,7 @@ def test_two_studio_runs_at_once_get_the_activations_each_gets_alone(client, tin
     """Two neurons at two layers, many padded batches each, in one server process at the same time."""
     import threading
 
-    from services.subject_model import SubjectModel
+    from services.model.subject_model import SubjectModel
 
     words = "alpha beta gamma delta river stone cloud seven ninety copper violet engine".split()
     seeds = [" ".join(words[(i * 7 + j) % len(words)] for j in range(1 + i % 9)) + f" {i}" for i in range(1500)]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from services.errors import UserError
-from services.subject_model import SubjectModel
+from services.model.subject_model import SubjectModel
 
 WORDS = "alpha beta gamma delta river stone cloud seven ninety copper violet engine ledger orbit".split()
 

@@ -28,7 +28,7 @@ from typing import Literal, NamedTuple
 import faiss
 import numpy as np
 
-from services.buckets import BUCKETS, bucket_codes, bucket_counts, bucket_cuts
+from services.search.buckets import BUCKETS, bucket_codes, bucket_counts, bucket_cuts
 from services.errors import UserError
 
 # HNSW parameters, chosen with bench/filter_scaling.py on clustered random 384-d vectors (a harder

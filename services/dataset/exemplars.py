@@ -23,11 +23,11 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from services import report
-from services.bundled import cache_root
-from services.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
+from services.reports import report
+from services.model.bundled import cache_root
+from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
 from services.errors import UserError
-from services.subject_model import EMBEDDED, SubjectModel
+from services.model.subject_model import EMBEDDED, SubjectModel
 from state import Measurement
 
 

@@ -47,7 +47,7 @@ def open_run(ctx: SearchContext) -> Iterator[Path]:
     """Hold run `ctx.run_id` for one search; yields its folder."""
     validate(ctx)
     if ctx.llm.startswith("ollama:"):
-        from services.proposer import resolve_llm
+        from services.llm.proposer import resolve_llm
 
         resolve_llm(ctx.llm)  # a server that is down is reported now, before any model loads
     folder = run_dir(ctx, ctx.run_id)
@@ -57,7 +57,7 @@ def open_run(ctx: SearchContext) -> Iterator[Path]:
         settings_file(folder).write_text(json.dumps(dataclasses.asdict(ctx), indent=2))
         try:
             yield folder
-            from services.results import write_run_results
+            from services.reports.results import write_run_results
 
             write_run_results(folder)
         finally:

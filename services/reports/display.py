@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from context import SearchContext
-from services.report import NEGATIVE_RGB, POSITIVE_RGB
+from services.reports.report import NEGATIVE_RGB, POSITIVE_RGB
 from state import Measurement, Record, SearchState, Stats
 
 

@@ -131,7 +131,7 @@ def chat_model(spec: str, temperature: float, seed: int | None) -> BaseChatModel
     if spec.startswith("custom:"):
         return _custom_models[spec[7:]]
     if spec == "embedded":
-        from services.embedded_llm import embedded_chat_model
+        from services.llm.embedded_llm import embedded_chat_model
 
         return embedded_chat_model(temperature=temperature, seed=seed)
     from langchain_ollama import ChatOllama

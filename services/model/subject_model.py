@@ -98,7 +98,7 @@ class SubjectModel:
         device = resolve_device(device)
         source = name
         if name == EMBEDDED:
-            from services.bundled import embedded_subject_folder
+            from services.model.bundled import embedded_subject_folder
 
             source = str(embedded_subject_folder())
         try:
@@ -161,6 +161,10 @@ class SubjectModel:
         with self.exclusive:
             return self.tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
+    def decode(self, ids: list[int]) -> str:
+        with self.exclusive:
+            return self.tokenizer.decode(ids)
+
     def _with_bos(self, ids: list[int]) -> list[int]:
         return ([self._bos] if self._bos is not None else []) + ids
 
@@ -176,8 +180,7 @@ class SubjectModel:
             return ""
         if len(ids) <= limit:
             return prompt
-        with self.exclusive:
-            return self.tokenizer.decode(ids[:limit])
+        return self.decode(ids[:limit])
 
     def measure(
         self, prompts: Sequence[str], layer: int, neuron: int, position: str = "max", batch_size: int = 32
@@ -198,7 +201,9 @@ class SubjectModel:
             return self._measure_batch([prompt], layer, neuron, position)[0]
         except Exception as error:
             log.warning("Could not measure %r: %s", prompt[:60], error)
-            return Measurement(prompt=prompt, activation=0.0, tokens=[], values=[], peak=0, error=f"{type(error).__name__}: {error}")
+            return Measurement(
+                prompt=prompt, activation=0.0, tokens=[], values=[], peak=0, error=f"{type(error).__name__}: {error}", xent=None
+            )
 
     def layer_maxima(self, prompts: Sequence[str], layer: int, batch_size: int = 32) -> np.ndarray:
         """For each prompt, every neuron of the layer's MLP at its highest over the prompt's tokens:
@@ -264,6 +269,7 @@ class SubjectModel:
                     values=[round(v, 6) for v in per_token],
                     peak=peak,
                     error="",
+                    xent=None,
                 )
             )
         return out

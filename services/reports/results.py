@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from services.buckets import bucket_counts
-from services.display import records_table, stats_table
-from services.record_store import RecordStore
-from services.report import write_results
+from services.search.buckets import bucket_counts
+from services.reports.display import records_table, stats_table
+from services.storage.record_store import RecordStore
+from services.reports.report import write_results
 from state import SearchState
 
 

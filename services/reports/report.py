@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from services.record_store import StoredRecord
+from services.storage.record_store import StoredRecord
 
 MAX_PLOT_POINTS = 5_000
-SOURCES = ("seed", "llm", "mutation", "fallback")
-SOURCE_COLOURS = {"seed": "#7b61b5", "llm": "#1f7ab8", "mutation": "#2a9d6f", "fallback": "#e08a00"}
+SOURCES = ("seed", "llm", "mutation", "gradient", "fallback")
+SOURCE_COLOURS = {"seed": "#7b61b5", "llm": "#1f7ab8", "mutation": "#2a9d6f", "gradient": "#c2185b", "fallback": "#e08a00"}
 OTHER_SOURCE_COLOUR = "#777777"
 BEST_COLOUR = "#c0262d"
 # Token highlight colours (Neuroscope-like): white -> orange for positive, white -> blue for negative.
 POSITIVE_RGB = (234, 88, 12)
 NEGATIVE_RGB = (37, 99, 235)
 TITLE_KEYS = ("model", "layer", "neuron", "llm", "position")
-CSV_COLUMNS = ("iteration", "slot", "source", "prompt", "activation", "token", "error", "tokens", "values")
+CSV_COLUMNS = ("iteration", "slot", "source", "prompt", "activation", "token", "error", "xent", "tokens", "values")
 
 
 class Point(NamedTuple):
@@ -205,6 +205,7 @@ def _write_csv(path: Path, records: Iterable[StoredRecord]) -> None:
                     activation,
                     r["token"],
                     r["error"],
+                    "" if r.get("xent") is None else repr(float(r["xent"])),
                     json.dumps(r["tokens"], ensure_ascii=False),
                     json.dumps(r["values"]),
                 ]
@@ -230,6 +231,7 @@ def _brief(record: StoredRecord) -> dict[str, Any]:
         "token": record["token"],
         "source": record["source"],
         "iteration": int(record["iteration"]),
+        "xent": record.get("xent"),
     }
 
 

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS records (
     tokens     TEXT    NOT NULL,
     vals       TEXT    NOT NULL,
     error      TEXT    NOT NULL,
+    xent       REAL,
     PRIMARY KEY (iteration, slot)
 );
 CREATE TABLE IF NOT EXISTS progress (
@@ -44,6 +45,7 @@ class StoredRecord(TypedDict):
     tokens: list[str]
     values: list[float]
     error: str
+    xent: float | None  # cross-entropy under the subject model, where it was measured
 
 
 class RecordStore:
@@ -53,6 +55,9 @@ class RecordStore:
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        if "xent" not in columns:  # a run stored before prompts had a cross-entropy
+            self._db.execute("ALTER TABLE records ADD COLUMN xent REAL")
         self._db.commit()
 
     def append(self, iteration: int, sources: list[Source], batch: list[Measurement], stats: Stats | None = None) -> None:
@@ -69,11 +74,12 @@ class RecordStore:
                 json.dumps(m["tokens"]),
                 json.dumps(m["values"]),
                 m["error"],
+                m.get("xent"),
             )
             for slot, (source, m) in enumerate(zip(sources, batch, strict=True))
         ]
         with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             if stats is not None:
                 self._db.execute("INSERT OR REPLACE INTO progress VALUES (1, ?)", (json.dumps(stats),))
 
@@ -102,6 +108,7 @@ class RecordStore:
             tokens=json.loads(row[6]),
             values=json.loads(row[7]),
             error=row[8],
+            xent=row[9],
         )
 
     def __len__(self) -> int:

@@ -1,0 +1,30 @@
+"""The gradient search's population: a few prompts held as token ids, one per fluency weight.
+
+Slot i keeps, of everything measured so far, the prompt with the lowest
+`-activation + weight_i * cross-entropy` (EPO's rule, "fluent dreaming"). The weights run
+log-spaced over --fluency-range, so the low slots chase the activation whatever the text looks
+like and the high slots keep it readable; together they trace the Pareto front of activation
+against cross-entropy. A slot is elitist (it changes only for a lower loss), and one prompt may
+hold several slots. Prompts from the LLM, the seeds and the fallback compete like the gradient's
+own children, so a foothold found by any of them is climbed from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from state import Member
+
+
+def slot_loss(member: Member, weight: float) -> float:
+    return -member["activation"] + weight * member["xent"]
+
+
+def update_population(population: Sequence[Member], candidates: Sequence[Member], weights: Sequence[float]) -> list[Member]:
+    """Each slot's best of its current member and the candidates; empty slots take the best there is."""
+    new: list[Member] = []
+    for slot, weight in enumerate(weights):
+        contenders = ([population[slot]] if slot < len(population) else []) + list(candidates)
+        if contenders:
+            new.append(min(contenders, key=lambda m: slot_loss(m, weight)))
+    return new

@@ -1,0 +1,1 @@
+"""What a run keeps on disk: the record store and the run's folder (lock, settings, opening and closing)."""

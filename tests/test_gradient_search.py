@@ -1,0 +1,69 @@
+"""--strategy gradient and mixed: whole searches on the tiny GPT-2, no LLM needed for gradient."""
+
+from __future__ import annotations
+
+from context import SearchContext, fluency_weights
+from helpers import fresh_answers, scripted
+from neuron_search import NeuronSearch
+from services.search.population import slot_loss, update_population
+from state import Member
+
+SEEDS = ("The quick brown fox jumps over the lazy dog.", "1, 2, 4, 8, 16, 32", "What is the capital of France?")
+
+
+def gradient_search(tiny_model_dir, tmp_path, **settings) -> NeuronSearch:
+    base = dict(
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
+        builtin_seeds=False, seed_prompts=SEEDS, population=4, children=4, results_dir=str(tmp_path), run_id="grad",
+    )  # fmt: skip
+    return NeuronSearch(**{**base, **settings})
+
+
+def member(prompt: str, activation: float, xent: float) -> Member:
+    return Member(prompt=prompt, ids=[1, 2], activation=activation, peak=1, xent=xent)
+
+
+def test_each_slot_keeps_the_lowest_loss_of_its_weight():
+    weights = [0.0, 1.0, 10.0]
+    strong, fluent, both = member("strong", 5.0, 9.0), member("fluent", 1.0, 2.0), member("both", 3.5, 4.0)
+    population = update_population([], [strong, fluent, both], weights)
+    assert [m["prompt"] for m in population] == ["strong", "both", "fluent"]
+    worse = member("worse", 0.5, 8.0)
+    assert update_population(population, [worse], weights) == population  # elitist: nothing gets worse
+    for slot, weight in enumerate(weights):
+        assert slot_loss(population[slot], weight) == min(slot_loss(m, weight) for m in (strong, fluent, both))
+
+
+def test_fluency_weights_are_log_spaced_over_the_range():
+    weights = fluency_weights(SearchContext(population=5, fluency_range="0.1,10"))
+    assert weights[0] == 0.1 and abs(weights[-1] - 10) < 1e-9 and abs(weights[2] - 1.0) < 1e-9
+
+
+def test_the_gradient_strategy_raises_the_best_activation_without_any_llm(tiny_model_dir, tmp_path):
+    result = gradient_search(tiny_model_dir, tmp_path, iterations=8).run(progress=False)
+    stats = result.stats
+    assert stats["llm_calls"] == 0 and stats["gradient_batches"] >= 6
+    seeds = [r for r in result.records if r["source"] == "seed"]
+    children = [r for r in result.records if r["source"] == "gradient" and r["activation"] is not None]
+    assert children and max(r["activation"] for r in children) > max(r["activation"] for r in seeds)
+    assert result.best[1] > max(r["activation"] for r in seeds)
+    # Every prompt measured in a gradient run has its cross-entropy, and the population is bounded.
+    assert all(r["xent"] is not None and r["xent"] > 0 for r in result.records if r["activation"] is not None)
+    assert 1 <= len(result.state["population"]) <= 4
+
+
+def test_a_resumed_gradient_run_continues_from_its_population(tiny_model_dir, tmp_path):
+    first = gradient_search(tiny_model_dir, tmp_path, iterations=4).run(progress=False)
+    before = first.state["population"]
+    resumed = NeuronSearch.resume("grad", results_dir=str(tmp_path), iterations=7).run(progress=False)
+    weights = fluency_weights(resumed.context)
+    for slot, weight in enumerate(weights):  # elitist slots: a resumed run never starts over
+        assert slot_loss(resumed.state["population"][slot], weight) <= slot_loss(before[slot], weight)
+    assert resumed.stats["gradient_batches"] == first.stats["gradient_batches"] + 3
+
+
+def test_mixed_takes_turns_between_the_llm_and_the_gradient(tiny_model_dir, tmp_path):
+    llm = scripted(fresh_answers(10))
+    result = gradient_search(tiny_model_dir, tmp_path, strategy="mixed", llm=llm, iterations=5).run(progress=False)
+    sources = {r["iteration"]: r["source"] for r in result.records if r["source"] in ("llm", "gradient")}
+    assert sources == {1: "gradient", 2: "llm", 3: "gradient", 4: "llm"}
