@@ -110,6 +110,11 @@ class SearchContext:
     # Seeds and where results go.
     seed_prompts: tuple[str, ...] = _knob((), "Extra seed prompts, measured first with the built-in ones.")
     builtin_seeds: bool = _knob(True, "Measure the built-in diverse seed prompts first.")
+    seed_corpus: bool = _knob(
+        False,
+        "Also seed the search with the neuron's top --top-k snippets of real text (run.py exemplars' "
+        "corpus; the layer's first scan takes minutes, later neurons of the layer seconds).",
+    )
     results_dir: str = _knob("results", "Folder that holds one sub-folder per run.")
     run_id: str = _knob("", "Name of this run's folder under results_dir (empty: a new id).")
 

@@ -1,4 +1,5 @@
-"""seed: start a run, validate it against the subject model, and queue the seed prompts."""
+"""seed: start a run, validate it against the subject model, and queue the seed prompts (the
+built-in ones, the user's, and with --seed-corpus the neuron's top snippets of real text)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext
 from services.storage.run_folder import run_id_for
+from services.dataset.exemplars import exemplars
 from services.runtime import context_of, services_for
 from services.search.seeds import BUILTIN_SEEDS
 from state import Candidate, SearchState, bump, empty_stats
@@ -17,8 +19,10 @@ def seed(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     execution = getattr(runtime, "execution_info", None)
     run_id = run_id_for(ctx, execution.thread_id if execution else None)
-    services_for(ctx, run_id)  # loads and validates the subject model before any other work
+    subject = services_for(ctx, run_id).subject  # loads and validates the subject model before any other work
     prompts = (list(BUILTIN_SEEDS) if ctx.builtin_seeds else []) + list(ctx.seed_prompts)
+    if ctx.seed_corpus:  # a search that starts from what real text already does to the neuron
+        prompts += [r["prompt"] for r in exemplars(subject, ctx.layer, ctx.neuron, top_k=ctx.top_k).records]
     candidates = [Candidate(prompt=p, source="seed") for p in prompts]
     return SearchState(
         run_id=run_id,

@@ -67,3 +67,15 @@ def test_mixed_takes_turns_between_the_llm_and_the_gradient(tiny_model_dir, tmp_
     result = gradient_search(tiny_model_dir, tmp_path, strategy="mixed", llm=llm, iterations=5).run(progress=False)
     sources = {r["iteration"]: r["source"] for r in result.records if r["source"] in ("llm", "gradient")}
     assert sources == {1: "gradient", 2: "llm", 3: "gradient", 4: "llm"}
+
+
+def test_seed_corpus_starts_the_search_from_the_neurons_top_real_text(tiny_model_dir, tmp_path, monkeypatch):
+    from services.dataset.exemplars import exemplars
+    from services.runtime import subject_model
+
+    monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))  # the scan's cache, not the user's
+    result = gradient_search(tiny_model_dir, tmp_path, seed_corpus=True, top_k=5, iterations=1).run(progress=False)
+    real = exemplars(subject_model(str(tiny_model_dir), "cpu"), 1, 3, top_k=5).records
+    seeds = {r["prompt"] for r in result.records if r["source"] == "seed"}
+    assert {r["prompt"] for r in real} <= seeds and set(SEEDS) <= seeds
+    assert result.best[1] >= real[0]["activation"] - 1e-6
