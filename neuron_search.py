@@ -24,7 +24,7 @@ from graph import build_graph, steps_per_iteration
 from nodes.stagnation_check import stop_reason
 from services.reports.display import ProgressDisplay, RichProgress
 from services.errors import UserError
-from services.storage.record_store import RecordStore, StoredRecord, as_record
+from services.storage.record_store import RecordStore, StoredRecord
 from services.storage.run_folder import check_identity, new_run_id, open_run, settings_file
 from state import Record, SearchState
 
@@ -65,7 +65,7 @@ class SearchResult:
             return kept[:n]
         store = RecordStore(self.run_dir / "records.sqlite")
         try:
-            return [as_record(r) for r in store.ranked(n, highest=reverse)]
+            return store.ranked(n, highest=reverse)
         finally:
             store.close()
 

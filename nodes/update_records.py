@@ -8,7 +8,8 @@ import time
 from langgraph.runtime import Runtime
 
 from context import SearchContext, fluency_weights
-from services.storage.record_store import RecordStore, as_record
+from services.search.findings import distinct_findings
+from services.storage.record_store import RecordStore
 from services.runtime import context_of, services_for
 from services.search.population import update_population
 from state import Member, Record, SearchState, bump
@@ -31,6 +32,7 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
             token=m["tokens"][m["peak"]] if m["tokens"] else "",
             source=source,
             iteration=state["iteration"],
+            finding="".join(m["tokens"][: m["peak"] + 1]),
         )
         for source, m in zip(sources, batch)
         if not m["error"]
@@ -67,9 +69,9 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
 
 
 def _kept(kept: list[Record], new: list[Record], k: int, store: RecordStore, highest: bool) -> list[Record]:
-    """The k highest (or lowest) records. A table shorter than k is read from the store, which holds
-    every measured prompt: early in a run that costs nothing, and a run resumed with a larger
-    --top-k gets back the records its smaller table had dropped."""
+    """The k highest (or lowest) distinct findings. A table shorter than k is read from the store,
+    which holds every measured prompt: early in a run that costs nothing, and a run resumed with a
+    larger --top-k gets back the records its smaller table had dropped."""
     if len(kept) < k:
-        return [as_record(r) for r in store.ranked(k, highest=highest)]
-    return sorted(kept + new, key=lambda r: r["activation"], reverse=highest)[:k]
+        return store.ranked(k, highest=highest)
+    return distinct_findings(sorted(kept + new, key=lambda r: r["activation"], reverse=highest))[:k]

@@ -130,6 +130,34 @@ def test_resuming_with_a_larger_top_k_brings_back_the_records_the_smaller_table_
     first = tiny_search(tiny_model_dir, tmp_path, scripted(fresh_answers(10)), iterations=3, top_k=3, run_id="grow").run(progress=False)
     assert len(first.state["top"]) == 3 and len(first.records) > 10
     resumed = NeuronSearch.resume("grow", results_dir=str(tmp_path), top_k=10, iterations=4).run(progress=False)
+    from services.search.findings import distinct_findings
+    from services.storage.record_store import as_record
+
     measured = sorted((r for r in resumed.records if r["activation"] is not None), key=lambda r: -r["activation"])
-    assert [r["prompt"] for r in resumed.state["top"]] == [r["prompt"] for r in measured[:10]]
-    assert [r["prompt"] for r in resumed.state["bottom"]] == [r["prompt"] for r in measured[::-1][:10]]
+    highest = distinct_findings(as_record(r) for r in measured)
+    lowest = distinct_findings(as_record(r) for r in measured[::-1])
+    assert len(highest) > 10
+    assert [r["prompt"] for r in resumed.state["top"]] == [r["prompt"] for r in highest[:10]]
+    assert [r["prompt"] for r in resumed.state["bottom"]] == [r["prompt"] for r in lowest[:10]]
+
+
+def test_a_prompt_and_its_tails_after_the_peak_are_one_finding_in_the_top_k(tiny_model_dir, tmp_path):
+    from services.model.subject_model import SubjectModel
+
+    subject = SubjectModel.load(str(tiny_model_dir), "cpu")
+    # A prompt whose peak comes before its end, and tails after it that stay below the peak.
+    base = next(
+        m for m in subject.measure([f"{w} river stone cloud" for w in ("alpha", "beta", "gamma", "seven", "copper")], 1, 3)
+        if m["peak"] < len(m["tokens"]) - 1
+    )
+    tails = [base["prompt"] + t for t in (" orbit", " ledger engine", " violet ninety")]
+    same = [m["prompt"] for m in subject.measure(tails, 1, 3) if abs(m["activation"] - base["activation"]) < 1e-6]
+    assert len(same) >= 2, "the tiny model's tails should leave the peak alone"
+    seeds = tuple(same) + (base["prompt"],) + ("1, 2, 4, 8", "What is the capital of France?")
+    result = tiny_search(tiny_model_dir, tmp_path, scripted(fresh_answers(3)), iterations=1, builtin_seeds=False, seed_prompts=seeds).run(progress=False)
+
+    top = result.state["top"]
+    folded = [r for r in top if r["prompt"] in same + [base["prompt"]]]
+    assert [r["prompt"] for r in folded] == [base["prompt"]]  # one finding, in its shortest form
+    assert len({(r["finding"], round(r["activation"], 4)) for r in top}) == len(top)
+    assert [r["prompt"] for r in result.top(10)] == [r["prompt"] for r in top]

@@ -6,6 +6,7 @@ was written lost: a run killed with SIGKILL mid-batch loses at most the batch in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -85,7 +86,12 @@ class InterruptAfter:
 
 
 def activations_ranked(rows: list[tuple]) -> list[float]:
-    return sorted((r[4] for r in rows if r[4] is not None), reverse=True)
+    """The activations of the distinct findings, highest first (a prompt and its tails after the
+    peak are one finding: services/search/findings.py), read from raw store rows."""
+    findings = {
+        ("".join(json.loads(r[6])[: r[10] + 1]), round(r[4], 4)): r[4] for r in rows if r[4] is not None
+    }
+    return sorted(findings.values(), reverse=True)
 
 
 def test_resume_after_an_interrupted_run_continues_the_counters_and_keeps_every_record(tiny_model_dir, tmp_path):

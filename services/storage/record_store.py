@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
+from services.search.findings import distinct_findings
 from state import Measurement, Record, Source, Stats
 
 _SCHEMA = """
@@ -26,6 +27,7 @@ CREATE TABLE IF NOT EXISTS records (
     vals       TEXT    NOT NULL,
     error      TEXT    NOT NULL,
     xent       REAL,
+    peak       INTEGER,
     PRIMARY KEY (iteration, slot)
 );
 CREATE TABLE IF NOT EXISTS progress (
@@ -46,6 +48,7 @@ class StoredRecord(TypedDict):
     values: list[float]
     error: str
     xent: float | None  # cross-entropy under the subject model, where it was measured
+    peak: int | None  # index into tokens of the peak token (None for failed prompts and old runs)
 
 
 class RecordStore:
@@ -55,9 +58,11 @@ class RecordStore:
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        # Columns added since the first stores were written: an old run's rows read them as NULL.
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
-        if "xent" not in columns:  # a run stored before prompts had a cross-entropy
-            self._db.execute("ALTER TABLE records ADD COLUMN xent REAL")
+        for column, kind in (("xent", "REAL"), ("peak", "INTEGER")):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE records ADD COLUMN {column} {kind}")
         self._db.commit()
 
     def append(self, iteration: int, sources: list[Source], batch: list[Measurement], stats: Stats | None = None) -> None:
@@ -75,11 +80,12 @@ class RecordStore:
                 json.dumps(m["values"]),
                 m["error"],
                 m.get("xent"),
+                m["peak"] if m["tokens"] else None,
             )
             for slot, (source, m) in enumerate(zip(sources, batch, strict=True))
         ]
         with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             if stats is not None:
                 self._db.execute("INSERT OR REPLACE INTO progress VALUES (1, ?)", (json.dumps(stats),))
 
@@ -109,6 +115,7 @@ class RecordStore:
             values=json.loads(row[7]),
             error=row[8],
             xent=row[9],
+            peak=row[10],
         )
 
     def __len__(self) -> int:
@@ -122,11 +129,18 @@ class RecordStore:
         query = "SELECT prompt, activation FROM records WHERE activation IS NOT NULL ORDER BY iteration, slot"
         return self._db.execute(query).fetchall()
 
-    def ranked(self, k: int, highest: bool = True) -> list[StoredRecord]:
-        """The k measured records with the highest (or lowest) activations, in that order."""
+    def ranked(self, k: int, highest: bool = True) -> list[Record]:
+        """The k distinct findings with the highest (or lowest) activations, in that order, each in
+        its shortest form (services/search/findings.py)."""
         order = "DESC" if highest else "ASC"
         query = f"SELECT * FROM records WHERE activation IS NOT NULL ORDER BY activation {order}, iteration, slot LIMIT ?"
-        return [self._record(row) for row in self._db.execute(query, (k,))]
+        limit = 4 * k
+        while True:  # read more rows until k findings are found or the store is exhausted
+            rows = self._db.execute(query, (limit,)).fetchall()
+            findings = distinct_findings([as_record(self._record(row)) for row in rows])
+            if len(findings) >= k or len(rows) < limit:
+                return findings[:k]
+            limit *= 4
 
     def close(self) -> None:
         self._db.close()
@@ -134,10 +148,12 @@ class RecordStore:
 
 def as_record(stored: StoredRecord) -> Record:
     """A stored measured prompt as a row of the top/bottom tables."""
+    peak = stored.get("peak")
     return Record(
         prompt=stored["prompt"],
         activation=stored["activation"],
         token=stored["token"],
         source=stored["source"],
         iteration=stored["iteration"],
+        finding=stored["prompt"] if peak is None else "".join(stored["tokens"][: peak + 1]),
     )
