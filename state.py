@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
+from typing_extensions import NotRequired, TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
 Source = Literal["seed", "llm", "mutation", "fallback", "gradient"]
 Route = Literal["continue", "stalled", "done"]
@@ -41,6 +41,7 @@ class Record(TypedDict):
     token: str  # the peak token: where the measured value was read (see Measurement.peak)
     source: Source
     iteration: int
+    finding: NotRequired[str]  # its text through the peak token: one finding (services/search/findings.py)
 
 
 class Member(TypedDict):
