@@ -124,6 +124,21 @@ def test_the_top_k_are_the_highest_by_an_independent_measurement(subject, small_
         assert r["values"][r["peak"]] == max(r["values"]) == pytest.approx(r["activation"], abs=1e-6)
 
 
+def test_each_example_is_saved_with_its_cross_entropy_where_a_report_finds_it(subject, small_corpus, tmp_path):
+    from services.dataset.exemplars import read_exemplars, write_exemplars
+    from services.model.gradient import cross_entropy
+
+    result = exemplars(subject, 1, 17, small_corpus, top_k=4, max_snippets=0)
+    path = write_exemplars(result, tmp_path / "results")["json"]
+    saved = json.loads(path.read_text())["records"]
+    for record in saved:  # each measured on its own, so the batch's padding cannot have changed it
+        (alone,) = cross_entropy(subject, [subject._ids(record["prompt"])])
+        assert record["xent"] == pytest.approx(alone, abs=1e-4) and record["xent"] > 0
+    found = read_exemplars(tmp_path / "results", subject.name, 1, 17)
+    assert found is not None and found["records"] == saved
+    assert read_exemplars(tmp_path / "results", subject.name, 1, 18) is None  # another neuron: none saved
+
+
 def test_the_scan_is_cached_per_layer_and_invalidated_when_the_corpus_changes(subject, small_corpus, monkeypatch):
     calls = []
     scan = subject.layer_maxima
@@ -166,6 +181,7 @@ def test_run_py_exemplars_on_the_bundled_model(tmp_path):
     assert activations == sorted(activations, reverse=True) and activations[0] > 0
     for r in data["records"]:
         assert len(r["tokens"]) == len(r["values"]) and r["token"] == r["tokens"][r["peak"]]
+        assert r["xent"] > 0  # placed beside a run's prompts on its report's Pareto chart
     page = (folder / "exemplars.html").read_text()
     assert page.count('class="tok peak"') == 7 and "<script" not in page
     assert "Top 7 of 64 snippets" in done.stdout and str(folder / "exemplars.json") in done.stdout.replace("\n", "")

@@ -4,7 +4,8 @@ A scan measures every neuron of the layer on every snippet at once (`SubjectMode
 max over each snippet's tokens, BOS excluded, as a search measures with `--position max`), so
 the scan is cached per (model, layer, corpus, snippet cap) under the cache folder: after the
 first neuron of a layer, the others cost only the re-measurement of their top-k snippets, which
-gives their per-token values.
+gives their per-token values, and their cross-entropy under the model (how readable the model finds
+them), so a run's report can place them beside its own prompts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import os
 import re
 import shutil
@@ -27,6 +29,7 @@ from services.reports import report
 from services.model.bundled import cache_root
 from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
 from services.errors import UserError
+from services.model.gradient import cross_entropy
 from services.model.subject_model import EMBEDDED, SubjectModel
 from state import Measurement
 
@@ -38,7 +41,7 @@ class Exemplars:
     neuron: int
     corpus: str  # what was scanned, in words
     scanned: int  # snippets measured
-    records: list[Measurement]  # the top snippets, highest first, with per-token values
+    records: list[Measurement]  # the top snippets, highest first, with per-token values and xent
 
 
 def exemplars(
@@ -52,7 +55,8 @@ def exemplars(
     console: Console | None = None,
 ) -> Exemplars:
     """The neuron's top_k snippets of the corpus (default: the standard library's docstrings and
-    comments), measured with their per-token values. A progress bar shows on `console` if given."""
+    comments), measured with their per-token values and cross-entropy. A progress bar shows on
+    `console` if given."""
     subject.validate(layer, neuron)
     if top_k < 1:
         raise UserError(f"--top-k must be 1 or more, not {top_k}.")
@@ -64,7 +68,19 @@ def exemplars(
     best = np.argsort(-column, kind="stable")[:top_k]
     records = subject.measure([snippets[i] for i in best], layer, neuron, "max", batch_size)
     records.sort(key=lambda r: -r["activation"])
+    _add_cross_entropy(subject, records, batch_size)
     return Exemplars(subject.name, layer, neuron, source.description, len(snippets), records)
+
+
+def _add_cross_entropy(subject: SubjectModel, records: list[Measurement], batch_size: int) -> None:
+    """Each measured snippet's cross-entropy, as a gradient run measures its prompts' (a few forward
+    passes for the top k; a value that is not finite, as for a one-token snippet of a model without
+    BOS, is left out)."""
+    ok = [r for r in records if not r["error"]]
+    with subject.exclusive:  # the tokenizer may not be used by two threads at once
+        rows = [subject._ids(r["prompt"]) for r in ok]
+    for record, xent in zip(ok, cross_entropy(subject, rows, batch_size=batch_size)):
+        record["xent"] = xent if math.isfinite(xent) else None
 
 
 def layer_scan(
@@ -164,13 +180,28 @@ def _write_scan(folder: Path, description: str, snippets: list[str], maxima: np.
 # Saving
 
 
-def exemplar_dir(result: Exemplars, results_dir: str | Path) -> Path:
-    return Path(results_dir) / "exemplars" / f"{model_slug(result.model)}-L{result.layer}-N{result.neuron}"
+def exemplar_folder(results_dir: str | Path, model: str, layer: int, neuron: int) -> Path:
+    """RESULTS_DIR/exemplars/<model>-L<layer>-N<neuron>: where `run.py exemplars` saves a neuron's
+    examples, and where a run's report (its run folder is in the same RESULTS_DIR) looks for them."""
+    return Path(results_dir) / "exemplars" / f"{model_slug(model)}-L{layer}-N{neuron}"
+
+
+def read_exemplars(results_dir: str | Path, model: str, layer: int, neuron: int) -> dict | None:
+    """The saved exemplars.json of this model, layer and neuron, or None when there is none that
+    can be read (or it holds no record)."""
+    path = exemplar_folder(results_dir, model, layer, neuron) / "exemplars.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or (document.get("layer"), document.get("neuron")) != (layer, neuron):
+        return None
+    return document if document.get("records") else None
 
 
 def write_exemplars(result: Exemplars, results_dir: str | Path) -> dict[str, Path]:
     """exemplars.json and exemplars.html in RESULTS_DIR/exemplars/<model>-L<layer>-N<neuron>/."""
-    folder = exemplar_dir(result, results_dir)
+    folder = exemplar_folder(results_dir, result.model, result.layer, result.neuron)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "exemplars.json", "html": folder / "exemplars.html"}
     records = [_record(r) for r in result.records]
@@ -197,6 +228,7 @@ def _record(m: Measurement) -> dict:
         "token": m["tokens"][m["peak"]] if m["tokens"] else "",
         "tokens": m["tokens"],
         "values": m["values"],
+        "xent": m.get("xent"),
     }
 
 

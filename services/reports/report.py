@@ -3,7 +3,12 @@
 The record store is streamed once. Memory stays bounded however long the run: the CSV is written
 row by row, only the top/bottom records are kept (heaps), and the scatter plot keeps a reservoir
 sample of points plus every point that raised the best activation, so the best-so-far curve and
-the winning prompts are always drawn even when the dots are thinned out.
+the winning prompts are always drawn even when the dots are thinned out. Prompts with a
+cross-entropy (gradient and mixed runs) also feed the Pareto front of activation against
+cross-entropy and a second reservoir sample for its scatter plot.
+
+A neuron's dataset examples (`run.py exemplars`, saved beside the run folders) are the baseline:
+the headline puts their max beside the best found, the Pareto chart draws them as reference points.
 
 Everything in the HTML that comes from a prompt or a token was written by an LLM, so it is
 escaped; the page uses no scripts and no external resources and opens offline.
@@ -11,12 +16,14 @@ escaped; the page uses no scripts and no external resources and opens offline.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import heapq
 import html
 import json
 import math
 import random
+import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +33,12 @@ from typing import Any, NamedTuple
 from services.storage.record_store import StoredRecord
 
 MAX_PLOT_POINTS = 5_000
+# The Pareto front of n points in 2-D holds about ln n of them when the two values are independent
+# (14 for a million), and a search that trades activation for fluency makes a few dozen; a thousand
+# is reached only by a long run whose activation and cross-entropy rise together almost exactly.
+# Past it every other inner point is dropped (both ends kept), so memory stays bounded and the
+# front keeps its shape; the report says when that happened.
+MAX_FRONT = 1_000
 SOURCES = ("seed", "llm", "mutation", "gradient", "fallback")
 SOURCE_COLOURS = {"seed": "#7b61b5", "llm": "#1f7ab8", "mutation": "#2a9d6f", "gradient": "#c2185b", "fallback": "#e08a00"}
 OTHER_SOURCE_COLOUR = "#777777"
@@ -42,6 +55,16 @@ class Point(NamedTuple):
     slot: int
     activation: float
     source: str
+
+
+class FluencyPoint(NamedTuple):
+    """A measured prompt on the activation-against-cross-entropy chart."""
+
+    xent: float
+    activation: float
+    source: str
+    iteration: int
+    slot: int
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,6 +92,15 @@ class Summary:
     token_min: float = 0.0
     token_max: float = 0.0
     last_iteration: int = 0
+    # Prompts with a cross-entropy: their count, a uniform sample, and the Pareto front of
+    # (activation up, cross-entropy down) as (xent, activation, record), sorted by xent; along it
+    # activation rises strictly with xent, or a point would dominate its right-hand neighbour.
+    with_xent: int = 0
+    xent_by_source: Counter = field(default_factory=Counter)
+    _xent_sample: list[FluencyPoint] = field(default_factory=list)
+    _xent_rng: random.Random = field(default_factory=lambda: random.Random(1))
+    _front: list[tuple[float, float, StoredRecord]] = field(default_factory=list)
+    front_thinned: bool = False
 
     def add(self, record: StoredRecord) -> None:
         self.seen += 1
@@ -82,6 +114,9 @@ class Summary:
         self._track_tokens(record["values"])
         self._rank(record, activation)
         self._plot(record, activation)
+        xent = _finite(record.get("xent"))
+        if xent is not None:
+            self._fluency(record, activation, xent)
 
     def _track_tokens(self, values: list[float]) -> None:
         if not values:
@@ -103,13 +138,31 @@ class Summary:
         if self.best is None or activation > float(self.best["activation"]):
             self.best = record
             self.improvements[point.iteration] = point
-        # Reservoir sampling: a uniform sample of all measured points in one pass.
-        if len(self._sample) < MAX_PLOT_POINTS:
-            self._sample.append(point)
-        else:
-            index = self._rng.randrange(self.measured)
-            if index < MAX_PLOT_POINTS:
-                self._sample[index] = point
+        _reservoir(self._sample, point, self.measured, self._rng)
+
+    def _fluency(self, record: StoredRecord, activation: float, xent: float) -> None:
+        self.with_xent += 1
+        self.xent_by_source[record["source"]] += 1
+        point = FluencyPoint(xent, activation, record["source"], int(record["iteration"]), int(record["slot"]))
+        _reservoir(self._xent_sample, point, self.with_xent, self._xent_rng)
+        self._add_to_front(record, activation, xent)
+
+    def _add_to_front(self, record: StoredRecord, activation: float, xent: float) -> None:
+        front = self._front
+        # The front's best activation at or below this xent is its last point there: if that is as
+        # high, the new point is dominated (or equal to it, and the earlier record stands for both).
+        below = bisect.bisect_right(front, xent, key=lambda p: p[0])
+        if below and front[below - 1][1] >= activation:
+            return
+        # Otherwise it dominates the points from its xent on whose activation is not higher: a run
+        # of neighbours, as activation rises along the front.
+        start = end = bisect.bisect_left(front, xent, key=lambda p: p[0])
+        while end < len(front) and front[end][1] <= activation:
+            end += 1
+        front[start:end] = [(xent, activation, record)]
+        if len(front) > MAX_FRONT:
+            self._front = [front[0], *front[1:-1][1::2], front[-1]]
+            self.front_thinned = True
 
     @property
     def top(self) -> list[StoredRecord]:
@@ -123,12 +176,34 @@ class Summary:
     def downsampled(self) -> bool:
         return self.measured > MAX_PLOT_POINTS
 
+    @property
+    def front(self) -> list[StoredRecord]:
+        """The Pareto front of activation against cross-entropy, by cross-entropy (lowest first)."""
+        return [r for _, _, r in self._front]
+
+    def xent_points(self) -> list[FluencyPoint]:
+        """The cross-entropy sample plus the front, which is always drawn."""
+        keep = {(p.iteration, p.slot): p for p in self._xent_sample}
+        keep.update({(p.iteration, p.slot): p for p in map(_fluency_point, self.front)})
+        return sorted(keep.values())
+
     def plot_points(self) -> list[Point]:
         """The sample plus the points that must always be visible: every new best and the top."""
         keep = {(p.iteration, p.slot): p for p in self._sample}
         must = list(self.improvements.values()) + [_point(r) for r in self.top]
         keep.update({(p.iteration, p.slot): p for p in must})
         return sorted(keep.values())
+
+
+def _reservoir(sample: list, item: Any, seen: int, rng: random.Random) -> None:
+    """Reservoir sampling: after `seen` items, `sample` is a uniform sample of them, at most
+    MAX_PLOT_POINTS long."""
+    if len(sample) < MAX_PLOT_POINTS:
+        sample.append(item)
+    else:
+        index = rng.randrange(seen)
+        if index < MAX_PLOT_POINTS:
+            sample[index] = item
 
 
 def _push_bounded(heap: list, item: tuple, size: int) -> None:
@@ -151,6 +226,82 @@ def _point(record: StoredRecord) -> Point:
     return Point(int(record["iteration"]), int(record["slot"]), float(record["activation"]), record["source"])
 
 
+def _fluency_point(record: StoredRecord) -> FluencyPoint:
+    return FluencyPoint(
+        float(record["xent"]), float(record["activation"]), record["source"], int(record["iteration"]), int(record["slot"])
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset baseline and the best readable prompt
+
+
+@dataclass(frozen=True)
+class DatasetReference:
+    """A neuron's top real-text snippets, as `run.py exemplars` saved them (exemplars.json)."""
+
+    records: list[dict]  # highest activation first: prompt, activation, xent (absent in older files), ...
+    scanned: int
+    corpus: str
+
+    @classmethod
+    def from_document(cls, document: dict | None) -> DatasetReference | None:
+        if not document or not document.get("records"):
+            return None
+        return cls(document["records"], int(document.get("snippets_scanned", 0)), str(document.get("corpus", "")))
+
+    @property
+    def top(self) -> dict:
+        return self.records[0]
+
+    @property
+    def max(self) -> float:
+        return float(self.top["activation"])
+
+    @property
+    def xent(self) -> float | None:
+        return _finite(self.top.get("xent"))
+
+    def points(self) -> list[tuple[float, float]]:
+        """(xent, activation) of the examples that have a cross-entropy."""
+        return [(float(r["xent"]), float(r["activation"])) for r in self.records if _finite(r.get("xent")) is not None]
+
+
+class Readable(NamedTuple):
+    record: StoredRecord
+    rule: str  # "dataset_xent" or "balanced"
+
+
+def best_readable(summary: Summary, dataset: DatasetReference | None) -> Readable | None:
+    """The prompt that reads like real text and drives the neuron most.
+
+    With a dataset reference whose top example has a cross-entropy: the highest activation among
+    prompts whose cross-entropy is at or below that example's ("dataset_xent"). Otherwise, or when
+    no prompt is that readable, the lowest -activation + cross-entropy ("balanced"). Both are points
+    of the front: a prompt that dominates another is at least as good under either rule.
+    """
+    front = summary.front
+    if not front:
+        return None
+    threshold = dataset.xent if dataset else None
+    if threshold is not None:
+        readable = [r for r in front if r["xent"] <= threshold]
+        if readable:
+            return Readable(readable[-1], "dataset_xent")  # activation rises along the front
+    return Readable(min(front, key=lambda r: r["xent"] - r["activation"]), "balanced")
+
+
+def _rule_text(readable: Readable, dataset: DatasetReference | None) -> str:
+    if readable.rule == "dataset_xent":
+        return f"highest activation at a cross-entropy at or below the dataset max's ({dataset.xent:.3f})"
+    reason = ""
+    if dataset and dataset.xent is not None:
+        reason = f"no prompt's cross-entropy is at or below the dataset max's ({dataset.xent:.3f}), so: "
+    elif dataset:
+        reason = "the dataset examples were saved without their cross-entropy, so: "
+    return reason + "lowest −activation + cross-entropy on the front"
+
+
 # ----------------------------------------------------------------------------------------------
 # Public entry point
 
@@ -166,8 +317,12 @@ def write_results(
     top_n: int = 20,
     bottom_n: int = 10,
     bucket_counts: dict[str, int] | None = None,
+    dataset: dict | None = None,
 ) -> dict[str, Path]:
-    """Write results.json, records.csv and report.html into run_dir; return their paths by name."""
+    """Write results.json, records.csv and report.html into run_dir; return their paths by name.
+
+    `dataset` is the neuron's exemplars.json as `run.py exemplars` saved it (None: there is none).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: run_dir / file for name, file in RESULT_FILES.items()}
@@ -175,11 +330,13 @@ def write_results(
     _write_csv(paths["csv"], _tap(records, summary))
     buckets = dict(bucket_counts or {})
     statistics = _statistics(stats)
+    reference = DatasetReference.from_document(dataset)
     paths["json"].write_text(
-        json.dumps(_results_json(settings, statistics, buckets, summary), indent=2, default=str),
+        json.dumps(_results_json(settings, statistics, buckets, summary, reference), indent=2, default=str),
         encoding="utf-8",
     )
-    paths["html"].write_text(render_html(settings, statistics, buckets, summary), encoding="utf-8")
+    page = render_html(settings, statistics, buckets, summary, reference, results_dir=run_dir.parent)
+    paths["html"].write_text(page, encoding="utf-8")
     return paths
 
 
@@ -235,7 +392,20 @@ def _brief(record: StoredRecord) -> dict[str, Any]:
     }
 
 
-def _results_json(settings: dict, statistics: dict, buckets: dict, summary: Summary) -> dict[str, Any]:
+def _front_brief(record: StoredRecord) -> dict[str, Any]:
+    return {
+        "prompt": record["prompt"],
+        "activation": float(record["activation"]),
+        "xent": float(record["xent"]),
+        "source": record["source"],
+        "iteration": int(record["iteration"]),
+    }
+
+
+def _results_json(
+    settings: dict, statistics: dict, buckets: dict, summary: Summary, dataset: DatasetReference | None = None
+) -> dict[str, Any]:
+    readable = best_readable(summary, dataset)
     return {
         "settings": settings,
         "statistics": statistics,
@@ -249,6 +419,17 @@ def _results_json(settings: dict, statistics: dict, buckets: dict, summary: Summ
         "best": _brief(summary.best) if summary.best else None,
         "top": [_brief(r) for r in summary.top],
         "bottom": [_brief(r) for r in summary.bottom],
+        "pareto": [_front_brief(r) for r in summary.front],
+        "best_readable": {**_front_brief(readable.record), "rule": readable.rule} if readable else None,
+        "dataset": {
+            "max": dataset.max,
+            "prompt": dataset.top["prompt"],
+            "xent": dataset.xent,
+            "scanned": dataset.scanned,
+            "corpus": dataset.corpus,
+        }
+        if dataset
+        else None,
     }
 
 
@@ -264,12 +445,27 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def render_html(settings: dict, statistics: dict, buckets: dict, summary: Summary) -> str:
+def render_html(
+    settings: dict,
+    statistics: dict,
+    buckets: dict,
+    summary: Summary,
+    dataset: DatasetReference | None = None,
+    results_dir: Path | None = None,
+) -> str:
+    """The report page; `results_dir` (the run folder's parent) only words the hint on getting a
+    dataset reference when there is none."""
     scale = max(abs(summary.token_min), abs(summary.token_max)) or 1.0
+    fluency = []
+    if summary.with_xent:
+        readable = best_readable(summary, dataset)
+        body = _pareto_chart(summary, dataset, readable) + _pareto_note(summary, dataset, settings, results_dir)
+        fluency = [_section("Activation against cross-entropy", body + _readable_block(readable, dataset), "pareto")]
     sections = [
         _header(settings),
-        _headline(statistics, summary),
+        _headline(statistics, summary, dataset, _exemplars_hint(settings, results_dir)),
         _section("Activation over the search", _chart(summary) + _chart_note(summary)),
+        *fluency,
         _section(
             f"Top {len(summary.top)} prompts",
             scale_legend(scale) + _prompt_table(summary.top, scale),
@@ -289,8 +485,8 @@ def render_html(settings: dict, statistics: dict, buckets: dict, summary: Summar
     return head + "<body>\n<main>\n" + "\n".join(sections) + "\n</main>\n</body>\n</html>\n"
 
 
-def _section(title: str, body: str) -> str:
-    anchor = title.split()[0].lower()  # chart: #activation, tables: #top, #bottom, #statistics
+def _section(title: str, body: str, anchor: str | None = None) -> str:
+    anchor = anchor or title.split()[0].lower()  # chart: #activation, tables: #top, #bottom, #statistics
     return f'<section id="{_e(anchor)}">\n<h2>{_e(title)}</h2>\n{body}\n</section>'
 
 
@@ -322,7 +518,17 @@ def _setting(value: Any) -> str:
     return str(value)
 
 
-def _headline(statistics: dict, summary: Summary) -> str:
+def _exemplars_hint(settings: dict, results_dir: Path | None) -> str:
+    """The command that saves this neuron's dataset examples where this run's report finds them."""
+    words = ["python", "run.py", "exemplars"]
+    for key in ("neuron", "layer", "model"):
+        words += [f"--{key}", str(settings.get(key, "?"))]
+    if results_dir is not None and Path(results_dir).resolve() != Path("results").resolve():
+        words += ["--results-dir", str(results_dir)]
+    return shlex.join(words)
+
+
+def _headline(statistics: dict, summary: Summary, dataset: DatasetReference | None = None, hint: str = "") -> str:
     best = summary.best
     if best:
         best_note = f"peak at {token_label(best['token'])} · iteration {int(best['iteration'])}"
@@ -338,21 +544,40 @@ def _headline(statistics: dict, summary: Summary) -> str:
         ("Accepted rate", f"{statistics['accepted_rate']:.1%}", _e(f"{accepted:,} of {generated:,} candidates")),
         ("LLM calls", f"{statistics.get('llm_calls', 0):,}", _e(f"{errors:,} errors · {statistics.get('mutations', 0):,} mutations · {fallbacks:,} fallback batches")),
     ]
+    if dataset:
+        cards.insert(1, ("Dataset max", _fmt(dataset.max), _e(_dataset_note(best, dataset))))
     html_cards = "".join(
         f'<div class="card"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div>'
         f'<div class="note">{note}</div></div>'
         for label, value, note in cards
     )
-    return f'<section class="cards">{html_cards}</section>' + _best_prompt(best)
+    pointer = ""
+    if not dataset:
+        pointer = f'<p class="note dataset-hint">No dataset max to compare with yet: <code>{_e(hint)}</code></p>'
+    cls = "cards with-dataset" if dataset else "cards"
+    return f'<section class="{cls}">{html_cards}</section>{pointer}' + _best_prompt(best, dataset)
 
 
-def _best_prompt(best: StoredRecord | None) -> str:
+def _dataset_note(best: StoredRecord | None, dataset: DatasetReference) -> str:
+    # A ratio means something only against a positive dataset max.
+    ratio = f"best found {float(best['activation']) / dataset.max:.2f}× this · " if best and dataset.max > 0 else ""
+    return f"{ratio}top of {dataset.scanned:,} real snippets"
+
+
+def _best_prompt(best: StoredRecord | None, dataset: DatasetReference | None = None) -> str:
     # The raw text, untokenized, so it can be read and copied as the LLM wrote it.
     if not best:
         return ""
+    reference = ""
+    if dataset:
+        xent = "" if dataset.xent is None else f" · cross-entropy {dataset.xent:.3f}"
+        reference = (
+            f'<div class="label">Dataset max · top snippet of {_e(dataset.corpus or "the corpus")}{_e(xent)}</div>'
+            f'<pre>{_e(dataset.top["prompt"])}</pre>'
+        )
     return (
         f'<section class="best-prompt"><div class="label">Best prompt · {_source_pill(best["source"])}</div>'
-        f'<pre>{_e(best["prompt"])}</pre></section>'
+        f'<pre>{_e(best["prompt"])}</pre>{reference}</section>'
     )
 
 
@@ -470,6 +695,7 @@ def _stat(key: str, value: Any) -> str:
 
 CHART_W, CHART_H = 1000, 380
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 20, 40, 48
+PLOT_W, PLOT_H = CHART_W - MARGIN_L - MARGIN_R, CHART_H - MARGIN_T - MARGIN_B
 
 
 def _nice_ticks(
@@ -510,31 +736,42 @@ def _chart(summary: Summary) -> str:
     y_ticks = _nice_ticks(min(p.activation for p in points), max(p.activation for p in points))
     x0, x1 = x_ticks[0] - 0.5, max(summary.last_iteration, 1) + 0.5
     x_ticks = [t for t in x_ticks if t <= x1]
-    y0, y1 = y_ticks[0], y_ticks[-1]
-    plot_w = CHART_W - MARGIN_L - MARGIN_R
-    plot_h = CHART_H - MARGIN_T - MARGIN_B
+    parts, sx, sy = _plot_frame(x_ticks, y_ticks, (x0, x1), "iteration")
+    parts.append(_dots((p.source, sx(p.iteration + _jitter(p.slot)), sy(p.activation)) for p in points))
+    parts.append(_best_curve(summary, sx, sy, summary.last_iteration))
+    parts.append(_legend(_source_entries(summary.by_source) + [("line", BEST_COLOUR, "best so far")]))
+    return _svg(parts, "Activation of every measured prompt against iteration")
+
+
+def _plot_frame(
+    x_ticks: list[float], y_ticks: list[float], x_range: tuple[float, float], x_label: str
+) -> tuple[list[str], Any, Any]:
+    """The axes of a chart whose y is the activation (spanning y_ticks), a dashed line at zero
+    when zero is inside, and the data -> pixel functions (sx, sy)."""
+    (x0, x1), y0, y1 = x_range, y_ticks[0], y_ticks[-1]
 
     def sx(x: float) -> float:
-        return MARGIN_L + (x - x0) / (x1 - x0) * plot_w
+        return MARGIN_L + (x - x0) / (x1 - x0) * PLOT_W
 
     def sy(y: float) -> float:
-        return MARGIN_T + (1 - (y - y0) / (y1 - y0)) * plot_h
+        return MARGIN_T + (1 - (y - y0) / (y1 - y0)) * PLOT_H
 
-    parts = [_axes(x_ticks, y_ticks, sx, sy, plot_w, plot_h)]
+    parts = [_axes(x_ticks, y_ticks, sx, sy, x_label)]
     if y0 < 0 < y1:
         y = sy(0)
-        parts.append(f'<line class="zero" x1="{MARGIN_L}" x2="{MARGIN_L + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
-    parts.append(_dots(points, sx, sy))
-    parts.append(_best_curve(summary, sx, sy, summary.last_iteration))
-    parts.append(_chart_legend(summary))
+        parts.append(f'<line class="zero" x1="{MARGIN_L}" x2="{MARGIN_L + PLOT_W}" y1="{y:.1f}" y2="{y:.1f}"/>')
+    return parts, sx, sy
+
+
+def _svg(parts: list[str], label: str) -> str:
     return (
-        f'<svg class="chart" viewBox="0 0 {CHART_W} {CHART_H}" role="img" '
-        f'aria-label="Activation of every measured prompt against iteration" '
+        f'<svg class="chart" viewBox="0 0 {CHART_W} {CHART_H}" role="img" aria-label="{_e(label)}" '
         f'xmlns="http://www.w3.org/2000/svg" font-family="inherit">' + "".join(parts) + "</svg>"
     )
 
 
-def _axes(x_ticks: list[int], y_ticks: list[float], sx, sy, plot_w: float, plot_h: float) -> str:
+def _axes(x_ticks: list[float], y_ticks: list[float], sx, sy, x_label: str, y_label: str = "activation") -> str:
+    plot_w, plot_h = PLOT_W, PLOT_H
     bottom = MARGIN_T + plot_h
     out = [f'<rect class="plot-bg" x="{MARGIN_L}" y="{MARGIN_T}" width="{plot_w}" height="{plot_h}"/>']
     for t in y_ticks:
@@ -546,24 +783,24 @@ def _axes(x_ticks: list[int], y_ticks: list[float], sx, sy, plot_w: float, plot_
     for t in x_ticks:
         x = sx(t)
         out.append(f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 5}"/>')
-        out.append(f'<text class="tick" x="{x:.1f}" y="{bottom + 18}" text-anchor="middle">{t}</text>')
+        out.append(f'<text class="tick" x="{x:.1f}" y="{bottom + 18}" text-anchor="middle">{_tick_label(t)}</text>')
     out.append(f'<line class="axis" x1="{MARGIN_L}" x2="{MARGIN_L + plot_w}" y1="{bottom}" y2="{bottom}"/>')
     out.append(f'<line class="axis" x1="{MARGIN_L}" x2="{MARGIN_L}" y1="{MARGIN_T}" y2="{bottom}"/>')
     out.append(
-        f'<text class="axis-label" x="{MARGIN_L + plot_w / 2}" y="{CHART_H - 8}" text-anchor="middle">iteration</text>'
+        f'<text class="axis-label" x="{MARGIN_L + plot_w / 2}" y="{CHART_H - 8}" text-anchor="middle">{_e(x_label)}</text>'
     )
     out.append(
         f'<text class="axis-label" transform="translate(16 {MARGIN_T + plot_h / 2}) rotate(-90)" '
-        'text-anchor="middle">activation</text>'
+        f'text-anchor="middle">{_e(y_label)}</text>'
     )
     return "".join(out)
 
 
-def _dots(points: list[Point], sx, sy) -> str:
+def _dots(dots: Iterable[tuple[str, float, float]]) -> str:
+    """(source, x, y) in pixels, each a dot in its source's colour."""
     groups: dict[str, list[str]] = {}
-    for p in points:
-        x, y = sx(p.iteration + _jitter(p.slot)), sy(p.activation)
-        groups.setdefault(p.source, []).append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.6"/>')
+    for source, x, y in dots:
+        groups.setdefault(source, []).append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.6"/>')
     # One <g> per source keeps the colour in one place and the file small.
     return "".join(
         f'<g class="dots" fill="{SOURCE_COLOURS.get(s, OTHER_SOURCE_COLOUR)}">{"".join(c)}</g>'
@@ -582,18 +819,31 @@ def _best_curve(summary: Summary, sx, sy, last_iteration: int) -> str:
     return f'<path class="best" d="{"".join(path)}" stroke="{BEST_COLOUR}"/>'
 
 
-def _chart_legend(summary: Summary) -> str:
-    # Above the plot area, so it never hides dots whatever the data's shape.
-    items = [(s, SOURCE_COLOURS[s]) for s in SOURCES if summary.by_source.get(s)]
-    items += [(s, OTHER_SOURCE_COLOUR) for s in summary.by_source if s not in SOURCES]
+def _source_entries(by_source: Counter) -> list[tuple[str, str, str]]:
+    entries = [("dot", SOURCE_COLOURS[s], s) for s in SOURCES if by_source.get(s)]
+    return entries + [("dot", OTHER_SOURCE_COLOUR, s) for s in by_source if s not in SOURCES]
+
+
+def _legend(entries: list[tuple[str, str, str]]) -> str:
+    """(marker, colour, label) entries in a row above the plot area, so it never hides what is drawn
+    whatever the data's shape. Markers: a dot, a line, a hollow diamond or a ring."""
     x, y = MARGIN_L, 18
     out = []
-    for name, colour in items:
-        out.append(f'<circle cx="{x + 5}" cy="{y - 4}" r="4.5" fill="{colour}"/>')
-        out.append(f'<text class="legend" x="{x + 15}" y="{y}">{_e(name)}</text>')
-        x += 15 + 7.5 * len(name) + 20
-    out.append(f'<line class="best" x1="{x}" x2="{x + 24}" y1="{y - 4}" y2="{y - 4}" stroke="{BEST_COLOUR}"/>')
-    out.append(f'<text class="legend" x="{x + 30}" y="{y}">best so far</text>')
+    for marker, colour, label in entries:
+        if marker == "dot":
+            out.append(f'<circle cx="{x + 5}" cy="{y - 4}" r="4.5" fill="{colour}"/>')
+            width = 10
+        elif marker == "line":
+            out.append(f'<line class="best" x1="{x}" x2="{x + 24}" y1="{y - 4}" y2="{y - 4}" stroke="{colour}"/>')
+            width = 25
+        elif marker == "diamond":
+            out.append(_diamond(x + 5, y - 4, colour))
+            width = 10
+        else:
+            out.append(f'<circle class="ring" cx="{x + 6}" cy="{y - 4}" r="6" stroke="{colour}"/>')
+            width = 12
+        out.append(f'<text class="legend" x="{x + width + 5}" y="{y}">{_e(label)}</text>')
+        x += width + 5 + 7.5 * len(label) + 20
     return "".join(out)
 
 
@@ -607,6 +857,98 @@ def _chart_note(summary: Summary) -> str:
     return (
         f'<p class="note">{summary.measured:,} measured prompts; the dots of one batch are spread across its '
         f"iteration. Failed prompts ({summary.failed:,}) are not plotted.</p>"
+    )
+
+
+# ---- activation against cross-entropy ----------------------------------------------------------
+
+REFERENCE_COLOUR = "#1d2430"  # dataset examples and the best readable prompt: not a source's colour
+
+
+def _pareto_chart(summary: Summary, dataset: DatasetReference | None, readable: Readable | None) -> str:
+    points = summary.xent_points()
+    examples = dataset.points() if dataset else []
+    xents = [p.xent for p in points] + [x for x, _ in examples]
+    activations = [p.activation for p in points] + [a for _, a in examples]
+    x_ticks = _nice_ticks(min(xents), max(xents), 8)
+    y_ticks = _nice_ticks(min(activations), max(activations))
+    parts, sx, sy = _plot_frame(x_ticks, y_ticks, (x_ticks[0], x_ticks[-1]), "cross-entropy (nats/token)")
+    if dataset and dataset.xent is not None:
+        # Left of it reads at least as well as the dataset max: where the best readable prompt is
+        # chosen. Labelled above the plot area, where no point can be.
+        x = sx(dataset.xent)
+        parts.append(f'<line class="threshold" x1="{x:.1f}" x2="{x:.1f}" y1="{MARGIN_T - 4}" y2="{MARGIN_T + PLOT_H}"/>')
+        parts.append(
+            f'<text class="threshold-label" x="{x:.1f}" y="{MARGIN_T - 8}" text-anchor="middle">'
+            "dataset max's cross-entropy</text>"
+        )
+    parts.append(_dots((p.source, sx(p.xent), sy(p.activation)) for p in points))
+    parts.append(_front_steps(summary.front, sx, sy, x_ticks[-1]))
+    parts.append("".join(_diamond(sx(x), sy(a), REFERENCE_COLOUR) for x, a in examples))
+    entries = _source_entries(summary.xent_by_source) + [("line", BEST_COLOUR, "Pareto front")]
+    if examples:
+        entries.append(("diamond", REFERENCE_COLOUR, "dataset examples"))
+    if readable:
+        entries.append(("ring", REFERENCE_COLOUR, "best readable"))
+        parts.append(_readable_mark(sx(float(readable.record["xent"])), sy(float(readable.record["activation"]))))
+    parts.append(_legend(entries))
+    return _svg(parts, "Activation of prompts against their cross-entropy, with the Pareto front")
+
+
+def _front_steps(front: list[StoredRecord], sx, sy, x_end: float) -> str:
+    """The front as a staircase: at each cross-entropy, the highest activation reached at or below it."""
+    if not front:
+        return ""
+    first = front[0]
+    path = [f"M{sx(first['xent']):.1f},{sy(first['activation']):.1f}"]
+    for r in front[1:]:
+        path.append(f"H{sx(r['xent']):.1f}V{sy(r['activation']):.1f}")
+    path.append(f"H{sx(x_end):.1f}")
+    return f'<path class="best front" d="{"".join(path)}" stroke="{BEST_COLOUR}"/>'
+
+
+def _diamond(x: float, y: float, colour: str) -> str:
+    return f'<path class="diamond" d="M{x:.1f},{y - 6:.1f}l6,6l-6,6l-6,-6z" stroke="{colour}"/>'
+
+
+def _readable_mark(x: float, y: float) -> str:
+    # The label goes on whichever side has room.
+    left = x > MARGIN_L + PLOT_W - 110
+    label_x, anchor = (x - 12, "end") if left else (x + 12, "start")
+    return (
+        f'<circle class="ring" cx="{x:.1f}" cy="{y:.1f}" r="8" stroke="{REFERENCE_COLOUR}"/>'
+        f'<text class="mark-label" x="{label_x:.1f}" y="{y - 8:.1f}" text-anchor="{anchor}">best readable</text>'
+    )
+
+
+def _pareto_note(summary: Summary, dataset: DatasetReference | None, settings: dict, results_dir: Path | None) -> str:
+    shown = "all drawn"
+    if summary.with_xent > MAX_PLOT_POINTS:
+        shown = f"showing {len(summary.xent_points()):,} (a uniform sample; the front is always drawn)"
+    front = f"The Pareto front holds the {len(summary.front):,} prompts that no other beats on both."
+    if summary.front_thinned:
+        front = front[:-1] + f" (thinned to at most {MAX_FRONT:,} points, both ends kept)."
+    if dataset and dataset.points():
+        reference = _e(f"Diamonds: the top {len(dataset.points())} dataset examples of {dataset.scanned:,} real snippets.")
+    elif dataset:
+        command = _e(_exemplars_hint(settings, results_dir))
+        reference = f"The dataset examples were saved without their cross-entropy: <code>{command}</code> again draws them here."
+    else:
+        reference = "No dataset examples to compare with (see the command under the headline)."
+    return (
+        f'<p class="note">{summary.with_xent:,} prompts have a cross-entropy under the subject model (the mean '
+        f"next-token loss of their own tokens: lower reads more like real text), {shown}. {_e(front)} {reference}</p>"
+    )
+
+
+def _readable_block(readable: Readable | None, dataset: DatasetReference | None) -> str:
+    if not readable:
+        return ""
+    r = readable.record
+    return (
+        f'<div class="readable"><div class="label">Best readable prompt · {_source_pill(r["source"])} · '
+        f'activation {_fmt(float(r["activation"]))} · cross-entropy {_fmt(float(r["xent"]))}</div>'
+        f'<pre>{_e(r["prompt"])}</pre><p class="note">Chosen as: {_e(_rule_text(readable, dataset))}.</p></div>'
     )
 
 
@@ -653,6 +995,18 @@ svg .axis-label { fill: var(--fg); font-size: 13px; font-weight: 600; }
 svg .dots circle { fill-opacity: .55; }
 svg .best { fill: none; stroke-width: 2.2; stroke-linejoin: round; }
 svg .legend { fill: var(--fg); font-size: 12.5px; }
+svg .diamond { fill: #fff; fill-opacity: .7; stroke-width: 1.6; }
+svg .ring { fill: none; stroke-width: 2; }
+svg .threshold { stroke: #8a94a3; stroke-width: 1; stroke-dasharray: 5 4; }
+svg .threshold-label { fill: var(--muted); font-size: 11px; }
+svg .mark-label { fill: var(--fg); font-size: 12px; font-weight: 600; paint-order: stroke; stroke: #fff; stroke-width: 3px; }
+.readable { margin-top: 12px; border-top: 1px solid var(--line); padding-top: 10px; }
+.readable .label { color: var(--muted); font-size: 13px; font-weight: 600; margin-bottom: 4px; }
+.readable pre { margin: 0; font: 14px/1.5 var(--mono); white-space: pre-wrap; overflow-wrap: anywhere; }
+section.cards.with-dataset { grid-template-columns: repeat(5, 1fr); }
+p.note.dataset-hint { margin: -8px 0 12px; }
+p.note.dataset-hint code { font-size: 12px; }
+section.best-prompt pre + .label { margin-top: 10px; }
 section.best-prompt { padding: 12px 16px; }
 section.best-prompt .label { color: var(--muted); font-size: 13px; font-weight: 600; margin-bottom: 4px; }
 section.best-prompt pre { margin: 0; font: 14px/1.5 var(--mono); white-space: pre-wrap; overflow-wrap: anywhere; }

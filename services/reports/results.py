@@ -44,15 +44,21 @@ def _measured(run_dir: Path) -> tuple[np.ndarray, int]:
 
 
 def write_run_results(run_dir: Path) -> dict[str, Path]:
-    """(Re)write results.json, records.csv and report.html from the run's record store."""
+    """(Re)write results.json, records.csv and report.html from the run's record store, with the
+    neuron's dataset examples as the baseline when `run.py exemplars` saved them in the same
+    results folder."""
+    # Imported here: the exemplars module loads torch, which `run.py --list` has no need of.
+    from services.dataset.exemplars import read_exemplars
+
     settings = json.loads((run_dir / "run.json").read_text())
     activations, _ = _measured(run_dir)
     buckets = bucket_counts(activations, settings["low_percentile"], settings["high_percentile"])
+    dataset = read_exemplars(run_dir.parent, settings["model"], settings["layer"], settings["neuron"])
     store = RecordStore(run_dir / "records.sqlite")
     try:
         # A run saved before the store kept its counters has them only in its checkpoint.
         stats = store.stats() or dict(saved_state(run_dir).get("stats", {}))
-        return write_results(run_dir, settings, stats, iter(store), bucket_counts=buckets)
+        return write_results(run_dir, settings, stats, iter(store), bucket_counts=buckets, dataset=dataset)
     finally:
         store.close()
 
