@@ -8,7 +8,9 @@ d_mlp 3072, with the tests' small tokenizer) and a tiny random sentence embedder
      and fails if any activation differs by more than 1e-3;
   2. runs a whole search on the device through NeuronSearch, with a scripted proposer standing in
      for the LLM, and prints its speed and the GPU memory it took;
-  3. checks that device='auto' picks the GPU.
+  3. compares the gradient's top-k tokens on the CPU and on the device (issue 12: the same swaps
+     must be proposed), and runs a whole --strategy gradient search on the device;
+  4. checks that device='auto' picks the GPU.
 For the throughput table on the same model:
     python bench/measurement_throughput.py --model FOLDER/gpt2-shaped --device cuda
 """
@@ -31,10 +33,12 @@ from helpers import fresh_answers, scripted  # noqa: E402
 from tiny_model import build_tiny_embedder, build_tiny_gpt2  # noqa: E402
 
 from neuron_search import NeuronSearch  # noqa: E402
+from services.model.gradient import token_gradients  # noqa: E402
 from services.model.subject_model import SubjectModel, resolve_device  # noqa: E402
 
 GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)
 TOLERANCE = 1e-3
+TOP_K = 64  # the gradient search's default --gradient-top-k
 
 
 def main() -> int:
@@ -85,9 +89,32 @@ def main() -> int:
     if args.device.startswith("cuda"):
         print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
-    # 3. auto picks the accelerator when there is one.
+    # 3. The gradient: the same top-k tokens on both devices, and a gradient search on the device.
+    rows = [cpu._ids(p)[:16] for p in prompts[:8]]
+    overlaps = []
+    for position in ("max", "last"):
+        _, grads_cpu = token_gradients(cpu, rows, 6, 840, position)
+        _, grads_dev = token_gradients(device, rows, 6, 840, position)
+        for a, b in zip(grads_cpu, grads_dev):
+            top_a, top_b = a.float().cpu().topk(TOP_K, dim=-1).indices, b.float().cpu().topk(TOP_K, dim=-1).indices
+            overlaps += [len(set(x.tolist()) & set(y.tolist())) / TOP_K for x, y in zip(top_a, top_b)]
+    overlap = min(overlaps)
+    print(f"gradient top-{TOP_K}: smallest CPU/{args.device} overlap over {len(overlaps)} positions = {overlap:.2f}")
+    started = time.perf_counter()
+    gradient = NeuronSearch(
+        model=str(model), layer=6, neuron=840, device=args.device, llm=scripted(["unused"]), strategy="gradient",
+        results_dir=str(folder / "results"), run_id="gpu-check-gradient",
+    ).run(progress=False, iterations=max(args.iterations // 4, 2))
+    seconds = time.perf_counter() - started
+    print(
+        f"gradient search on {args.device}: {gradient.stats['measured']} prompts in {seconds:.1f} s = "
+        f"{gradient.stats['measured'] / seconds:.1f} prompts/s; best {gradient.best[1]:.4f}; LLM calls {gradient.stats['llm_calls']}"
+    )
+
+    # 4. auto picks the accelerator when there is one.
     print(f"device 'auto' resolves to: {resolve_device('auto')}")
-    ok = worst <= TOLERANCE and stats["measured"] > 0 and stats["failed"] == 0
+    ok = worst <= TOLERANCE and stats["measured"] > 0 and stats["failed"] == 0 and overlap >= 0.9
+    ok = ok and gradient.stats["measured"] > 0 and gradient.stats["llm_calls"] == 0
     print("GPU CHECK", "PASSED" if ok else "FAILED")
     return 0 if ok else 1
 
