@@ -64,7 +64,7 @@ class SearchContext:
     )
     population: int = _knob(8, "Prompts the gradient search keeps and improves, one per fluency weight.")
     children: int = _knob(4, "Token-swap children the gradient proposes per population member and iteration.")
-    gradient_top_k: int = _knob(64, "A swap picks among the this many tokens the gradient ranks highest at a position.")
+    gradient_top_k: int = _knob(64, "A swap picks among this many tokens, those the gradient ranks highest at its position.")
     swaps: int = _knob(1, "Tokens each gradient child changes.")
     fluency_range: str = _knob(
         "0.1,10",
