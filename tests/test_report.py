@@ -372,3 +372,22 @@ def test_an_llm_run_report_gains_only_the_dataset_pointer(tmp_path):
     page = write_run_results(run_dir)["html"].read_text()
     assert 'id="pareto"' not in page and 'class="note dataset-hint"' not in page
     assert _card_labels(page)[:2] == ["Best activation", "Dataset max"]
+
+
+def test_the_report_tables_show_one_row_per_finding_in_its_shortest_form(tmp_path):
+    def stored(slot: int, tokens: list[str], values: list[float]) -> StoredRecord:
+        peak = values.index(max(values))
+        return StoredRecord(iteration=1, slot=slot, source="llm", prompt="".join(tokens), activation=max(values),
+                            token=tokens[peak], tokens=tokens, values=values, error="", xent=None, peak=peak)  # fmt: skip
+
+    finding = (["The", " fox", " jumps"], [0.1, 0.9, 0.2])
+    records = [
+        stored(0, finding[0] + [" over", " it"], finding[1] + [0.3, 0.1]),
+        stored(1, *finding),
+        stored(2, finding[0] + [" high"], finding[1] + [0.4]),
+        stored(3, ["A", " dog"], [0.2, 0.5]),
+    ]
+    paths = write_results(tmp_path, SETTINGS, STATS, iter(records))
+    data = json.loads(paths["json"].read_text())
+    assert [r["prompt"] for r in data["top"]] == ["The fox jumps", "A dog"]
+    assert "2 other prompts that share" in paths["html"].read_text()

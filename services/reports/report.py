@@ -30,9 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from services.search.findings import distinct_findings
 from services.storage.record_store import StoredRecord
 
 MAX_PLOT_POINTS = 5_000
+# The top and bottom heaps keep this many times the rows shown, so that folding other forms of a
+# finding (services/search/findings.py) still fills the tables unless one finding has more forms.
+FOLD_ROOM = 4
 # The Pareto front of n points in 2-D holds about ln n of them when the two values are independent
 # (14 for a million), and a search that trades activation for fluency makes a few dozen; a thousand
 # is reached only by a long run whose activation and cross-entropy rise together almost exactly.
@@ -130,8 +134,9 @@ class Summary:
 
     def _rank(self, record: StoredRecord, activation: float) -> None:
         tiebreak = -self.seen
-        _push_bounded(self._top, (activation, tiebreak, record), self.top_n)
-        _push_bounded(self._bottom, (-activation, tiebreak, record), self.bottom_n)
+        # Room for other forms of the same findings, folded when the tables are read.
+        _push_bounded(self._top, (activation, tiebreak, record), FOLD_ROOM * self.top_n)
+        _push_bounded(self._bottom, (-activation, tiebreak, record), FOLD_ROOM * self.bottom_n)
 
     def _plot(self, record: StoredRecord, activation: float) -> None:
         point = Point(int(record["iteration"]), int(record["slot"]), activation, record["source"])
@@ -166,11 +171,26 @@ class Summary:
 
     @property
     def top(self) -> list[StoredRecord]:
-        return [r for _, _, r in sorted(self._top, reverse=True)]
+        return self._findings(self._top, self.top_n)[0]
 
     @property
     def bottom(self) -> list[StoredRecord]:
-        return [r for _, _, r in sorted(self._bottom, reverse=True)]
+        return self._findings(self._bottom, self.bottom_n)[0]
+
+    @property
+    def folded(self) -> tuple[int, int]:
+        """Records left out of the top and of the bottom table as other forms of a finding they show."""
+        return self._findings(self._top, self.top_n)[1], self._findings(self._bottom, self.bottom_n)[1]
+
+    @staticmethod
+    def _findings(heap: list, n: int) -> tuple[list[StoredRecord], int]:
+        """The n best distinct findings of a heap, and how many ranked records among them were folded."""
+        ranked = [r for _, _, r in sorted(heap, reverse=True)]
+        shown = distinct_findings(ranked)[:n]
+        if not shown:
+            return [], 0
+        last = max(ranked.index(r) for r in shown)
+        return shown, last + 1 - len(shown)
 
     @property
     def downsampled(self) -> bool:
@@ -468,11 +488,11 @@ def render_html(
         *fluency,
         _section(
             f"Top {len(summary.top)} prompts",
-            scale_legend(scale) + _prompt_table(summary.top, scale),
+            scale_legend(scale) + _prompt_table(summary.top, scale) + _folded_note(summary.folded[0]),
         ),
         _section(
             f"Bottom {len(summary.bottom)} prompts",
-            _prompt_table(summary.bottom, scale),
+            _prompt_table(summary.bottom, scale) + _folded_note(summary.folded[1]),
         ),
         _section("Statistics", _stats_tables(statistics, buckets, summary)),
     ]
@@ -483,6 +503,16 @@ def render_html(
         f"<title>{_e(f'{model} · layer {layer} · neuron {neuron}')}</title>\n<style>{CSS}</style>\n</head>\n"
     )
     return head + "<body>\n<main>\n" + "\n".join(sections) + "\n</main>\n</body>\n</html>\n"
+
+
+def _folded_note(folded: int) -> str:
+    if not folded:
+        return ""
+    return (
+        f'<p class="note">One row per finding: {folded} other prompt{"s" if folded > 1 else ""} that share a '
+        "row's text through its peak token and its activation (words after the peak cannot change it) "
+        "are folded into that row, shown in its shortest form.</p>"
+    )
 
 
 def _section(title: str, body: str, anchor: str | None = None) -> str:

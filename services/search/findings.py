@@ -5,22 +5,34 @@ With causal attention, tokens after a prompt's peak cannot change the activation
 Left alone, mutations that append or edit words after the peak fill the top-k with copies of a few
 findings. Records that share the text through the peak and the activation (to four decimals) are
 folded into one, in its shortest form, wherever prompts are ranked: the top and bottom tables, what
-the LLM is shown, `result.top()`. (With `--position last` the peak is the last token, so a finding is
+the LLM is shown, `result.top()`, the report and results.json. (With `--position last` the peak is the last token, so a finding is
 the whole prompt and only exact repeats fold.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from state import Record
 
+if TYPE_CHECKING:
+    from services.storage.record_store import StoredRecord
 
-def finding_key(record: Record) -> tuple[str, float]:
-    return record.get("finding", record["prompt"]), round(record["activation"], 4)
+R = TypeVar("R", "Record", "StoredRecord")
 
 
-def distinct_findings(records: Iterable[Record]) -> list[Record]:
+def finding_key(record: Record | StoredRecord) -> tuple[str, float]:
+    """A table record's finding, or a stored record's (its tokens through its peak); a record that
+    knows neither (a run stored before peaks were kept) is its own finding."""
+    finding = record.get("finding")
+    if finding is None:
+        peak = record.get("peak")
+        finding = record["prompt"] if peak is None else "".join(record["tokens"][: peak + 1])
+    return finding, round(record["activation"], 4)
+
+
+def distinct_findings(records: Iterable[R]) -> list[R]:
     """The records in their order, one per finding (at its first place), each in its shortest form."""
     shortest: dict[tuple[str, float], Record] = {}
     for record in records:
