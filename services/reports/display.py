@@ -85,6 +85,7 @@ def stats_table(stats: Stats, title: str = "Statistics", buckets: dict[str, int]
         ("LLM calls (errors, empty answers)", f"{stats['llm_calls']} ({stats['llm_errors']}, {stats['llm_empty']})"),
         ("mutations filling LLM batches", f"{stats.get('mutations', 0)}"),
         ("regenerations / fallback batches", f"{stats['regenerations']} / {stats['fallback_batches']}"),
+        ("gradient batches", f"{stats.get('gradient_batches', 0)}"),
     ]
     if buckets is not None:
         rows.append(("buckets high / mid / low", f"{buckets['high']} / {buckets['mid']} / {buckets['low']}"))
