@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--methods", default="gradient,mixed,llm")
     parser.add_argument("--snippets", type=int, default=5000, help="real-text snippets scanned for the dataset max")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed-corpus", action="store_true", help="seed every run with the neuron's top real snippets")
     parser.add_argument("--smoke", action="store_true", help="the tiny test model, a scripted LLM, a few seconds")
     args = parser.parse_args()
     llm = "embedded"
@@ -79,7 +80,7 @@ def main() -> None:
             started = time.perf_counter()
             result = NeuronSearch(
                 model=args.model, layer=args.layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
-                strategy=method, results_dir=results_dir, run_id=f"{method}-{neuron}",
+                strategy=method, seed_corpus=args.seed_corpus, results_dir=results_dir, run_id=f"{method}-{neuron}",
             ).run(progress=False, iterations=10**6, max_prompts=budgets[-1])  # fmt: skip
             records = result.records
             row[method] = {
@@ -93,7 +94,8 @@ def main() -> None:
 
     print(
         f"model {args.model}, layer {args.layer}, neurons {neurons} (seed {args.seed}); dataset: top of "
-        f"{args.snippets} standard-library snippets; budgets {budgets} measured prompts (seeds included)\n"
+        f"{args.snippets} standard-library snippets; budgets {budgets} measured prompts (seeds included"
+        f"{', and the top real snippets with --seed-corpus' if args.seed_corpus else ''})\n"
         f"machine before: {load_before}\nmachine after:  {machine()}\n"
     )
     print("| neuron | dataset max (xent) | method | " + " | ".join(f"best @{b} (x dataset)" for b in budgets)
