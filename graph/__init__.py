@@ -1,4 +1,4 @@
-"""The search graph: `build_graph()` wires the nodes; `graph` is its Studio export."""
+"""The search graph: `build_graph()` wires the nodes; graph/studio.py serves it to LangGraph Studio."""
 
 from graph.builder import build_graph, steps_per_iteration
 
