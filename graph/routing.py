@@ -15,9 +15,13 @@ from state import SearchState
 def after_filter(
     state: SearchState, runtime: Runtime[SearchContext]
 ) -> Literal["measure_activation", "generate", "random_fallback"]:
-    """Measure what survived; if the LLM's whole batch was rejected, ask it again a few times."""
-    if state["accepted"] or state["source"] != "llm":
+    """Measure what survived; if the LLM's whole batch was rejected, ask it again a few times; if
+    the gradient had nothing new to offer, fall back to fresh prompts (else a run could go round
+    measuring nothing, never counted as stalled)."""
+    if state["accepted"] or state["source"] in ("seed", "fallback"):
         return "measure_activation"
+    if state["source"] == "gradient":
+        return "random_fallback"
     if state["attempts"] <= context_of(runtime).max_attempts:
         return "generate"
     return "random_fallback"

@@ -79,3 +79,12 @@ def test_seed_corpus_starts_the_search_from_the_neurons_top_real_text(tiny_model
     seeds = {r["prompt"] for r in result.records if r["source"] == "seed"}
     assert {r["prompt"] for r in real} <= seeds and set(SEEDS) <= seeds
     assert result.best[1] >= real[0]["activation"] - 1e-6
+
+
+def test_a_gradient_batch_with_nothing_new_goes_to_the_fallback_not_round_in_circles():
+    from graph.routing import after_filter
+
+    state = {"accepted": [], "source": "gradient", "attempts": 0}
+    assert after_filter(state, None) == "random_fallback"
+    assert after_filter({**state, "source": "fallback"}, None) == "measure_activation"
+    assert after_filter({**state, "source": "llm"}, None) == "generate"
