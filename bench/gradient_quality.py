@@ -74,7 +74,7 @@ def main() -> None:
     rows = []
     for neuron in neurons:
         top = exemplars(subject, args.layer, neuron, top_k=1, max_snippets=args.snippets).records[0]
-        (data_xent,) = cross_entropy(subject, [subject._ids(top["prompt"])])
+        (data_xent,) = cross_entropy(subject, [subject.token_ids(top["prompt"])])
         row = {"neuron": neuron, "data": top["activation"], "data_xent": data_xent, "data_prompt": top["prompt"]}
         for method in methods:
             started = time.perf_counter()

@@ -33,7 +33,7 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
         )
     if ctx.strategy != "llm":
         ok = [m for m in measured if not m["error"]]
-        rows = [services.subject._ids(m["prompt"]) for m in ok]
+        rows = [services.subject.token_ids(m["prompt"]) for m in ok]
         for m, xent in zip(ok, cross_entropy(services.subject, rows, batch_size=ctx.batch_size)):
             m["xent"] = xent
     return SearchState(measured=measured)

@@ -90,7 +90,7 @@ def main() -> int:
         print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
     # 3. The gradient: the same top-k tokens on both devices, and a gradient search on the device.
-    rows = [cpu._ids(p)[:16] for p in prompts[:8]]
+    rows = [cpu.token_ids(p)[:16] for p in prompts[:8]]
     overlaps = []
     for position in ("max", "last"):
         _, grads_cpu = token_gradients(cpu, rows, 6, 840, position)

@@ -132,7 +132,7 @@ def test_each_example_is_saved_with_its_cross_entropy_where_a_report_finds_it(su
     path = write_exemplars(result, tmp_path / "results")["json"]
     saved = json.loads(path.read_text())["records"]
     for record in saved:  # each measured on its own, so the batch's padding cannot have changed it
-        (alone,) = cross_entropy(subject, [subject._ids(record["prompt"])])
+        (alone,) = cross_entropy(subject, [subject.token_ids(record["prompt"])])
         assert record["xent"] == pytest.approx(alone, abs=1e-4) and record["xent"] > 0
     found = read_exemplars(tmp_path / "results", subject.name, 1, 17)
     assert found is not None and found["records"] == saved

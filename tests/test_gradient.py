@@ -56,7 +56,7 @@ def test_embedding_scale_is_read_from_the_model(tiny, gemma) -> None:
 def test_activation_through_the_injected_embedding_equals_measure(model_and_layer, position) -> None:
     subject, layer = model_and_layer
     neuron = 840 % subject.d_mlp
-    rows = [subject._ids(p) for p in PROMPTS]  # three lengths: the batch is padded
+    rows = [subject.token_ids(p) for p in PROMPTS]  # three lengths: the batch is padded
     activations, grads = token_gradients(subject, rows, layer, neuron, position)
     measured = [m["activation"] for m in subject.measure(PROMPTS, layer, neuron, position)]
     assert activations.tolist() == pytest.approx(measured, abs=1e-5)
@@ -70,7 +70,7 @@ def test_gradient_equals_the_derivative_along_a_swap(model_and_layer) -> None:
     old to new in the model's own embedding space (central finite difference; no scale assumed)."""
     subject, layer = model_and_layer
     neuron = 840 % subject.d_mlp
-    row = subject._ids(PROMPTS[0])
+    row = subject.token_ids(PROMPTS[0])
     activations, (grad,) = token_gradients(subject, [row], layer, neuron, "last")
     generator = torch.Generator().manual_seed(1)
     pairs = [(p, int(torch.randint(len(subject.tokenizer), (1,), generator=generator))) for p in (0, len(row) // 2, len(row) - 1)]
@@ -135,7 +135,7 @@ def test_gradient_top_token_raises_the_activation_more_often_than_a_random_token
 @pytest.mark.parametrize(("ascii_only", "swaps"), [(True, 1), (True, 2), (False, 3)])
 def test_every_child_obeys_the_rules(tiny, ascii_only, swaps) -> None:
     allowed = allowed_tokens(tiny, ascii_only)
-    row = tiny._ids(PROMPTS[2])
+    row = tiny.token_ids(PROMPTS[2])
     _, (grad,) = token_gradients(tiny, [row], 1, 3, "max")
     positions = range(2, 9)
     children = propose_children(tiny, row, grad, allowed, torch.Generator().manual_seed(0), 64, 32, swaps, positions)
@@ -149,14 +149,14 @@ def test_every_child_obeys_the_rules(tiny, ascii_only, swaps) -> None:
             assert allowed[token] and token not in tiny.tokenizer.all_special_ids and texts[token] != ""
             assert not ascii_only or (texts[token].isascii() and texts[token].isprintable())
         assert retokenizes(tiny, child)
-        assert tiny._ids(tiny.tokenizer.decode(child)) == child
+        assert tiny.token_ids(tiny.tokenizer.decode(child)) == child
 
 
 def test_children_take_the_top_of_the_gradient(tiny) -> None:
     """The activation is maximised: a child's new token is among the highest entries of the gradient
     (d activation / d one-hot) at its position, never the lowest."""
     allowed = allowed_tokens(tiny, ascii_only=True)
-    row = tiny._ids(PROMPTS[2])
+    row = tiny.token_ids(PROMPTS[2])
     _, (grad,) = token_gradients(tiny, [row], 1, 3, "last")
     for position in (1, 4, 7):
         scores = grad[position].masked_fill(~allowed, -torch.inf)
@@ -181,8 +181,8 @@ def test_gemma_allowed_tokens_and_children(gemma) -> None:
     special = [i for i, token in added.items() if token.special]
     assert len(special) > 6000 and not allowed[special].any()  # the <unused…> tokens among them
     assert not allowed[gemma.tokenizer.convert_tokens_to_ids(["<start_of_turn>", "<0x41>", "\n"])].any()
-    assert allowed[gemma._ids(" the")].all()
-    row = gemma._ids("The quick brown fox jumps over the lazy dog")
+    assert allowed[gemma.token_ids(" the")].all()
+    row = gemma.token_ids("The quick brown fox jumps over the lazy dog")
     _, (grad,) = token_gradients(gemma, [row], 9, 840, "max")
     children = propose_children(gemma, row, grad, allowed, torch.Generator().manual_seed(0), 16, 64, 1, range(len(row)))
     assert children
@@ -190,23 +190,23 @@ def test_gemma_allowed_tokens_and_children(gemma) -> None:
         (changed,) = [i for i, (a, b) in enumerate(zip(child, row)) if a != b]
         text = gemma.tokenizer.decode([child[changed]])
         assert allowed[child[changed]] and text.isascii() and text.isprintable()
-        assert gemma._ids(gemma.tokenizer.decode(child)) == child
+        assert gemma.token_ids(gemma.tokenizer.decode(child)) == child
 
 
 def test_retokenization_filter(tiny) -> None:
-    row = tiny._ids("The capital")
+    row = tiny.token_ids("The capital")
     assert retokenizes(tiny, row)
     # The same text spelt with one token split in two: decoding gives the same text, which
     # tokenizes back to the merged token, so what would be measured is not this row.
     first = tiny.tokenizer.decode([row[0]])
-    split = tiny._ids(first[:1]) + tiny._ids(first[1:]) + row[1:]
+    split = tiny.token_ids(first[:1]) + tiny.token_ids(first[1:]) + row[1:]
     assert tiny.tokenizer.decode(split) == tiny.tokenizer.decode(row) and split != row
     assert not retokenizes(tiny, split)
 
 
 def test_cross_entropy_equals_the_transformers_loss_and_ignores_padding(tiny, tiny_model_dir) -> None:
     reference_model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
-    rows = [tiny._ids(p) for p in PROMPTS]
+    rows = [tiny.token_ids(p) for p in PROMPTS]
     batched = cross_entropy(tiny, rows)
     for row, loss in zip(rows, batched):
         ids = torch.tensor([tiny._with_bos(row)])

@@ -81,6 +81,6 @@ def test_gemma_control_tokens_written_in_a_prompt_are_measured_as_text(subject):
     tokenizer = subject.tokenizer
     control = {tokenizer.convert_tokens_to_ids(t) for t in ("<bos>", "<start_of_turn>")}
     assert control == {2, 105}  # what the tokenizer would make of them if it parsed the text
-    assert not control & set(subject._ids(prompt))
+    assert not control & set(subject.token_ids(prompt))
     (m,) = subject.measure([prompt], 9, NEURON)
     assert m["error"] == "" and "".join(m["tokens"]) == prompt

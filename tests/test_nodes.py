@@ -144,7 +144,7 @@ def test_semantic_filter_cuts_long_prompts_and_rejects_duplicates(ctx):
     state["source"] = "llm"
     state = step(semantic_filter, state, ctx)
     services = services_for(ctx, "test-run")
-    assert len(services.subject._ids(state["accepted"][0]["prompt"])) <= ctx.max_prompt_tokens
+    assert len(services.subject.token_ids(state["accepted"][0]["prompt"])) <= ctx.max_prompt_tokens
     assert state["accepted"][1:] == llm_batch("same prompt")
     assert state["stats"]["rejected_duplicate"] == 1 and state["stats"]["rejected_empty"] == 1
 

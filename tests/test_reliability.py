@@ -316,8 +316,8 @@ def llm_batches(result) -> dict[int, list[str]]:
 def silent_char_tokenizes_to_nothing(monkeypatch) -> None:
     """Some tokenizers drop characters they have no token for; GPT-2's never does, so the tiny
     model is made to drop U+2060 (word joiner): a prompt of only that tokenizes to nothing."""
-    original = SubjectModel._ids
-    monkeypatch.setattr(SubjectModel, "_ids", lambda self, prompt: original(self, prompt.replace("\u2060", "")))
+    original = SubjectModel.token_ids
+    monkeypatch.setattr(SubjectModel, "token_ids", lambda self, prompt: original(self, prompt.replace("\u2060", "")))
 
 
 BAD_ANSWERS = {
@@ -398,14 +398,14 @@ def test_ollama_failing_mid_run_retries_then_switches_to_the_embedded_llm(then, 
 @pytest.mark.parametrize("where", ["tokenizer", "forward pass"])
 def test_a_prompt_the_subject_model_cannot_take_is_recorded_as_failed_and_the_batch_goes_on(where, monkeypatch, tiny_model_dir, tmp_path):
     if where == "tokenizer":
-        original = SubjectModel._ids
+        original = SubjectModel.token_ids
 
         def ids(self, prompt):
             if "BOOM" in prompt:
                 raise ValueError("unexpected tokenization")
             return original(self, prompt)
 
-        monkeypatch.setattr(SubjectModel, "_ids", ids)
+        monkeypatch.setattr(SubjectModel, "token_ids", ids)
     else:
         original = SubjectModel._measure_batch
 

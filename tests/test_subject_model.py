@@ -55,7 +55,7 @@ def test_two_threads_measuring_two_neurons_at_two_layers_get_what_each_gets_alon
 def test_special_token_names_in_a_prompt_are_measured_as_text(subject):
     bos = subject.tokenizer.bos_token_id  # <|endoftext|>, GPT-2's BOS, EOS and padding alike
     prompt = "<|endoftext|>hello<|endoftext|> world"
-    assert bos not in subject._ids(prompt)
+    assert bos not in subject.token_ids(prompt)
     (m,) = subject.measure([prompt], 1, 3)
     assert m["error"] == "" and "".join(m["tokens"]) == prompt
     assert len(m["tokens"]) > 4  # the name is spelled out in several text tokens, not one control token

@@ -78,7 +78,7 @@ def _add_cross_entropy(subject: SubjectModel, records: list[Measurement], batch_
     BOS, is left out)."""
     ok = [r for r in records if not r["error"]]
     with subject.exclusive:  # the tokenizer may not be used by two threads at once
-        rows = [subject._ids(r["prompt"]) for r in ok]
+        rows = [subject.token_ids(r["prompt"]) for r in ok]
     for record, xent in zip(ok, cross_entropy(subject, rows, batch_size=batch_size)):
         record["xent"] = xent if math.isfinite(xent) else None
 

@@ -63,7 +63,7 @@ def embedding_scale(subject: SubjectModel) -> float:
         scale = _scales.get(subject)
         if scale is not None:
             return scale
-        tokens = torch.tensor([subject._with_bos(subject._ids(_SCALE_PROBE))], device=subject.device)
+        tokens = torch.tensor([subject._with_bos(subject.token_ids(_SCALE_PROBE))], device=subject.device)
         captured: list[torch.Tensor] = []
 
         def keep(embedded: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
@@ -185,7 +185,7 @@ def _usable_tokens(subject: SubjectModel) -> tuple[list[str], list[bool]]:
         tokenizer = subject.tokenizer
         size = min(len(tokenizer), _embedding_matrix(subject).shape[0])
         texts = tokenizer.batch_decode([[i] for i in range(size)])
-        # Tokenized as `SubjectModel._ids` tokenizes a prompt, in one batched call.
+        # Tokenized as `SubjectModel.token_ids` tokenizes a prompt, in one batched call.
         again = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         # Special tokens are excluded by name, not left to the round trip: with split_special_tokens
         # their text comes back as other tokens here, but a vocabulary that also holds that text as

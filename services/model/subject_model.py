@@ -136,7 +136,7 @@ class SubjectModel:
             for layer in range(self.n_layers)
             if f"blocks.{layer}.mlp.hook_post" in known
         ]
-        tokens = torch.tensor([self._with_bos(self._ids("Hi"))], device=self.device)
+        tokens = torch.tensor([self._with_bos(self.token_ids("Hi"))], device=self.device)
         with self.exclusive, torch.inference_mode():
             self.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
         missing = [layer for layer in range(self.n_layers) if layer not in shapes]
@@ -156,7 +156,7 @@ class SubjectModel:
                 "disagree: check the model folder's config.json."
             )
 
-    def _ids(self, prompt: str) -> list[int]:
+    def token_ids(self, prompt: str) -> list[int]:
         """The prompt's tokens; special tokens' names in the text stay text (see the module docstring)."""
         with self.exclusive:
             return self.tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
@@ -173,7 +173,7 @@ class SubjectModel:
         "" when nothing is left after tokenizing."""
         limit = min(max_tokens, self.n_ctx - 1)
         try:
-            ids = self._ids(prompt)
+            ids = self.token_ids(prompt)
         except Exception:  # measure() records why this prompt cannot be measured
             return prompt
         if not ids:
@@ -210,7 +210,7 @@ class SubjectModel:
         an array [len(prompts), d_mlp]. A prompt that tokenizes to nothing gets a row of NaN."""
         out = np.full((len(prompts), self.d_mlp), np.nan, dtype=np.float32)
         for start in range(0, len(prompts), batch_size):
-            chunk = [(i, self._ids(p)) for i, p in enumerate(prompts[start : start + batch_size], start)]
+            chunk = [(i, self.token_ids(p)) for i, p in enumerate(prompts[start : start + batch_size], start)]
             chunk = [(i, row) for i, row in chunk if row]
             if not chunk:
                 continue
@@ -248,7 +248,7 @@ class SubjectModel:
         return captured[0], len(rows[0]) - len(ids[0])
 
     def _measure_batch(self, prompts: list[str], layer: int, neuron: int, position: str) -> list[Measurement]:
-        ids = [self._ids(p) for p in prompts]
+        ids = [self.token_ids(p) for p in prompts]
         for prompt, row in zip(prompts, ids):
             if not row:
                 raise ValueError(f"{prompt!r} tokenizes to nothing")
