@@ -110,10 +110,12 @@ class SearchContext:
     # Seeds and where results go.
     seed_prompts: tuple[str, ...] = _knob((), "Extra seed prompts, measured first with the built-in ones.")
     builtin_seeds: bool = _knob(True, "Measure the built-in diverse seed prompts first.")
-    seed_corpus: bool = _knob(
-        False,
+    seed_corpus: bool | None = _knob(
+        None,
         "Also seed the search with the neuron's top --top-k snippets of real text (run.py exemplars' "
-        "corpus; the layer's first scan takes minutes, later neurons of the layer seconds).",
+        "corpus, saved where the report finds the dataset max; the layer's first scan takes minutes, "
+        "later neurons of the layer seconds). Unset: on for --strategy gradient and mixed, whose "
+        "gradient climbs best from real text, off for llm.",
     )
     results_dir: str = _knob("results", "Folder that holds one sub-folder per run.")
     run_id: str = _knob("", "Name of this run's folder under results_dir (empty: a new id).")
@@ -122,6 +124,11 @@ class SearchContext:
 def describe(name: str) -> str:
     """The help sentence of one context field."""
     return next(f.metadata["description"] for f in fields(SearchContext) if f.name == name)
+
+
+def seeds_from_corpus(ctx: SearchContext) -> bool:
+    """Whether the run is seeded with the neuron's top real snippets (--seed-corpus, or its default)."""
+    return ctx.strategy != "llm" if ctx.seed_corpus is None else ctx.seed_corpus
 
 
 def fluency_weights(ctx: SearchContext) -> list[float]:

@@ -38,12 +38,13 @@ def parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(SearchContext):
         if f.name in SPECIAL:
             continue
-        if str(f.type) == "bool":
+        if str(f.type) in ("bool", "bool | None"):
+            default = "" if f.default is None else f" (default: {'on' if f.default else 'off'})"
             p.add_argument(
                 "--" + f.name.replace("_", "-"),
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{f.metadata['description']} (default: {'on' if f.default else 'off'})",
+                help=f"{f.metadata['description']}{default}",
             )
             continue
         kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)

@@ -30,7 +30,6 @@ from common import machine, pick_neurons, tiny_model_dir
 
 from neuron_search import NeuronSearch
 from services.dataset.exemplars import exemplars
-from services.model.gradient import cross_entropy
 from services.runtime import subject_model
 
 
@@ -55,7 +54,12 @@ def main() -> None:
     parser.add_argument("--methods", default="gradient,mixed,llm")
     parser.add_argument("--snippets", type=int, default=5000, help="real-text snippets scanned for the dataset max")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seed-corpus", action="store_true", help="seed every run with the neuron's top real snippets")
+    parser.add_argument(
+        "--seed-corpus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="seed every run with the neuron's top real snippets (default: the search's own, on for gradient and mixed)",
+    )
     parser.add_argument("--smoke", action="store_true", help="the tiny test model, a scripted LLM, a few seconds")
     args = parser.parse_args()
     llm = "embedded"
@@ -74,7 +78,7 @@ def main() -> None:
     rows = []
     for neuron in neurons:
         top = exemplars(subject, args.layer, neuron, top_k=1, max_snippets=args.snippets).records[0]
-        (data_xent,) = cross_entropy(subject, [subject.token_ids(top["prompt"])])
+        (data_xent,) = subject.cross_entropy([subject.token_ids(top["prompt"])])
         row = {"neuron": neuron, "data": top["activation"], "data_xent": data_xent, "data_prompt": top["prompt"]}
         for method in methods:
             started = time.perf_counter()
@@ -95,7 +99,7 @@ def main() -> None:
     print(
         f"model {args.model}, layer {args.layer}, neurons {neurons} (seed {args.seed}); dataset: top of "
         f"{args.snippets} standard-library snippets; budgets {budgets} measured prompts (seeds included"
-        f"{', and the top real snippets with --seed-corpus' if args.seed_corpus else ''})\n"
+        f"; --seed-corpus {({None: 'at the search default (on for gradient and mixed)', True: 'on', False: 'off'})[args.seed_corpus]})\n"
         f"machine before: {load_before}\nmachine after:  {machine()}\n"
     )
     print("| neuron | dataset max (xent) | method | " + " | ".join(f"best @{b} (x dataset)" for b in budgets)

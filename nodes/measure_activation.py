@@ -1,7 +1,8 @@
 """measure_activation: run the accepted prompts through the subject model in padded batches.
 
 With the gradient in the search (--strategy gradient or mixed) each prompt's cross-entropy is
-measured too: the population's slots weigh it, and the report draws activation against it.
+measured too, in the same forward pass run on to the logits: the population's slots weigh it, and
+the report draws activation against it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext
 from services.errors import UserError
-from services.model.gradient import cross_entropy
 from services.runtime import context_of, services_for
 from state import SearchState
 
@@ -19,7 +19,12 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
     measured = services.subject.measure(
-        [c["prompt"] for c in state["accepted"]], ctx.layer, ctx.neuron, ctx.position, batch_size=ctx.batch_size
+        [c["prompt"] for c in state["accepted"]],
+        ctx.layer,
+        ctx.neuron,
+        ctx.position,
+        batch_size=ctx.batch_size,
+        fluency=ctx.strategy != "llm",
     )
     errors = {m["error"] for m in measured}
     # One bad prompt is recorded and the search goes on; the same error for every prompt of a batch
@@ -31,9 +36,4 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
             f"{ctx.layer} neuron {ctx.neuron} here; nothing of this batch was stored. Fix the cause (the "
             "model, --device, free memory) and continue with --resume."
         )
-    if ctx.strategy != "llm":
-        ok = [m for m in measured if not m["error"]]
-        rows = [services.subject.token_ids(m["prompt"]) for m in ok]
-        for m, xent in zip(ok, cross_entropy(services.subject, rows, batch_size=ctx.batch_size)):
-            m["xent"] = xent
     return SearchState(measured=measured)

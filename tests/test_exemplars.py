@@ -126,13 +126,12 @@ def test_the_top_k_are_the_highest_by_an_independent_measurement(subject, small_
 
 def test_each_example_is_saved_with_its_cross_entropy_where_a_report_finds_it(subject, small_corpus, tmp_path):
     from services.dataset.exemplars import read_exemplars, write_exemplars
-    from services.model.gradient import cross_entropy
 
     result = exemplars(subject, 1, 17, small_corpus, top_k=4, max_snippets=0)
     path = write_exemplars(result, tmp_path / "results")["json"]
     saved = json.loads(path.read_text())["records"]
     for record in saved:  # each measured on its own, so the batch's padding cannot have changed it
-        (alone,) = cross_entropy(subject, [subject.token_ids(record["prompt"])])
+        (alone,) = subject.cross_entropy([subject.token_ids(record["prompt"])])
         assert record["xent"] == pytest.approx(alone, abs=1e-4) and record["xent"] > 0
     found = read_exemplars(tmp_path / "results", subject.name, 1, 17)
     assert found is not None and found["records"] == saved

@@ -13,7 +13,6 @@ from transformers import AutoModelForCausalLM
 
 from services.model.gradient import (
     allowed_tokens,
-    cross_entropy,
     embedding_scale,
     propose_children,
     retokenizes,
@@ -207,10 +206,21 @@ def test_retokenization_filter(tiny) -> None:
 def test_cross_entropy_equals_the_transformers_loss_and_ignores_padding(tiny, tiny_model_dir) -> None:
     reference_model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
     rows = [tiny.token_ids(p) for p in PROMPTS]
-    batched = cross_entropy(tiny, rows)
+    batched = tiny.cross_entropy(rows)
     for row, loss in zip(rows, batched):
         ids = torch.tensor([tiny._with_bos(row)])
         with torch.inference_mode():
             reference = float(reference_model(ids, labels=ids).loss)  # mean over the tokens after BOS
         assert loss == pytest.approx(reference, abs=1e-4)
-        assert cross_entropy(tiny, [row]) == pytest.approx([loss], abs=1e-5)  # alone: no padding
+        assert tiny.cross_entropy([row]) == pytest.approx([loss], abs=1e-5)  # alone: no padding
+
+
+def test_a_measurement_with_fluency_is_the_plain_measurement_plus_the_cross_entropy(tiny) -> None:
+    # One forward pass run on to the logits gives both numbers: each must equal what its own pass gives.
+    plain = tiny.measure(PROMPTS, 1, 3, "max", batch_size=3)
+    fused = tiny.measure(PROMPTS, 1, 3, "max", batch_size=3, fluency=True)
+    alone = tiny.cross_entropy([tiny.token_ids(p) for p in PROMPTS])
+    for a, b, xent in zip(plain, fused, alone):
+        assert a["xent"] is None
+        assert b["activation"] == pytest.approx(a["activation"], abs=1e-6) and b["values"] == a["values"]
+        assert b["xent"] == pytest.approx(xent, abs=1e-5)

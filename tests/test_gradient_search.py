@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from context import SearchContext, fluency_weights
+import pytest
+
+from context import SearchContext, fluency_weights, seeds_from_corpus
 from helpers import fresh_answers, scripted
 from neuron_search import NeuronSearch
 from services.search.population import slot_loss, update_population
@@ -14,7 +16,8 @@ SEEDS = ("The quick brown fox jumps over the lazy dog.", "1, 2, 4, 8, 16, 32", "
 def gradient_search(tiny_model_dir, tmp_path, **settings) -> NeuronSearch:
     base = dict(
         model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
-        builtin_seeds=False, seed_prompts=SEEDS, population=4, children=4, results_dir=str(tmp_path), run_id="grad",
+        builtin_seeds=False, seed_prompts=SEEDS, seed_corpus=False, population=4, children=4, results_dir=str(tmp_path),
+        run_id="grad",
     )  # fmt: skip
     return NeuronSearch(**{**base, **settings})
 
@@ -70,15 +73,26 @@ def test_mixed_takes_turns_between_the_llm_and_the_gradient(tiny_model_dir, tmp_
 
 
 def test_seed_corpus_starts_the_search_from_the_neurons_top_real_text(tiny_model_dir, tmp_path, monkeypatch):
-    from services.dataset.exemplars import exemplars
+    from services.dataset.exemplars import exemplars, read_exemplars
     from services.runtime import subject_model
 
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))  # the scan's cache, not the user's
-    result = gradient_search(tiny_model_dir, tmp_path, seed_corpus=True, top_k=5, iterations=1).run(progress=False)
+    # Unset, --seed-corpus is on for a gradient run; the report then finds the dataset max.
+    result = gradient_search(tiny_model_dir, tmp_path, seed_corpus=None, top_k=5, iterations=1).run(progress=False)
     real = exemplars(subject_model(str(tiny_model_dir), "cpu"), 1, 3, top_k=5).records
     seeds = {r["prompt"] for r in result.records if r["source"] == "seed"}
     assert {r["prompt"] for r in real} <= seeds and set(SEEDS) <= seeds
     assert result.best[1] >= real[0]["activation"] - 1e-6
+    saved = read_exemplars(tmp_path, str(tiny_model_dir), 1, 3)
+    assert saved is not None and saved["records"][0]["activation"] == pytest.approx(real[0]["activation"], abs=1e-6)
+    report = (result.run_dir / "report.html").read_text()
+    assert "Dataset max" in report and "No dataset max to compare with yet" not in report
+
+
+def test_seed_corpus_is_on_by_default_for_the_gradient_and_off_for_the_llm():
+    assert [seeds_from_corpus(SearchContext(strategy=s)) for s in ("llm", "gradient", "mixed")] == [False, True, True]
+    assert not seeds_from_corpus(SearchContext(strategy="gradient", seed_corpus=False))
+    assert seeds_from_corpus(SearchContext(strategy="llm", seed_corpus=True))
 
 
 def test_a_gradient_batch_with_nothing_new_goes_to_the_fallback_not_round_in_circles():

@@ -29,7 +29,6 @@ from services.reports import report
 from services.model.bundled import cache_root
 from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
 from services.errors import UserError
-from services.model.gradient import cross_entropy
 from services.model.subject_model import EMBEDDED, SubjectModel
 from state import Measurement
 
@@ -66,21 +65,13 @@ def exemplars(
     snippets, maxima = layer_scan(subject, layer, source, max_snippets, batch_size, console)
     column = np.nan_to_num(maxima[:, neuron], nan=-np.inf)
     best = np.argsort(-column, kind="stable")[:top_k]
-    records = subject.measure([snippets[i] for i in best], layer, neuron, "max", batch_size)
+    # With each snippet's cross-entropy, as a gradient run measures its prompts'.
+    records = subject.measure([snippets[i] for i in best], layer, neuron, "max", batch_size, fluency=True)
     records.sort(key=lambda r: -r["activation"])
-    _add_cross_entropy(subject, records, batch_size)
+    for record in records:  # not finite for a one-token snippet of a model without BOS: left out
+        if record["xent"] is not None and not math.isfinite(record["xent"]):
+            record["xent"] = None
     return Exemplars(subject.name, layer, neuron, source.description, len(snippets), records)
-
-
-def _add_cross_entropy(subject: SubjectModel, records: list[Measurement], batch_size: int) -> None:
-    """Each measured snippet's cross-entropy, as a gradient run measures its prompts' (a few forward
-    passes for the top k; a value that is not finite, as for a one-token snippet of a model without
-    BOS, is left out)."""
-    ok = [r for r in records if not r["error"]]
-    with subject.exclusive:  # the tokenizer may not be used by two threads at once
-        rows = [subject.token_ids(r["prompt"]) for r in ok]
-    for record, xent in zip(ok, cross_entropy(subject, rows, batch_size=batch_size)):
-        record["xent"] = xent if math.isfinite(xent) else None
 
 
 def layer_scan(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import weakref
 
 import torch
-import torch.nn.functional as F
 
 from services.errors import UserError
 from services.model.subject_model import SubjectModel
@@ -38,18 +37,6 @@ class _Stop(Exception):
 def _embedding_matrix(subject: SubjectModel) -> torch.Tensor:
     """W_E, [d_vocab, d_model], outside autograd: gradients are taken on `e`, never on weights."""
     return subject.bridge.embed.original_component.weight.detach()
-
-
-def _padded(subject: SubjectModel, rows: list[list[int]]) -> tuple[torch.Tensor, int]:
-    """The rows with BOS in front, right-padded (as `SubjectModel._forward` pads), on the model's
-    device, and the position of each row's first text token."""
-    if not rows or any(not row for row in rows):
-        raise ValueError("every row needs at least one token")
-    full = [subject._with_bos(row) for row in rows]
-    tokens = torch.full((len(full), max(map(len, full))), subject._pad, dtype=torch.long)
-    for i, row in enumerate(full):
-        tokens[i, : len(row)] = torch.tensor(row)
-    return tokens.to(subject.device), len(full[0]) - len(rows[0])
 
 
 def embedding_scale(subject: SubjectModel) -> float:
@@ -106,7 +93,7 @@ def token_gradients(
     if position not in ("max", "last"):
         raise ValueError(f"position must be 'max' or 'last', not {position!r}")
     scale = embedding_scale(subject)
-    tokens, offset = _padded(subject, rows)
+    tokens, offset = subject.padded(rows)
     leaves: list[torch.Tensor] = []
     read: list[torch.Tensor] = []
 
@@ -143,30 +130,6 @@ def token_gradients(
     unembedded = _embedding_matrix(subject).T
     grads = [((grad_e[i, offset : offset + len(row)] * scale) @ unembedded).float().cpu() for i, row in enumerate(rows)]
     return activations.detach().float().cpu(), grads
-
-
-def cross_entropy(subject: SubjectModel, rows: list[list[int]], batch_size: int = 16) -> list[float]:
-    """Each row's mean next-token loss of its own text tokens under the full model: its fluency
-    (lower reads more naturally). The first text token is predicted from BOS; a model without a
-    BOS token cannot predict the first one, which is then left out.
-
-    One right-padded forward pass with logits per `batch_size` rows: the logits are
-    [rows, positions, d_vocab], over 100 MB for 8 rows of 12 tokens on a 262k vocabulary.
-    """
-    losses: list[float] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        tokens, offset = _padded(subject, chunk)
-        # Position t predicts token t + 1; targets left at -100 (padding) are not counted.
-        targets = torch.full((len(chunk), tokens.shape[1] - 1), -100, dtype=torch.long, device=subject.device)
-        for i, row in enumerate(chunk):
-            targets[i, : offset + len(row) - 1] = tokens[i, 1 : offset + len(row)]
-        with subject.exclusive, torch.inference_mode():
-            logits = subject.bridge(tokens, return_type="logits")
-            per_token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
-            counted = (targets != -100).sum(dim=1)
-            losses.extend((per_token.sum(dim=1) / counted).tolist())
-    return losses
 
 
 def _usable_tokens(subject: SubjectModel) -> tuple[list[str], list[bool]]:
