@@ -70,6 +70,9 @@ class ChatLlamaCpp(BaseChatModel):
     seed: int | None = None
     # llama.cpp's default (1.0) lets a 135M model loop on one line until max_tokens; 1.1 stops most loops.
     repeat_penalty: float = 1.1
+    # llama.cpp's structured output, e.g. {"type": "json_object", "schema": {...}}: a grammar built
+    # from the schema constrains sampling, so even a 135M model answers parseable JSON.
+    response_format: dict[str, Any] | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -83,6 +86,7 @@ class ChatLlamaCpp(BaseChatModel):
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "repeat_penalty": self.repeat_penalty,
+            "response_format": self.response_format,
         }
 
     def _generate(
@@ -101,6 +105,7 @@ class ChatLlamaCpp(BaseChatModel):
                 max_tokens=kwargs.get("max_tokens", self.max_tokens),
                 seed=kwargs.get("seed", self.seed),
                 repeat_penalty=kwargs.get("repeat_penalty", self.repeat_penalty),
+                response_format=kwargs.get("response_format", self.response_format),
                 stop=stop or [],
             )
         choice = completion["choices"][0]

@@ -1,0 +1,61 @@
+"""Ask the LLM what the neuron detects, from the examples it fired on (delphi's explainer)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from services.explain.examples import format_example
+from services.explain.structured import ask_json
+from services.llm.proposer import resolve_llm
+from services.storage.record_store import StoredRecord
+
+MAX_EXPLANATION_CHARS = 300  # one sentence; a bound also lets a grammar-constrained answer close
+EXPLANATION_MARK = "[EXPLANATION]:"
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"explanation": {"type": "string", "maxLength": MAX_EXPLANATION_CHARS}},
+    "required": ["explanation"],
+}
+
+SYSTEM_PROMPT = """\
+You are an interpretability researcher. You read texts on which one neuron of a language model \
+fires and say, in one short sentence, what they have in common that makes it fire.
+In each text the tokens where the neuron fires most are between << and >>; the line after it \
+gives each such token's activation from 0 (none) to 10 (the strongest seen).
+Describe the pattern (a kind of word, a topic, a format, a position), not single examples, and \
+do not mention the << >> marks. No lists, no alternatives.
+Answer with JSON only: {"explanation": "your sentence"}."""
+
+REQUEST_TEMPLATE = """\
+Texts on which the neuron fires:
+
+{examples}
+
+What makes this neuron fire? Answer with JSON only: {{"explanation": "..."}}"""
+
+
+def build_explain_request(examples: Sequence[StoredRecord], scale_max: float) -> list[BaseMessage]:
+    """The messages of the explainer's call: the examples in delphi's marked format."""
+    shown = "\n\n".join(f"Text {i}: {format_example(r, scale_max)}" for i, r in enumerate(examples, 1))
+    return [SystemMessage(SYSTEM_PROMPT), HumanMessage(REQUEST_TEMPLATE.format(examples=shown))]
+
+
+def explain(llm_spec: str, examples: Sequence[StoredRecord], scale_max: float, seed: int = 0) -> str:
+    """The LLM's one-sentence explanation of the examples ("" when its answer held none)."""
+    answer = ask_json(resolve_llm(llm_spec), build_explain_request(examples, scale_max), SCHEMA, seed=seed)
+    if answer.value is not None:
+        text = answer.value.get("explanation")
+        return text.strip() if isinstance(text, str) else ""
+    return free_text_explanation(answer.raw)
+
+
+def free_text_explanation(raw: str) -> str:
+    """The explanation of an answer that is not JSON: its `[EXPLANATION]:` line (delphi's format),
+    else its last non-empty line, without surrounding quotes."""
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    marked = [line for line in lines if line.upper().startswith(EXPLANATION_MARK)]
+    line = marked[-1][len(EXPLANATION_MARK) :] if marked else (lines[-1] if lines else "")
+    return line.strip().strip("\"'“”‘’`").strip()

@@ -1,0 +1,75 @@
+"""Ask an LLM for JSON of a given schema, through the LLM's own structured-output support.
+
+A free-text answer from a small model is hard to parse; a schema makes it easy or, where the LLM
+enforces it while sampling, certain. llama.cpp (the embedded LLM) turns the schema into a grammar,
+Ollama takes it as `format`; any other chat model gets the plain request, whose text asks for the
+same JSON. Scoring calls the LLM many times, so one bad answer must cost one data point, never the
+run: nothing here raises on what the LLM does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, NamedTuple
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+
+from services.llm.embedded_llm import ChatLlamaCpp
+from services.llm.proposer import chat_model
+
+log = logging.getLogger("neuron_search")
+
+
+class JsonAnswer(NamedTuple):
+    value: dict[str, Any] | None  # the answer's JSON object, None when it held none (or the call failed)
+    raw: str  # the answer's text as the LLM wrote it ("" when the call failed)
+
+
+def ask_json(
+    llm_spec: str,
+    messages: list[BaseMessage],
+    schema: dict[str, Any],
+    seed: int = 0,
+    max_tokens: int | None = None,
+) -> JsonAnswer:
+    """One call at temperature 0 to the LLM of a resolved spec, asking for JSON of `schema`.
+
+    `max_tokens` caps the answer where the chat model has a cap (llama.cpp's max_tokens, Ollama's
+    num_predict); a schema's maxLength and maxItems keep a constrained answer short enough to close.
+    """
+    model = _constrained(chat_model(llm_spec, temperature=0.0, seed=seed), schema, max_tokens)
+    try:
+        answer = model.invoke(messages)
+    except Exception as error:  # a failed call is one unanswered question, counted by the caller
+        log.warning("The LLM %s failed (%s: %s).", llm_spec, type(error).__name__, error)
+        return JsonAnswer(None, "")
+    raw = answer.content if isinstance(answer.content, str) else str(answer.content)
+    return JsonAnswer(parse_json_object(raw), raw)
+
+
+def _constrained(model: BaseChatModel, schema: dict[str, Any], max_tokens: int | None) -> BaseChatModel:
+    """A copy of `model` that enforces `schema` where its backend can, else `model` itself."""
+    if isinstance(model, ChatLlamaCpp):
+        update = {"response_format": {"type": "json_object", "schema": schema}, "max_tokens": max_tokens}
+    elif type(model).__name__ == "ChatOllama":  # by name: langchain_ollama loads only for Ollama specs
+        update = {"format": schema, "num_predict": max_tokens}
+    else:
+        return model
+    return model.model_copy(update={key: value for key, value in update.items() if value is not None})
+
+
+def parse_json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object an answer holds: the whole text, or its outermost {...} when the LLM
+    wrapped it in chatter or a code fence; None when there is none."""
+    stripped = text.strip()
+    start, end = stripped.find("{"), stripped.rfind("}")
+    for candidate in (stripped, stripped[start : end + 1] if 0 <= start < end else ""):
+        try:
+            value = json.loads(candidate)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
