@@ -73,6 +73,18 @@ class SearchContext:
     )
     ascii_only: bool = _knob(True, "The gradient proposes only tokens written in printable ASCII.")
 
+    # What the neuron detects.
+    explain: bool = _knob(
+        True,
+        "End the run with the LLM's one-sentence explanation of what the neuron detects, scored beside a "
+        "control on prompts the explainer never saw (a few dozen LLM calls; run.py explain RUN_ID does it later).",
+    )
+    explain_every: int = _knob(
+        0,
+        "Every this many iterations, explain the records so far, score that by generation, and put it into "
+        "the LLM's requests so the search tests and refines it (0: never).",
+    )
+
     # The semantic filter.
     embedder: str = _knob(
         "all-MiniLM-L6-v2",
@@ -170,7 +182,7 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--top-k must be at least 1")
     if ctx.max_prompt_tokens < 1:
         problems.append("--max-prompt-tokens must be at least 1")
-    for name in ("iterations", "max_prompts", "time_limit", "patience", "max_attempts"):
+    for name in ("iterations", "max_prompts", "time_limit", "patience", "max_attempts", "explain_every"):
         if getattr(ctx, name) < 0:
             problems.append(f"--{name.replace('_', '-')} cannot be negative")
     if not 0.0 <= ctx.similarity_threshold <= 1.0:

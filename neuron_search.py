@@ -24,6 +24,7 @@ from graph import build_graph, steps_per_iteration
 from nodes.stagnation_check import stop_reason
 from services.reports.display import ProgressDisplay, RichProgress
 from services.errors import UserError
+from services.explain.run_explanation import read_explanation
 from services.storage.record_store import RecordStore, StoredRecord
 from services.storage.run_folder import check_identity, new_run_id, open_run, settings_file
 from state import Record, SearchState
@@ -46,6 +47,12 @@ class SearchResult:
     @property
     def stats(self) -> dict[str, int]:
         return dict(self.state["stats"])
+
+    @property
+    def explanation(self) -> dict:
+        """What the neuron detects, as the run ended: {"explanation": the sentence, "scores": detection
+        and generation beside a control, ...} (explanation.json's final block; {} with --no-explain)."""
+        return read_explanation(self.run_dir).get("final", {})
 
     @property
     def stop_reason(self) -> str:
@@ -169,7 +176,9 @@ class NeuronSearch:
                 if state.get("route") == "done" or stop.is_set():
                     break
             if stop.is_set() and state.get("route") != "done":
-                state = {**state, "stop_reason": "stopped by the user"}
+                return {**state, "stop_reason": "stopped by the user"}
+            if graph.get_state(config).next:  # the explanation, after a finished search (--explain)
+                state = graph.invoke(None, config, context=ctx)
         return state
 
 

@@ -6,12 +6,14 @@
     python run.py --list                            # past runs
     python run.py report RUN_ID                     # rebuild a run's report.html
     python run.py exemplars --neuron 840            # the neuron's top snippets of real text
+    python run.py explain RUN_ID                    # explain a finished run's neuron, and score that
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -33,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
         prog="run.py",
         description="Search for text prompts that maximally activate one MLP neuron of a transformer. "
         "Subcommands: `run.py report RUN_ID` rebuilds a run's report, `run.py exemplars` shows a neuron's "
-        "top snippets of real text, `run.py --list` lists runs.",
+        "top snippets of real text, `run.py explain RUN_ID` explains a finished run's neuron and scores that, "
+        "`run.py --list` lists runs.",
     )
     for f in dataclasses.fields(SearchContext):
         if f.name in SPECIAL:
@@ -110,6 +113,8 @@ def main(argv: list[str]) -> int:
             return report_command(argv[1:], console)
         if argv[:1] == ["exemplars"]:
             return exemplars_command(argv[1:], console)
+        if argv[:1] == ["explain"]:
+            return explain_command(argv[1:], console)
         args = parser().parse_args(argv)
         results_dir = args.results_dir or SearchContext.results_dir
         if args.list:
@@ -153,6 +158,39 @@ def report_command(argv: list[str], console) -> int:
         raise UserError(f"There is no run {args.run_id!r} in {args.results_dir}/. `python run.py --list` shows the runs there.")
     paths = write_run_results(run_dir)
     console.print(f"Wrote {paths['html']}")
+    return 0
+
+
+def explain_command(argv: list[str], console) -> int:
+    from services.explain.run_explanation import explain_run, measurer
+    from services.llm.proposer import resolve_llm
+    from services.reports.explanation_view import explanation_table
+    from services.reports.results import write_run_results
+    from services.runtime import subject_model
+
+    p = argparse.ArgumentParser(
+        prog="run.py explain",
+        description="Explain what a finished run's neuron detects (the LLM reads its top prompts and a sample "
+        "across activations), score that beside a control on held-out prompts (detection) and on new prompts "
+        "written from it and measured (generation), and add it to the run's results and report.",
+    )
+    p.add_argument("run_id")
+    p.add_argument("--results-dir", default=SearchContext.results_dir)
+    p.add_argument("--llm", default=None, help=f"{describe('llm')} (default: the run's)")
+    p.add_argument("--device", default=None, help=f"{describe('device')} (default: the run's)")
+    args = p.parse_args(argv)
+    run_dir = Path(args.results_dir) / args.run_id
+    if not (run_dir / "records.sqlite").is_file():
+        raise UserError(f"There is no run {args.run_id!r} with records in {args.results_dir}/. `python run.py --list` shows the runs there.")
+    settings = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    subject = subject_model(settings["model"], args.device or settings["device"])
+    subject.validate(settings["layer"], settings["neuron"])
+    measure = measurer(subject, settings["layer"], settings["neuron"], settings["position"], settings["batch_size"])
+    with console.status("Explaining the neuron and scoring that on held-out prompts ..."):
+        final = explain_run(run_dir, resolve_llm(args.llm or settings["llm"]), measure, seed=settings["seed"])
+    console.print(explanation_table(final))
+    paths = write_run_results(run_dir)
+    console.print(f"Wrote {run_dir / 'explanation.json'} and {paths['html']}")
     return 0
 
 

@@ -71,6 +71,7 @@ class Stats(TypedDict):
     regenerations: int  # LLM batches asked again because all were rejected
     fallback_batches: int  # batches made by the random fallback
     gradient_batches: int  # batches of token swaps proposed by the gradient
+    explain_llm_calls: int  # LLM calls spent explaining the neuron and scoring explanations
 
 
 class SearchState(TypedDict, total=False):
@@ -85,6 +86,8 @@ class SearchState(TypedDict, total=False):
     bottom: list[Record]  # the bottom-k records, lowest first
     population: list[Member]  # the gradient search's slots, one per fluency weight (empty for --strategy llm)
     best: Record | None
+    hypothesis: str  # the latest --explain-every explanation and its score, shown to the LLM ("" before one)
+    explanation: str  # the run's final explanation (explanation.json holds its scores)
     stats: Stats
     attempts: int  # consecutive LLM batches rejected whole
     since_improvement: int  # prompts measured since the best last rose by min_improvement
@@ -110,6 +113,7 @@ def empty_stats() -> Stats:
         regenerations=0,
         fallback_batches=0,
         gradient_batches=0,
+        explain_llm_calls=0,
     )
 
 

@@ -7,8 +7,10 @@ from langgraph.graph import END, START, StateGraph
 from context import SearchContext
 from graph.routing import after_check, after_filter
 from nodes import (
+    explain,
     generate,
     gradient,
+    hypothesize,
     measure_activation,
     random_fallback,
     seed,
@@ -30,6 +32,8 @@ def build_graph() -> StateGraph:
     builder.add_node("update_records", update_records)
     builder.add_node("stagnation_check", stagnation_check)
     builder.add_node("random_fallback", random_fallback)
+    builder.add_node("hypothesize", hypothesize)
+    builder.add_node("explain", explain)
 
     builder.add_edge(START, "seed")
     builder.add_edge("seed", "semantic_filter")
@@ -40,9 +44,12 @@ def build_graph() -> StateGraph:
     builder.add_edge("measure_activation", "update_records")
     builder.add_edge("update_records", "stagnation_check")
     builder.add_conditional_edges("stagnation_check", after_check)
+    builder.add_edge("hypothesize", "generate")
+    builder.add_edge("explain", END)
     return builder
 
 
-# Super-steps one iteration can take at most: regenerations, the fallback, and the five-node loop.
+# Super-steps one iteration can take at most: regenerations, the fallback, the five-node loop,
+# a hypothesis, and at the end the explanation.
 def steps_per_iteration(max_attempts: int) -> int:
-    return (max_attempts + 2) * 2 + 5
+    return (max_attempts + 2) * 2 + 7

@@ -29,17 +29,20 @@ def after_filter(
 
 def after_check(
     state: SearchState, runtime: Runtime[SearchContext]
-) -> Literal["generate", "gradient", "random_fallback", "__end__"]:
-    """done → END, stalled → random_fallback; going on, the --strategy picks the proposer: the LLM,
-    the gradient (once the population holds a prompt), or the two in turn."""
+) -> Literal["generate", "gradient", "random_fallback", "hypothesize", "explain", "__end__"]:
+    """done → the explanation (or END with --no-explain), stalled → random_fallback; going on, the
+    --strategy picks the proposer: the LLM, the gradient (once the population holds a prompt), or
+    the two in turn; every --explain-every iterations the LLM's turn starts with a new hypothesis."""
+    ctx = context_of(runtime)
     if state["route"] == "done":
-        return END
+        return "explain" if ctx.explain else END
     if state["route"] == "stalled":
         return "random_fallback"
-    strategy = context_of(runtime).strategy
-    gradient_turn = strategy == "gradient" or (strategy == "mixed" and state["iteration"] % 2 == 1)
+    gradient_turn = ctx.strategy == "gradient" or (ctx.strategy == "mixed" and state["iteration"] % 2 == 1)
     if gradient_turn and state.get("population"):
         return "gradient"
-    if strategy == "gradient":  # nothing measured yet to climb from
+    if ctx.strategy == "gradient":  # nothing measured yet to climb from
         return "random_fallback"
+    if ctx.explain_every and state["iteration"] >= ctx.explain_every and state["iteration"] % ctx.explain_every == 0:
+        return "hypothesize"
     return "generate"

@@ -21,7 +21,7 @@ from state import Candidate, SearchState, bump
 def generate(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
-    request = build_request(ctx, state["top"], state["bottom"], state["rejected_similar"])
+    request = build_request(ctx, state["top"], state["bottom"], state["rejected_similar"], state.get("hypothesis", ""))
     stats = state["stats"]
     answer = services.proposer.propose(request, seed=ctx.seed + stats["llm_calls"])
     prompts = parse_prompts(answer or "", limit=ctx.batch_size)

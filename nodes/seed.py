@@ -39,6 +39,8 @@ def seed(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
         bottom=[],
         population=[],
         best=None,
+        hypothesis="",
+        explanation="",
         stats=bump(empty_stats(), generated=len(candidates)),
         attempts=0,
         since_improvement=0,

@@ -21,7 +21,7 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def test_offline_search_on_the_bundled_model_and_embedded_llm(tmp_path):
     done = run_cli(
         "--model", "embedded", "--llm", "embedded", "--layer", "6", "--neuron", "123",
-        "--iterations", "2", "--batch-size", "4", "--results-dir", str(tmp_path), "--quiet",
+        "--iterations", "2", "--batch-size", "4", "--results-dir", str(tmp_path), "--quiet", "--no-explain",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Top 10 prompts" in done.stdout and "Bottom 10 prompts" in done.stdout and "Statistics" in done.stdout
@@ -32,6 +32,16 @@ def test_offline_search_on_the_bundled_model_and_embedded_llm(tmp_path):
     assert (run_dir / "report.html").stat().st_size > 1000
     assert (run_dir / "records.csv").read_text().count("\n") > 20
     assert str(run_dir) in done.stdout.replace("\n", "")
+    assert results["explanation"] is None
+
+    # Explained afterwards, offline, by the embedded LLM: the sentence, its scores and the control's.
+    explained = run_cli("explain", run_dir.name, "--results-dir", str(tmp_path))
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    final = json.loads((run_dir / "results.json").read_text())["explanation"]
+    assert final["explanation"] and final["llm"] == "embedded"
+    assert not set(final["held_out"]["high"] + final["held_out"]["low"]) & set(final["shown"])
+    assert set(final["scores"]) == {"explanation", "control"}
+    assert "What the neuron detects" in explained.stdout and "What the neuron detects" in (run_dir / "report.html").read_text()
 
 
 def test_help_explains_every_option():

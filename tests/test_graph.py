@@ -26,11 +26,17 @@ def tiny_search(tiny_model_dir, tmp_path, llm, **settings) -> NeuronSearch:
     return NeuronSearch(**{**base, **settings})
 
 
-def test_graph_has_the_eight_nodes_and_conditional_edges():
+def test_graph_has_the_ten_nodes_and_conditional_edges():
     drawn = build_graph().compile().get_graph()
     nodes = set(drawn.nodes) - {"__start__", "__end__"}
-    assert nodes == {"seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback", "gradient"}
+    assert nodes == {
+        "seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback",
+        "gradient", "hypothesize", "explain",
+    }  # fmt: skip
     conditional = {(e.source, e.target) for e in drawn.edges if e.conditional}
+    plain = {(e.source, e.target) for e in drawn.edges if not e.conditional}
+    assert {("stagnation_check", "explain"), ("stagnation_check", "hypothesize")} <= conditional
+    assert {("hypothesize", "generate"), ("explain", "__end__")} <= plain
     assert ("stagnation_check", "generate") in conditional
     assert ("stagnation_check", "random_fallback") in conditional
     assert ("stagnation_check", "__end__") in conditional

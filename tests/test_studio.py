@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 300
 
-NODES = {"seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback", "gradient"}
+NODES = {
+    "seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback",
+    "gradient", "hypothesize", "explain",
+}  # fmt: skip
 CONDITIONAL_EDGES = {
+    ("stagnation_check", "hypothesize"),
+    ("stagnation_check", "explain"),
     ("stagnation_check", "generate"),
     ("stagnation_check", "random_fallback"),
     ("stagnation_check", "gradient"),
@@ -187,7 +192,7 @@ def test_a_short_search_runs_to_completion_through_the_server(client, studio, ti
     # call, so the run needs no LLM; "embedded" is only resolved, never loaded.
     context = dict(
         model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm="embedded",
-        batch_size=4, iterations=1, results_dir=str(tmp_path), run_id="studio-run",
+        batch_size=4, iterations=1, results_dir=str(tmp_path), run_id="studio-run", explain=False,
     )
     started = time.monotonic()
     final = client.runs.wait(None, "neuron_search", input={}, context=context, raise_error=False)
@@ -236,7 +241,8 @@ def test_two_studio_runs_at_once_get_the_activations_each_gets_alone(client, tin
     def start(name: str) -> None:
         layer, neuron = runs[name]
         context = dict(model=str(tiny_model_dir), layer=layer, neuron=neuron, device="cpu", llm="embedded",
-                       batch_size=4, iterations=1, seed_prompts=seeds, results_dir=str(tmp_path), run_id=f"at-once-{name}")  # fmt: skip
+                       batch_size=4, iterations=1, seed_prompts=seeds, results_dir=str(tmp_path), run_id=f"at-once-{name}",
+                       explain=False)  # fmt: skip
         finals[name] = client.runs.wait(None, "neuron_search", input={}, context=context, raise_error=False)
 
     threads = [threading.Thread(target=start, args=(name,)) for name in runs]

@@ -141,8 +141,9 @@ def test_each_iteration_is_a_root_trace_tagged_with_the_neuron(collector, tiny_m
 
     runs = collector.runs()
     roots = [r for r in runs.values() if not r.get("parent_run_id")]
-    # NeuronSearch invokes the graph once per iteration, so each iteration is one trace.
-    assert len(roots) == 2, [r.get("name") for r in roots]
+    # NeuronSearch invokes the graph once per iteration, so each iteration is one trace, and the
+    # explanation at the end one more, with the same tags and metadata.
+    assert len(roots) == 3, [r.get("name") for r in roots]
     for root in roots:
         assert root["name"] == "neuron-search L1 N3"
         assert {"neuron-search", "layer:1", "neuron:3", f"model:{tiny_model_dir}"} <= set(root["tags"])
@@ -156,8 +157,9 @@ def test_each_iteration_is_a_root_trace_tagged_with_the_neuron(collector, tiny_m
     names_by_trace: dict[str, set[str]] = {}
     for run in runs.values():
         names_by_trace.setdefault(run.get("trace_id"), set()).add(run.get("name"))
-    first, second = sorted(roots, key=lambda r: r.get("start_time", ""))
+    first, second, last = sorted(roots, key=lambda r: r.get("start_time", ""))
     assert {"seed", "semantic_filter", "measure_activation", "update_records", "stagnation_check"} <= names_by_trace[first["id"]]
+    assert "explain" in names_by_trace[last["id"]] and "explain" not in names_by_trace[second["id"]]
     assert {"generate", "FakeListChatModel"} <= names_by_trace[second["id"]]
     assert "generate" not in names_by_trace[first["id"]]
 

@@ -30,7 +30,7 @@ Answer with the prompts only, one per line: no numbering, no quotes, no explanat
 
 REQUEST_TEMPLATE = """\
 Neuron {neuron} in layer {layer} of {model}.
-{hint}
+{hint}{hypothesis}
 Prompts that made it fire MOST:
 {top}
 
@@ -50,9 +50,10 @@ def _table(records: Sequence[Record]) -> str:
 
 
 def build_request(
-    ctx: SearchContext, top: Sequence[Record], bottom: Sequence[Record], rejected: Sequence[str]
+    ctx: SearchContext, top: Sequence[Record], bottom: Sequence[Record], rejected: Sequence[str], hypothesis: str = ""
 ) -> list[BaseMessage]:
-    """The messages of one LLM call: the neuron, the researcher's hint, and the records so far."""
+    """The messages of one LLM call: the neuron, the researcher's hint, the current hypothesis
+    (--explain-every), and the records so far."""
     rejected_text = (
         "\nToo similar to dull prompts, so rejected (avoid these):\n" + "\n".join(rejected) + "\n"
         if rejected
@@ -63,6 +64,9 @@ def build_request(
         layer=ctx.layer,
         model=ctx.model,
         hint=f"The researcher's notes on this neuron: {ctx.hint}\n" if ctx.hint else "",
+        hypothesis=f"Current hypothesis on what it detects: {hypothesis}\nTest it: write prompts that would confirm or refute it.\n"
+        if hypothesis
+        else "",
         top=_table(top),
         bottom=_table(bottom),
         rejected=rejected_text,

@@ -43,6 +43,8 @@ class RichProgress:
             self._task = self._bar.add_task("", total=context.iterations)
         stats, best = state["stats"], state.get("best")
         best_text = f"best [bold green]{best['activation']:.4f}[/] {best['prompt'][:48]!r}" if best else "best -"
+        if state.get("route") == "done" and context.explain and not state.get("explanation"):
+            best_text += "  · now explaining the neuron and scoring that on held-out prompts"
         self._bar.update(
             self._task,
             completed=min(state["iteration"], context.iterations),

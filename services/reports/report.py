@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from services.reports.explanation_view import explanation_html, hypotheses_html
 from services.search.findings import distinct_findings
 from services.storage.record_store import StoredRecord
 
@@ -338,11 +339,14 @@ def write_results(
     bottom_n: int = 10,
     bucket_counts: dict[str, int] | None = None,
     dataset: dict | None = None,
+    explanation: dict | None = None,
 ) -> dict[str, Path]:
     """Write results.json, records.csv and report.html into run_dir; return their paths by name.
 
-    `dataset` is the neuron's exemplars.json as `run.py exemplars` saved it (None: there is none).
+    `dataset` is the neuron's exemplars.json as `run.py exemplars` saved it (None: there is none);
+    `explanation` the run's explanation.json (services/explain/run_explanation.py; None: none).
     """
+    explanation = explanation or {}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: run_dir / file for name, file in RESULT_FILES.items()}
@@ -352,10 +356,18 @@ def write_results(
     statistics = _statistics(stats)
     reference = DatasetReference.from_document(dataset)
     paths["json"].write_text(
-        json.dumps(_results_json(settings, statistics, buckets, summary, reference), indent=2, default=str),
+        json.dumps(
+            {
+                **_results_json(settings, statistics, buckets, summary, reference),
+                "explanation": explanation.get("final"),
+                "hypotheses": explanation.get("hypotheses", []),
+            },
+            indent=2,
+            default=str,
+        ),
         encoding="utf-8",
     )
-    page = render_html(settings, statistics, buckets, summary, reference, results_dir=run_dir.parent)
+    page = render_html(settings, statistics, buckets, summary, reference, results_dir=run_dir.parent, explanation=explanation)
     paths["html"].write_text(page, encoding="utf-8")
     return paths
 
@@ -472,9 +484,14 @@ def render_html(
     summary: Summary,
     dataset: DatasetReference | None = None,
     results_dir: Path | None = None,
+    explanation: dict | None = None,
 ) -> str:
     """The report page; `results_dir` (the run folder's parent) only words the hint on getting a
-    dataset reference when there is none."""
+    dataset reference when there is none; `explanation` is the run's explanation.json."""
+    explanation = explanation or {}
+    explained = explanation_html(explanation)
+    timeline = hypotheses_html(explanation)
+    marks = [int(h["iteration"]) for h in explanation.get("hypotheses", [])]
     scale = max(abs(summary.token_min), abs(summary.token_max)) or 1.0
     fluency = []
     if summary.with_xent:
@@ -483,8 +500,10 @@ def render_html(
         fluency = [_section("Activation against cross-entropy", body + _readable_block(readable, dataset), "pareto")]
     sections = [
         _header(settings),
+        *([_section("What the neuron detects", explained, "explanation")] if explained else []),
         _headline(statistics, summary, dataset, _exemplars_hint(settings, results_dir)),
-        _section("Activation over the search", _chart(summary) + _chart_note(summary)),
+        _section("Activation over the search", _chart(summary, marks) + _chart_note(summary)),
+        *([_section("Hypotheses during the search", timeline, "hypotheses")] if timeline else []),
         *fluency,
         _section(
             f"Top {len(summary.top)} prompts",
@@ -757,7 +776,9 @@ def _jitter(slot: int) -> float:
     return ((slot * 0.618034) % 1.0 - 0.5) * 0.6
 
 
-def _chart(summary: Summary) -> str:
+def _chart(summary: Summary, marks: list[int] | None = None) -> str:
+    """Every measured prompt's activation by iteration, the best so far, and a dashed line at each
+    iteration in `marks` (where a hypothesis was made)."""
     points = summary.plot_points()
     if not points:
         return '<p class="empty">No measured prompts to plot.</p>'
@@ -767,6 +788,9 @@ def _chart(summary: Summary) -> str:
     x0, x1 = x_ticks[0] - 0.5, max(summary.last_iteration, 1) + 0.5
     x_ticks = [t for t in x_ticks if t <= x1]
     parts, sx, sy = _plot_frame(x_ticks, y_ticks, (x0, x1), "iteration")
+    for mark in marks or []:
+        x = sx(mark)
+        parts.append(f'<line class="hypothesis" x1="{x:.1f}" x2="{x:.1f}" y1="{MARGIN_T}" y2="{MARGIN_T + PLOT_H}"/>')
     parts.append(_dots((p.source, sx(p.iteration + _jitter(p.slot)), sy(p.activation)) for p in points))
     parts.append(_best_curve(summary, sx, sy, summary.last_iteration))
     parts.append(_legend(_source_entries(summary.by_source) + [("line", BEST_COLOUR, "best so far")]))
@@ -1035,6 +1059,10 @@ svg .mark-label { fill: var(--fg); font-size: 12px; font-weight: 600; paint-orde
 .readable pre { margin: 0; font: 14px/1.5 var(--mono); white-space: pre-wrap; overflow-wrap: anywhere; }
 section.cards.with-dataset { grid-template-columns: repeat(5, 1fr); }
 p.note.dataset-hint { margin: -8px 0 12px; }
+p.explanation { font-size: 20px; line-height: 1.4; margin: 4px 0 10px; }
+table.scores { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
+table.scores th, table.scores td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
+line.hypothesis { stroke: #8a5a00; stroke-dasharray: 4 3; stroke-width: 1; }
 p.note.dataset-hint code { font-size: 12px; }
 section.best-prompt pre + .label { margin-top: 10px; }
 section.best-prompt { padding: 12px 16px; }

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from services.search.buckets import bucket_counts
 from services.reports.display import records_table, stats_table
+from services.reports.explanation_view import explanation_table
 from services.storage.record_store import RecordStore
 from services.reports.report import write_results
 from state import SearchState
@@ -47,8 +48,9 @@ def write_run_results(run_dir: Path) -> dict[str, Path]:
     """(Re)write results.json, records.csv and report.html from the run's record store, with the
     neuron's dataset examples as the baseline when `run.py exemplars` saved them in the same
     results folder."""
-    # Imported here: the exemplars module loads torch, which `run.py --list` has no need of.
+    # Imported here: these modules load torch, which `run.py --list` has no need of.
     from services.dataset.exemplars import read_exemplars
+    from services.explain.run_explanation import read_explanation
 
     settings = json.loads((run_dir / "run.json").read_text())
     activations, _ = _measured(run_dir)
@@ -58,18 +60,22 @@ def write_run_results(run_dir: Path) -> dict[str, Path]:
     try:
         # A run saved before the store kept its counters has them only in its checkpoint.
         stats = store.stats() or dict(saved_state(run_dir).get("stats", {}))
-        return write_results(run_dir, settings, stats, iter(store), bucket_counts=buckets, dataset=dataset)
+        return write_results(
+            run_dir, settings, stats, iter(store), bucket_counts=buckets, dataset=dataset, explanation=read_explanation(run_dir)
+        )
     finally:
         store.close()
 
 
 def print_summary(result, console: Console) -> None:
-    """The final tables: top and bottom prompts, then the statistics."""
+    """The final tables: top and bottom prompts, what the neuron detects, then the statistics."""
     k = result.context.top_k
     activations, unique = _measured(result.run_dir)
     buckets = bucket_counts(activations, result.context.low_percentile, result.context.high_percentile)
     console.print(records_table(result.top(k), f"Top {k} prompts"))
     console.print(records_table(result.bottom(k), f"Bottom {k} prompts"))
+    if result.explanation:
+        console.print(explanation_table(result.explanation))
     console.print(stats_table(result.state["stats"], "Statistics", buckets=buckets, unique=unique))
     if result.stop_reason:
         console.print(f"Stopped: {result.stop_reason}.")

@@ -1,0 +1,27 @@
+"""explain: end a search with one sentence on what the neuron detects, scored beside a control on
+prompts the explainer never saw (services/explain/run_explanation.py)."""
+
+from __future__ import annotations
+
+import logging
+
+from langgraph.runtime import Runtime
+
+from context import SearchContext
+from services.explain.run_explanation import explain_run, llm_calls_of, measurer
+from services.runtime import context_of, run_dir, services_for
+from state import SearchState, bump
+
+log = logging.getLogger("neuron_search")
+
+
+def explain(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
+    ctx = context_of(runtime)
+    services = services_for(ctx, state["run_id"])
+    measure = measurer(services.subject, ctx.layer, ctx.neuron, ctx.position, ctx.batch_size)
+    final = explain_run(run_dir(ctx, state["run_id"]), services.proposer.spec, measure, seed=ctx.seed)
+    if not final["explanation"]:
+        log.warning("The LLM %s gave no usable explanation of this neuron.", services.proposer.spec)
+    return SearchState(
+        explanation=final["explanation"], stats=bump(state["stats"], explain_llm_calls=llm_calls_of(final))
+    )

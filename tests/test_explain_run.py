@@ -1,0 +1,98 @@
+"""The explanation in a run: the explain node ends a search with a scored sentence kept in the
+run's files, --explain-every hands hypotheses to the LLM, and `run.py explain` explains a finished run."""
+
+from __future__ import annotations
+
+import json
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from helpers import fresh_answers
+from neuron_search import NeuronSearch
+from services.llm.proposer import register_chat_model
+
+SENTENCE = "Greek letters next to numbers."
+
+
+class RoleAware(BaseChatModel):
+    """A stand-in LLM that answers each kind of request as its role asks, and keeps every request:
+    the explainer gets SENTENCE, the detection judge says every text fires, the generator and the
+    proposer get fresh prompts."""
+
+    requests: list[str] = []
+    answers: list[str] = fresh_answers(400, per_answer=8)
+
+    @property
+    def _llm_type(self) -> str:
+        return "role-aware-test"
+
+    def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, **kwargs) -> ChatResult:
+        text = "\n".join(m.text for m in messages)
+        self.requests.append(text)
+        if '{"explanation"' in text:
+            answer = json.dumps({"explanation": SENTENCE})
+        elif '{"fires"' in text:
+            answer = json.dumps({"fires": [True] * text.count("Text ")})
+        else:
+            answer = self.answers[len(self.requests) % len(self.answers)]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=answer))])
+
+
+def search(tiny_model_dir, tmp_path, llm: RoleAware, **settings) -> NeuronSearch:
+    base = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=register_chat_model(llm),
+                batch_size=8, iterations=6, results_dir=str(tmp_path), run_id="explained")  # fmt: skip
+    return NeuronSearch(**{**base, **settings})
+
+
+def test_a_run_ends_with_its_explanation_scored_on_prompts_the_explainer_never_saw(tiny_model_dir, tmp_path):
+    llm = RoleAware()
+    result = search(tiny_model_dir, tmp_path, llm).run(progress=False)
+    final = result.explanation
+    assert final["explanation"] == SENTENCE and result.state["explanation"] == SENTENCE
+    held = final["held_out"]["high"] + final["held_out"]["low"]
+    assert held and not set(held) & set(final["shown"])
+    scores = final["scores"]
+    assert set(scores) == {"explanation", "control"} and scores["control"]["text"] != SENTENCE
+    detection = scores["explanation"]["detection"]
+    # This judge says "fires" to everything: every held-out prompt answered, balanced accuracy 0.5.
+    assert (detection["n_high"], detection["n_low"]) == (len(final["held_out"]["high"]), len(final["held_out"]["low"]))
+    assert detection["n_answered"] == len(held) and detection["balanced_accuracy"] == 0.5
+    generation = scores["explanation"]["generation"]
+    assert generation["n_fire"] > 0 and generation["n_not"] > 0
+    # Every request but the proposer's was the explainer's or a scorer's, and each is counted.
+    assert result.stats["explain_llm_calls"] == len(llm.requests) - result.stats["llm_calls"] > 4
+    # The same block in results.json, the report (first section) and the run's explanation.json.
+    results = json.loads((result.run_dir / "results.json").read_text())
+    assert results["explanation"] == final
+    page = (result.run_dir / "report.html").read_text()
+    assert page.index("What the neuron detects") < page.index("Activation over the search") and SENTENCE in page
+
+
+def test_no_explain_makes_no_explanation(tiny_model_dir, tmp_path):
+    llm = RoleAware()
+    result = search(tiny_model_dir, tmp_path, llm, explain=False).run(progress=False)
+    assert result.explanation == {} and result.stats["explain_llm_calls"] == 0
+    assert not any('{"explanation"' in r for r in llm.requests)
+    assert "What the neuron detects" not in (result.run_dir / "report.html").read_text()
+
+
+def test_the_hypothesis_reaches_the_generators_request_only_with_explain_every(tiny_model_dir, tmp_path):
+    def proposer_requests(llm: RoleAware) -> list[str]:
+        return [r for r in llm.requests if "Write 8 new prompts" in r]
+
+    on = RoleAware()
+    result = search(tiny_model_dir, tmp_path, on, explain=False, explain_every=2, iterations=7, run_id="on").run(progress=False)
+    with_hypothesis = [r for r in proposer_requests(on) if f"Current hypothesis on what it detects: {SENTENCE}" in r]
+    # Hypotheses at iterations 2, 4 and 6; the LLM's requests from iteration 2 on carry one.
+    assert len(proposer_requests(on)) == 6 and len(with_hypothesis) == 5
+    timeline = json.loads((result.run_dir / "explanation.json").read_text())["hypotheses"]
+    assert [h["iteration"] for h in timeline] == [2, 4, 6] and all(h["explanation"] == SENTENCE for h in timeline)
+    assert all(h["generation"]["n_fire"] > 0 for h in timeline)
+    page = (result.run_dir / "report.html").read_text()
+    assert "Hypotheses during the search" in page and page.count('class="hypothesis"') == 3
+
+    off = RoleAware()
+    search(tiny_model_dir, tmp_path, off, explain=False, iterations=7, run_id="off").run(progress=False)
+    assert proposer_requests(off) and not any("Current hypothesis" in r for r in proposer_requests(off))
