@@ -68,7 +68,7 @@ def main() -> None:
         recorder = Recorder()
         search = NeuronSearch(
             model=args.model, layer=args.layer, neuron=args.neuron, llm=llm, device="cpu",
-            results_dir=results_dir, run_id=f"round-{round_}",
+            results_dir=results_dir, run_id=f"round-{round_}", explain=False,
         )
         # time_limit counts from the start of the seed batch; the rate is taken after it.
         result = search.run(progress=recorder, iterations=10**6, time_limit=args.seconds + 5)

@@ -54,7 +54,7 @@ def main() -> None:
             started = time.perf_counter()
             result = NeuronSearch(
                 model=args.model, layer=layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
-                similarity_threshold=threshold, results_dir=results_dir, run_id=f"n{neuron}-t{threshold:g}",
+                similarity_threshold=threshold, results_dir=results_dir, run_id=f"n{neuron}-t{threshold:g}", explain=False,
             ).run(progress=Recorder(max_llm_calls=args.llm_calls), iterations=10**6)
             stats = result.stats
             measured = measured_by_source(result.records)

@@ -85,6 +85,7 @@ def main() -> None:
             result = NeuronSearch(
                 model=args.model, layer=args.layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
                 strategy=method, seed_corpus=args.seed_corpus, results_dir=results_dir, run_id=f"{method}-{neuron}",
+                explain=False,
             ).run(progress=False, iterations=10**6, max_prompts=budgets[-1])  # fmt: skip
             records = result.records
             row[method] = {

@@ -131,7 +131,7 @@ def main() -> None:
     load_before = machine()
     search = NeuronSearch(
         model=model, layer=1, neuron=3, device="cpu", llm=llm, batch_size=args.batch_size,
-        results_dir=str(results_dir), run_id="memory",
+        results_dir=str(results_dir), run_id="memory", explain=False,
     )
     rss_start = rss_mb()
     result = search.run(progress=probe, iterations=10**9, max_prompts=max(milestones))

@@ -95,7 +95,7 @@ def main() -> None:
             started = time.perf_counter()
             result = NeuronSearch(
                 model=args.model, layer=layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
-                results_dir=results_dir, run_id=f"tool-{neuron}",
+                results_dir=results_dir, run_id=f"tool-{neuron}", explain=False,
             ).run(progress=False, iterations=10**6, max_prompts=args.prompts)
             row["tool"] = best_curve(result.records, args.prompts)
             row["tool_calls"] = result.stats["llm_calls"]

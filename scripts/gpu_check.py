@@ -78,6 +78,7 @@ def main() -> int:
         model=str(model), layer=6, neuron=840, device=args.device, llm=scripted(fresh_answers(500, per_answer=8)),
         embedder=str(embedder), results_dir=str(folder / "results"), run_id="gpu-check", patience=40,
         similarity_threshold=1.0,  # the random embedder cannot tell prompts apart: exact duplicates only
+        explain=False,
     ).run(progress=False, iterations=args.iterations)
     seconds = time.perf_counter() - started
     stats = result.stats
@@ -103,7 +104,7 @@ def main() -> int:
     started = time.perf_counter()
     gradient = NeuronSearch(
         model=str(model), layer=6, neuron=840, device=args.device, llm=scripted(["unused"]), strategy="gradient",
-        results_dir=str(folder / "results"), run_id="gpu-check-gradient",
+        results_dir=str(folder / "results"), run_id="gpu-check-gradient", seed_corpus=False, explain=False,
     ).run(progress=False, iterations=max(args.iterations // 4, 2))
     seconds = time.perf_counter() - started
     print(
