@@ -1,7 +1,10 @@
 """generate: ask the LLM for a batch of new prompts, showing it what worked and what did not.
 
-A small LLM often writes fewer prompts than asked for; mutations of the top prompts fill the rest
-of the batch (context.fill), so every LLM call buys a full batch of measurements.
+The answer is asked for as JSON of exactly --batch-size prompts through the LLM's own schema support
+(llama.cpp's grammar, Ollama's format); a model without it answers the request's free text, which
+the parser reads too. A small LLM still often writes fewer usable prompts than asked for; mutations
+of the top prompts fill the rest of the batch (context.fill), so every LLM call buys a full batch
+of measurements.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext
 from services.llm.prompt_parsing import parse_prompts
-from services.llm.proposer import build_request
+from services.llm.proposer import build_request, prompts_schema
 from services.search.random_prompts import mutations
 from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
+
+# A prompt the LLM writes is a phrase or a few sentences; the bound lets a schema-constrained answer close.
+SCHEMA_MAX_CHARS = 240
 
 
 def generate(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
@@ -23,7 +29,8 @@ def generate(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     services = services_for(ctx, state["run_id"])
     request = build_request(ctx, state["top"], state["bottom"], state["rejected_similar"], state.get("hypothesis", ""))
     stats = state["stats"]
-    answer = services.proposer.propose(request, seed=ctx.seed + stats["llm_calls"])
+    schema = prompts_schema(ctx.batch_size, SCHEMA_MAX_CHARS)
+    answer = services.proposer.propose(request, seed=ctx.seed + stats["llm_calls"], schema=schema)
     prompts = parse_prompts(answer or "", limit=ctx.batch_size)
     filler: list[str] = []
     if ctx.fill == "mutations" and len(prompts) < ctx.batch_size:

@@ -24,6 +24,8 @@ SCRIPTS = [
     "resume_time.py",
     "concurrency.py",
     "gradient_quality.py",
+    "structured_output.py",
+    "explanation_quality.py",
 ]
 
 

@@ -189,3 +189,15 @@ def test_every_prompt_is_clean() -> None:
 
 def test_refusal_markers_are_lowercase_phrases() -> None:
     assert REFUSAL_MARKERS and all(m == m.lower().strip() for m in REFUSAL_MARKERS)
+
+
+def test_the_embedded_proposer_answers_json_of_exactly_the_batch():
+    # A real call: llama.cpp turns the schema into a grammar, so even the 135M model writes the batch.
+    from langchain_core.messages import HumanMessage
+
+    from services.llm.proposer import Proposer, prompts_schema
+
+    answer = Proposer("embedded", 0.7).propose([HumanMessage("Write 3 short prompts about rivers.")], seed=0, schema=prompts_schema(3, 40))
+    value = json.loads(answer, strict=False)  # the grammar lets a raw newline into a string
+    assert len(value["prompts"]) == 3 and all(1 <= len(p) <= 40 for p in value["prompts"])
+    assert len(parse_prompts(answer, 3)) == 3

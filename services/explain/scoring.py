@@ -24,7 +24,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from services.explain.structured import JsonAnswer, ask_json
 from services.llm.prompt_parsing import parse_prompts
-from services.llm.proposer import resolve_llm
+from services.llm.proposer import prompts_schema, resolve_llm
 
 CONTROL_EXPLANATION = "Common English words."
 MAX_GENERATED_CHARS = 120  # a prompt is a phrase or a sentence; the bound lets the JSON close
@@ -198,13 +198,7 @@ def _generated(spec: str, explanation: str, which: str, n: int, seed: int) -> li
     (parse_prompts reads both, the proposer's parser of one prompt per line)."""
     human = GENERATE_REQUEST_TEMPLATE.format(explanation=explanation, n=n, which=which)
     messages = [SystemMessage(GENERATE_SYSTEM_PROMPT), HumanMessage(human)]
-    return parse_prompts(ask_json(spec, messages, _prompts_schema(n), seed=seed).raw, n)
-
-
-def _prompts_schema(n: int) -> dict[str, Any]:
-    prompt = {"type": "string", "minLength": 1, "maxLength": MAX_GENERATED_CHARS}
-    prompts = {"type": "array", "items": prompt, "minItems": n, "maxItems": n}
-    return {"type": "object", "properties": {"prompts": prompts}, "required": ["prompts"]}
+    return parse_prompts(ask_json(spec, messages, prompts_schema(n, MAX_GENERATED_CHARS), seed=seed).raw, n)
 
 
 # --- Both, with a control -----------------------------------------------------------------

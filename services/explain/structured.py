@@ -13,11 +13,9 @@ import json
 import logging
 from typing import Any, NamedTuple
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
-from services.llm.embedded_llm import ChatLlamaCpp
-from services.llm.proposer import chat_model
+from services.llm.proposer import chat_model, constrained
 
 log = logging.getLogger("neuron_search")
 
@@ -39,7 +37,7 @@ def ask_json(
     `max_tokens` caps the answer where the chat model has a cap (llama.cpp's max_tokens, Ollama's
     num_predict); a schema's maxLength and maxItems keep a constrained answer short enough to close.
     """
-    model = _constrained(chat_model(llm_spec, temperature=0.0, seed=seed), schema, max_tokens)
+    model = constrained(chat_model(llm_spec, temperature=0.0, seed=seed), schema, max_tokens)
     try:
         answer = model.invoke(messages)
     except Exception as error:  # a failed call is one unanswered question, counted by the caller
@@ -47,17 +45,6 @@ def ask_json(
         return JsonAnswer(None, "")
     raw = answer.content if isinstance(answer.content, str) else str(answer.content)
     return JsonAnswer(parse_json_object(raw), raw)
-
-
-def _constrained(model: BaseChatModel, schema: dict[str, Any], max_tokens: int | None) -> BaseChatModel:
-    """A copy of `model` that enforces `schema` where its backend can, else `model` itself."""
-    if isinstance(model, ChatLlamaCpp):
-        update = {"response_format": {"type": "json_object", "schema": schema}, "max_tokens": max_tokens}
-    elif type(model).__name__ == "ChatOllama":  # by name: langchain_ollama loads only for Ollama specs
-        update = {"format": schema, "num_predict": max_tokens}
-    else:
-        return model
-    return model.model_copy(update={key: value for key, value in update.items() if value is not None})
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:

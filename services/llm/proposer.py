@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -149,6 +150,29 @@ def chat_model(spec: str, temperature: float, seed: int | None) -> BaseChatModel
     )
 
 
+def prompts_schema(n: int, max_chars: int) -> dict[str, Any]:
+    """JSON of exactly `n` prompts of 1..max_chars characters: {"prompts": [...]}. Where the LLM
+    enforces a schema while sampling, a small model then writes the whole batch (the embedded
+    SmolLM2: 6.6 usable prompts a call of 8 against 4.8 free-text, bench/RESULTS.md section 10)."""
+    prompt = {"type": "string", "minLength": 1, "maxLength": max_chars}
+    prompts = {"type": "array", "items": prompt, "minItems": n, "maxItems": n}
+    return {"type": "object", "properties": {"prompts": prompts}, "required": ["prompts"]}
+
+
+def constrained(model: BaseChatModel, schema: dict[str, Any], max_tokens: int | None = None) -> BaseChatModel:
+    """A copy of `model` that enforces the JSON `schema` where its backend can (llama.cpp's
+    response_format, Ollama's format), else `model` itself, whose request text asks for the same."""
+    from services.llm.embedded_llm import ChatLlamaCpp
+
+    if isinstance(model, ChatLlamaCpp):
+        update = {"response_format": {"type": "json_object", "schema": schema}, "max_tokens": max_tokens}
+    elif type(model).__name__ == "ChatOllama":  # by name: langchain_ollama loads only for Ollama specs
+        update = {"format": schema, "num_predict": max_tokens}
+    else:
+        return model
+    return model.model_copy(update={key: value for key, value in update.items() if value is not None})
+
+
 class Proposer:
     """Calls the run's LLM with bounded retries; if Ollama fails mid-run, switches to the embedded LLM."""
 
@@ -156,11 +180,13 @@ class Proposer:
         self.spec = resolve_llm(spec)
         self.temperature = temperature
 
-    def propose(self, messages: list[BaseMessage], seed: int) -> str | None:
-        """The LLM's answer as text, or None when it failed even after retries."""
+    def propose(self, messages: list[BaseMessage], seed: int, schema: dict[str, Any] | None = None) -> str | None:
+        """The LLM's answer as text (JSON of `schema` where the LLM enforces one), or None when it
+        failed even after retries."""
         for attempt in range(LLM_RETRIES):
             try:
-                answer = chat_model(self.spec, self.temperature, seed).invoke(messages)
+                model = chat_model(self.spec, self.temperature, seed)
+                answer = (constrained(model, schema) if schema else model).invoke(messages)
                 return answer.content if isinstance(answer.content, str) else str(answer.content)
             except Exception as error:  # any LLM failure is survivable: the search goes on
                 last_error = error
