@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--layer", type=int, default=9)
     parser.add_argument("--neurons", type=int, default=5)
+    parser.add_argument("--only", default="", help="comma-separated neuron indices to run instead of the drawn ones")
     parser.add_argument("--budgets", default="500,2000", help="measured prompts, comma-separated")
     parser.add_argument("--methods", default="gradient,mixed,llm")
     parser.add_argument("--snippets", type=int, default=5000, help="real-text snippets scanned for the dataset max")
@@ -71,7 +72,7 @@ def main() -> None:
     budgets = sorted(int(b) for b in args.budgets.split(","))
     methods = args.methods.split(",")
     subject = subject_model(args.model, "cpu")
-    neurons = pick_neurons(args.neurons, subject.d_mlp, args.seed)
+    neurons = [int(n) for n in args.only.split(",")] if args.only else pick_neurons(args.neurons, subject.d_mlp, args.seed)
     results_dir = tempfile.mkdtemp(prefix="bench-gradient-")
     load_before = machine()
 

@@ -26,6 +26,7 @@ SCRIPTS = [
     "gradient_quality.py",
     "structured_output.py",
     "explanation_quality.py",
+    "fluency_cost.py",
 ]
 
 
