@@ -166,7 +166,7 @@ def test_a_kill_after_a_node_saved_its_writes_but_before_the_checkpoint_is_resum
     run_dir = tmp_path / "window"
     settings = dict(
         model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", batch_size=4, similarity_threshold=0.99,
-        max_attempts=1, results_dir=str(tmp_path), run_id="window",
+        max_attempts=1, results_dir=str(tmp_path), run_id="window", explain=False,  # the search's checkpoints only
     )  # fmt: skip
     NeuronSearch(llm=register_scripted(), iterations=3, **settings).run(progress=False)
     # Cut the checkpoint history back to the one before update_records of the last batch: its

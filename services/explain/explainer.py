@@ -8,6 +8,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from services.explain.examples import format_example
 from services.explain.structured import ask_json
+from services.llm.prompt_parsing import normalize_text
 from services.llm.proposer import resolve_llm
 from services.storage.record_store import StoredRecord
 
@@ -48,8 +49,11 @@ def explain(llm_spec: str, examples: Sequence[StoredRecord], scale_max: float, s
     answer = ask_json(resolve_llm(llm_spec), build_explain_request(examples, scale_max), SCHEMA, seed=seed)
     if answer.value is not None:
         text = answer.value.get("explanation")
-        return text.strip() if isinstance(text, str) else ""
-    return free_text_explanation(answer.raw)
+        text = text if isinstance(text, str) else ""
+    else:
+        text = free_text_explanation(answer.raw)
+    # What is not text (surrogates, control characters) would break the files the sentence is written to.
+    return " ".join(normalize_text(text).split())
 
 
 def free_text_explanation(raw: str) -> str:

@@ -122,7 +122,7 @@ def parse_prompts(text: str, limit: int) -> list[str]:
     """At most `limit` distinct, cleaned prompts from an LLM answer, in the answer's order."""
     if limit <= 0:
         return []
-    text = _normalize(_as_text(text))
+    text = normalize_text(_as_text(text))
     if not text.strip():
         return []
     items = _from_json(text)
@@ -132,7 +132,7 @@ def parse_prompts(text: str, limit: int) -> list[str]:
     seen: set[str] = set()
     for item in items:
         # JSON escapes can smuggle control characters back in.
-        prompt = _normalize(item).strip()[:MAX_PROMPT_CHARS].strip()
+        prompt = normalize_text(item).strip()[:MAX_PROMPT_CHARS].strip()
         if prompt and prompt not in seen:
             seen.add(prompt)
             prompts.append(prompt)
@@ -149,7 +149,8 @@ def _as_text(text: Any) -> str:
     return text if isinstance(text, str) else str(text)
 
 
-def _normalize(text: str) -> str:
+def normalize_text(text: str) -> str:
+    """The text with line breaks made plain and what is not text (see _NON_TEXT) removed."""
     return _NON_TEXT.sub("", _LINE_BREAKS.sub("\n", text))
 
 
