@@ -152,8 +152,9 @@ def chat_model(spec: str, temperature: float, seed: int | None) -> BaseChatModel
 
 def prompts_schema(n: int, max_chars: int) -> dict[str, Any]:
     """JSON of exactly `n` prompts of 1..max_chars characters: {"prompts": [...]}. Where the LLM
-    enforces a schema while sampling, a small model then writes the whole batch (the embedded
-    SmolLM2: 6.6 usable prompts a call of 8 against 4.8 free-text, bench/RESULTS.md section 10)."""
+    enforces a schema while sampling, its answer always parses as one list (how many of its prompts
+    are usable is measured in bench/RESULTS.md section 11: for the embedded SmolLM2, no more than
+    free text)."""
     prompt = {"type": "string", "minLength": 1, "maxLength": max_chars}
     prompts = {"type": "array", "items": prompt, "minItems": n, "maxItems": n}
     return {"type": "object", "properties": {"prompts": prompts}, "required": ["prompts"]}
