@@ -16,9 +16,7 @@ def hypothesize(state: SearchState, runtime: Runtime[SearchContext]) -> SearchSt
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
     measure = measurer(services.subject, ctx.layer, ctx.neuron, ctx.position, ctx.batch_size)
-    entry = hypothesis(
-        run_dir(ctx, state["run_id"]), list(services.store), services.proposer.spec, measure, state["iteration"], seed=ctx.seed
-    )
+    entry = hypothesis(run_dir(ctx, state["run_id"]), services.proposer.spec, measure, state["iteration"], seed=ctx.seed)
     generation = entry["generation"] or {}
     summary = entry["explanation"]
     if summary and generation.get("auroc") is not None:

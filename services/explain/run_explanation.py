@@ -20,7 +20,7 @@ from services.explain.examples import split_examples
 from services.explain.explainer import explain
 from services.explain.scoring import generation_score, score_explanation
 from services.model.subject_model import SubjectModel
-from services.storage.record_store import RecordStore
+from services.storage.record_store import RecordStore, StoredRecord
 
 EXPLANATION_FILE = "explanation.json"
 
@@ -60,6 +60,25 @@ def _write(run_dir: Path, document: dict[str, Any]) -> None:
     partial.replace(path)  # a reader never sees half a file
 
 
+def _stored(run_dir: Path) -> list[StoredRecord]:
+    """Every record of the run, read from its record store."""
+    store = RecordStore(run_dir / "records.sqlite")
+    try:
+        return list(store)
+    finally:
+        store.close()
+
+
+def _explained(
+    records: list[StoredRecord], llm_spec: str, seed: int, n_holdout: int = 20
+) -> tuple[str, list[StoredRecord], list[StoredRecord], list[StoredRecord]]:
+    """The explanation of the records' chosen examples, those examples, and the held-out high and
+    low records; activations are shown on a 0-10 scale of the highest example."""
+    shown, high, low = split_examples(records, n_holdout=n_holdout, seed=seed)
+    scale = max((r["activation"] for r in shown), default=0.0) or 1.0
+    return explain(llm_spec, shown, scale, seed=seed), shown, high, low
+
+
 def explain_run(
     run_dir: Path, llm_spec: str, measure: Callable[[list[str]], list[float]], seed: int = 0, n_generated: int = 8
 ) -> dict[str, Any]:
@@ -70,15 +89,9 @@ def explain_run(
     the explanation, the prompts the explainer saw, the held-out sizes, the scores. A run with
     too few measured prompts to hold any out gets its explanation and no detection score.
     """
-    store = RecordStore(run_dir / "records.sqlite")
-    try:
-        records = list(store)
-    finally:
-        store.close()
-    shown, high, low = split_examples(records, seed=seed)
-    scale = max((r["activation"] for r in shown), default=0.0) or 1.0
+    records = _stored(run_dir)
     started = time.perf_counter()
-    text = explain(llm_spec, shown, scale, seed=seed)
+    text, shown, high, low = _explained(records, llm_spec, seed)
     final: dict[str, Any] = {
         "explanation": text,
         "llm": llm_spec,
@@ -99,7 +112,6 @@ def explain_run(
 
 def hypothesis(
     run_dir: Path,
-    records: list,
     llm_spec: str,
     measure: Callable[[list[str]], list[float]],
     iteration: int,
@@ -108,9 +120,7 @@ def hypothesis(
 ) -> dict[str, Any]:
     """The explanation of the records so far, scored by generation, appended to the run's
     timeline of hypotheses (explanation.json) and returned."""
-    shown, _, _ = split_examples(records, n_holdout=0, seed=seed)
-    scale = max((r["activation"] for r in shown), default=0.0) or 1.0
-    text = explain(llm_spec, shown, scale, seed=seed)
+    text, _, _, _ = _explained(_stored(run_dir), llm_spec, seed, n_holdout=0)
     entry: dict[str, Any] = {"iteration": iteration, "explanation": text, "generation": None}
     if text:
         entry["generation"] = generation_score(llm_spec, text, measure, n=n_generated, seed=seed)
