@@ -130,6 +130,11 @@ class SearchContext:
         "gradient climbs best from real text, off for llm.",
     )
     results_dir: str = _knob("results", "Folder that holds one sub-folder per run.")
+    sweep_table: str = _knob(
+        "",
+        "A sweep's shared table (its sweep.sqlite): every prompt measured here also enters the table of each "
+        "neuron of the sweep whose top prompts it ranks among (run.py sweep sets it; empty: none).",
+    )
     run_id: str = _knob("", "Name of this run's folder under results_dir (empty: a new id).")
 
 

@@ -7,6 +7,7 @@
     python run.py report RUN_ID                     # rebuild a run's report.html
     python run.py exemplars --neuron 840            # the neuron's top snippets of real text
     python run.py explain RUN_ID                    # explain a finished run's neuron, and score that
+    python run.py sweep --layer 9 --neurons 0:64    # search many neurons of a layer, on Ray
 """
 
 from __future__ import annotations
@@ -36,10 +37,20 @@ def parser() -> argparse.ArgumentParser:
         description="Search for text prompts that maximally activate one MLP neuron of a transformer. "
         "Subcommands: `run.py report RUN_ID` rebuilds a run's report, `run.py exemplars` shows a neuron's "
         "top snippets of real text, `run.py explain RUN_ID` explains a finished run's neuron and scores that, "
-        "`run.py --list` lists runs.",
+        "`run.py sweep --layer L --neurons SPEC` searches many neurons of a layer, `run.py --list` lists runs.",
     )
+    add_search_options(p)
+    p.add_argument("--stats-every", type=int, default=50, metavar="N", help="Print the statistics every N iterations (0: never; default: 50).")
+    p.add_argument("--resume", metavar="RUN_ID", help="Continue the run with this id; any option but --model, --layer, --neuron and --position may change.")
+    p.add_argument("--list", action="store_true", help="List the runs in --results-dir and exit.")
+    p.add_argument("--quiet", action="store_true", help="No live progress line.")
+    return p
+
+
+def add_search_options(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One option per SearchContext field (its description is the help), except those in `skip`."""
     for f in dataclasses.fields(SearchContext):
-        if f.name in SPECIAL:
+        if f.name in SPECIAL or f.name in skip:
             continue
         if str(f.type) in ("bool", "bool | None"):
             default = "" if f.default is None else f" (default: {'on' if f.default else 'off'})"
@@ -69,17 +80,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="LOW,HIGH",
         help="Percentiles of activations seen so far that bound the low and high buckets (default: 15,85).",
     )
-    p.add_argument("--stats-every", type=int, default=50, metavar="N", help="Print the statistics every N iterations (0: never; default: 50).")
-    p.add_argument("--resume", metavar="RUN_ID", help="Continue the run with this id; any option but --model, --layer, --neuron and --position may change.")
-    p.add_argument("--list", action="store_true", help="List the runs in --results-dir and exit.")
-    p.add_argument("--quiet", action="store_true", help="No live progress line.")
-    return p
 
 
 def settings_from(args: argparse.Namespace) -> dict:
     """The SearchContext settings the user gave explicitly."""
     names = {f.name for f in dataclasses.fields(SearchContext)} - SPECIAL
-    settings = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    settings = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if args.hint_file:
         try:
             settings["hint"] = Path(args.hint_file).read_text(encoding="utf-8").strip()
@@ -115,6 +121,8 @@ def main(argv: list[str]) -> int:
             return exemplars_command(argv[1:], console)
         if argv[:1] == ["explain"]:
             return explain_command(argv[1:], console)
+        if argv[:1] == ["sweep"]:
+            return sweep_command(argv[1:], console)
         args = parser().parse_args(argv)
         results_dir = args.results_dir or SearchContext.results_dir
         if args.list:
@@ -143,6 +151,108 @@ def search_command(args: argparse.Namespace, console) -> int:
     if result.stop_reason == "stopped by the user":
         folder = "" if result.run_dir.parent == Path(SearchContext.results_dir) else f" --results-dir {result.run_dir.parent}"
         console.print(f"Stopped after the batch in flight. Continue with: [bold]python run.py --resume {result.run_id}{folder}[/]")
+    return 0
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    from services.sweep.neuron_spec import HELP
+
+    p = argparse.ArgumentParser(
+        prog="run.py sweep",
+        description="Search many neurons of one layer: each neuron is a normal run (with every search option "
+        "below) in results/SWEEP_ID/neurons/N/; every prompt measured for one neuron also updates the other "
+        "neurons' tables of top prompts, and each neuron's search starts from its table. Ends with "
+        "results/SWEEP_ID/index.html and index.csv.",
+    )
+    p.add_argument("--neurons", metavar="SPEC", help=f"The neurons to search: {HELP}.")
+    p.add_argument(
+        "--ray",
+        default="local",
+        metavar="WHERE",
+        help="'local' (a Ray instance started on this machine, with --workers workers), 'off' (neurons one after "
+        "another in this process, no Ray) or a running cluster's address (ray://HOST:10001, or auto) (default: local).",
+    )
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="Ray workers, each a process that loads the subject model once and runs neurons one after another (default: 2).")
+    p.add_argument("--shared", action=argparse.BooleanOptionalAction, default=None, help="Every prompt measured for one neuron also enters the other neurons' tables of top prompts, which seed their searches (default: on).")
+    p.add_argument("--shared-top", type=int, default=None, metavar="K", help="Prompts kept per neuron in that table (default: 20).")
+    p.add_argument("--resume", metavar="SWEEP_ID", help="Continue this sweep: done neurons are skipped, interrupted ones resume from their checkpoints.")
+    p.add_argument("--sweep-id", metavar="NAME", help="Name of the new sweep's folder under --results-dir (default: sweep- and a new id).")
+    p.add_argument("--quiet", action="store_true", help="No live progress line.")
+    add_search_options(p, skip=("neuron", "run_id", "sweep_table"))
+    return p
+
+
+def sweep_command(argv: list[str], console) -> int:
+    from rich.table import Table
+
+    from context import validate
+    from services.reports.display import SweepProgress
+    from services.reports.sweep_index import write_index
+    from services.storage.run_folder import new_run_id
+    from services.sweep.neuron_spec import parse_neurons
+    from services.sweep.scheduler import run_sweep
+    from services.sweep.shared_tops import SharedTops
+    from services.sweep.sweep_folder import TABLE_FILE, SweepPlan, read_plan, sweep_dir, write_plan
+    from services.sweep.worker import layer_width
+
+    args = sweep_parser().parse_args(argv)
+    settings = settings_from(args)
+    results_dir = settings.pop("results_dir", SearchContext.results_dir)
+    if args.resume:
+        if args.neurons:
+            raise UserError("A resumed sweep searches the neurons it was started with: leave --neurons out with --resume.")
+        folder = sweep_dir(results_dir, args.resume)
+        plan = read_plan(folder)
+        for name in ("model", "layer", "position"):
+            if name in settings and settings[name] != (plan.layer if name == "layer" else plan.settings.get(name)):
+                raise UserError(f"Sweep {plan.sweep_id} measures with its own --{name}; leave --{name} out to resume it.")
+        settings.pop("layer", None)
+        plan.settings.update(settings)
+        if args.shared is not None:
+            plan.shared = args.shared
+    else:
+        if not args.neurons:
+            raise UserError("Say which neurons to sweep: --neurons SPEC (e.g. 0:64, 12,840,1001 or all).")
+        layer = settings.pop("layer", SearchContext.layer)
+        settings.setdefault("seed_prompts", ())
+        validate(SearchContext(**settings, layer=layer))  # bad settings are reported before any model loads
+        if args.neurons.strip() == "all":
+            neurons = parse_neurons("all", layer_width(settings, layer))
+        else:
+            neurons = parse_neurons(args.neurons)
+        sweep_id = args.sweep_id or "sweep-" + new_run_id()
+        folder = sweep_dir(results_dir, sweep_id)
+        if (folder / "sweep.json").is_file():
+            raise UserError(f"Sweep {sweep_id} exists already in {results_dir}/: continue it with --resume {sweep_id}, or name a new one.")
+        plan = SweepPlan(
+            sweep_id=sweep_id,
+            layer=layer,
+            neurons=neurons,
+            settings={**settings, "seed_prompts": list(settings["seed_prompts"])},
+            shared=args.shared is not False,
+            shared_top=args.shared_top or 20,
+        )
+    write_plan(folder, plan)
+    if plan.shared:
+        SharedTops.create(folder / TABLE_FILE, plan.neurons, plan.shared_top).close()
+    where = "no Ray" if args.ray == "off" else f"Ray {args.ray}, {args.workers} worker(s)"
+    console.print(f"Sweep [bold]{plan.sweep_id}[/]: layer {plan.layer}, {len(plan.neurons)} neurons, {where}, shared measurements {'on' if plan.shared else 'off'}")
+    outcome = run_sweep(folder, args.ray, args.workers, None if args.quiet else SweepProgress(console))
+    paths = write_index(folder)
+    done = sorted((s for s in outcome.statuses if s.status == "done" and s.best is not None), key=lambda s: -s.best)
+    table = Table(title=f"Top neurons of sweep {plan.sweep_id}", title_justify="left")
+    for column in ("neuron", "best", "measured", "best prompt"):
+        table.add_column(column, justify="right" if column != "best prompt" else "left")
+    for s in done[:10]:
+        table.add_row(str(s.neuron), f"{s.best:.4f}", str(s.measured), repr((s.best_prompt or "")[:60]))
+    console.print(table)
+    failed = [s for s in outcome.statuses if s.status == "failed"]
+    for s in failed:
+        console.print(f"[bold red]Neuron {s.neuron} failed:[/] {s.error}", highlight=False)
+    console.print(f"{len(done)} of {len(outcome.statuses)} neurons done. Index: [bold]{paths['html']}[/] and {paths['csv'].name}")
+    if outcome.stopped or len(done) + len(failed) < len(outcome.statuses) or failed:
+        extra = "" if results_dir == SearchContext.results_dir else f" --results-dir {results_dir}"
+        console.print(f"Continue with: [bold]python run.py sweep --resume {plan.sweep_id}{extra}[/]")
     return 0
 
 

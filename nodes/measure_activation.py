@@ -2,7 +2,8 @@
 
 With the gradient in the search (--strategy gradient or mixed) each prompt's cross-entropy is
 measured too, in the same forward pass run on to the logits: the population's slots weigh it, and
-the report draws activation against it.
+the report draws activation against it. In a sweep (--sweep-table), the same passes read every
+neuron of the sweep, and each prompt enters the shared table of those whose top prompts it ranks among.
 """
 
 from __future__ import annotations
@@ -11,17 +12,20 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext
 from services.errors import UserError
-from services.runtime import context_of, services_for
+from services.runtime import context_of, services_for, shared_tops
 from state import SearchState
 
 
 def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
-    measured = services.subject.measure(
-        [c["prompt"] for c in state["accepted"]],
+    prompts = [c["prompt"] for c in state["accepted"]]
+    table = shared_tops(ctx.sweep_table) if ctx.sweep_table else None
+    measured, shared = services.subject.measure_shared(
+        prompts,
         ctx.layer,
         ctx.neuron,
+        table.neurons if table else (),
         ctx.position,
         batch_size=ctx.batch_size,
         fluency=ctx.strategy != "llm",
@@ -36,4 +40,6 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
             f"{ctx.layer} neuron {ctx.neuron} here; nothing of this batch was stored. Fix the cause (the "
             "model, --device, free memory) and continue with --resume."
         )
+    if table:
+        table.record(prompts, shared, found_for=ctx.neuron)
     return SearchState(measured=measured)

@@ -19,6 +19,7 @@ from context import SearchContext, as_context
 from services.search.prompt_index import PromptIndex, load_embedder
 from services.llm.proposer import Proposer
 from services.storage.record_store import RecordStore
+from services.sweep.shared_tops import SharedTops
 from services.model.subject_model import SubjectModel
 
 
@@ -43,6 +44,12 @@ def run_dir(ctx: SearchContext, run_id: str) -> Path:
 @cache
 def subject_model(name: str, device: str) -> SubjectModel:
     return SubjectModel.load(name, device)
+
+
+@cache
+def shared_tops(path: str) -> SharedTops:
+    """A sweep's shared table, opened once per process."""
+    return SharedTops(path)
 
 
 # One entry per open run folder: its semantic index, record store, proposer and opening time.

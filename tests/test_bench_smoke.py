@@ -27,6 +27,7 @@ SCRIPTS = [
     "structured_output.py",
     "explanation_quality.py",
     "fluency_cost.py",
+    "sweep_throughput.py",
 ]
 
 

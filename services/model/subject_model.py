@@ -194,24 +194,51 @@ class SubjectModel:
     ) -> list[Measurement]:
         """The neuron's activation for each prompt, with its per-token values; with `fluency`, each
         prompt's cross-entropy too, from the same forward pass run on to the logits."""
+        return self.measure_shared(prompts, layer, neuron, (), position, batch_size, fluency)[0]
+
+    def measure_shared(
+        self,
+        prompts: Sequence[str],
+        layer: int,
+        neuron: int,
+        also: Sequence[int],
+        position: str = "max",
+        batch_size: int = 32,
+        fluency: bool = False,
+    ) -> tuple[list[Measurement], np.ndarray]:
+        """`measure`, and from the same forward passes the neurons `also` of the same layer, each
+        reduced over the prompt's tokens the same way (`position`): an array [len(prompts), len(also)],
+        NaN for a prompt that could not be measured. A sweep shares every pass this way."""
         results: list[Measurement] = []
+        shared = np.full((len(prompts), len(also)), np.nan, dtype=np.float32)
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             try:
-                results.extend(self._measure_batch(chunk, layer, neuron, position, fluency))
+                measured, values = self._measure_batch(chunk, layer, neuron, position, fluency, also)
             except Exception:
                 # One bad prompt must not cost the batch: measure the chunk one by one.
-                results.extend(self._measure_one(p, layer, neuron, position, fluency) for p in chunk)
-        return results
+                measured, rows = [], []
+                for prompt in chunk:
+                    one, row = self._measure_one(prompt, layer, neuron, position, fluency, also)
+                    measured.append(one)
+                    rows.append(row)
+                values = np.stack(rows) if rows else shared[:0]
+            results.extend(measured)
+            shared[start : start + len(chunk)] = values
+        return results, shared
 
-    def _measure_one(self, prompt: str, layer: int, neuron: int, position: str, fluency: bool) -> Measurement:
+    def _measure_one(
+        self, prompt: str, layer: int, neuron: int, position: str, fluency: bool, also: Sequence[int]
+    ) -> tuple[Measurement, np.ndarray]:
         try:
-            return self._measure_batch([prompt], layer, neuron, position, fluency)[0]
+            measured, values = self._measure_batch([prompt], layer, neuron, position, fluency, also)
+            return measured[0], values[0]
         except Exception as error:
             log.warning("Could not measure %r: %s", prompt[:60], error)
-            return Measurement(
+            failed = Measurement(
                 prompt=prompt, activation=0.0, tokens=[], values=[], peak=0, error=f"{type(error).__name__}: {error}", xent=None
             )
+            return failed, np.full(len(also), np.nan, dtype=np.float32)
 
     def layer_maxima(self, prompts: Sequence[str], layer: int, batch_size: int = 32) -> np.ndarray:
         """For each prompt, every neuron of the layer's MLP at its highest over the prompt's tokens:
@@ -283,21 +310,26 @@ class SubjectModel:
         return losses
 
     def _measure_batch(
-        self, prompts: list[str], layer: int, neuron: int, position: str, fluency: bool
-    ) -> list[Measurement]:
+        self, prompts: list[str], layer: int, neuron: int, position: str, fluency: bool, also: Sequence[int] = ()
+    ) -> tuple[list[Measurement], np.ndarray]:
         ids = [self.token_ids(p) for p in prompts]
         for prompt, row in zip(prompts, ids):
             if not row:
                 raise ValueError(f"{prompt!r} tokenizes to nothing")
-        values, offset, xents = self._forward(ids, layer, lambda act: act[..., neuron], fluency)
+        columns = [neuron, *also]
+        values, offset, xents = self._forward(ids, layer, lambda act: act[..., columns], fluency)
         out: list[Measurement] = []
+        shared = np.empty((len(prompts), len(also)), dtype=np.float32)
         for i, (prompt, row) in enumerate(zip(prompts, ids)):
-            per_token = values[i, offset : offset + len(row)].tolist()
+            text = values[i, offset : offset + len(row)]
+            per_token = text[:, 0].tolist()
             # The peak is the token whose value is the measurement: the highest one, or the last.
             if position == "max":
                 peak = max(range(len(per_token)), key=per_token.__getitem__)
+                shared[i] = text[:, 1:].amax(dim=0).numpy()
             else:
                 peak = len(per_token) - 1
+                shared[i] = text[-1, 1:].numpy()
             out.append(
                 Measurement(
                     prompt=prompt,
@@ -309,8 +341,7 @@ class SubjectModel:
                     xent=None if xents is None else xents[i],
                 )
             )
-        return out
-
+        return out, shared
 
 def _mean_losses(logits: torch.Tensor, tokens: torch.Tensor, offset: int, lengths: list[int]) -> list[float]:
     """Each row's mean next-token cross-entropy over its text tokens (`lengths` of them after

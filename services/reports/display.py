@@ -58,6 +58,39 @@ class RichProgress:
             self._bar.stop()
 
 
+class SweepProgress:
+    """The live line of a sweep: neurons done, running and failed, and the best activation so far."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]neurons"),
+            MofNCompleteColumn(),
+            BarColumn(bar_width=16),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console or Console(),
+        )
+        self._task = None
+
+    def update(self, statuses: Sequence) -> None:
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("", total=len(statuses))
+        count = {s: sum(1 for row in statuses if row.status == s) for s in ("done", "running", "failed")}
+        done = [row for row in statuses if row.status == "done" and row.best is not None]
+        best = max(done, key=lambda row: row.best, default=None)
+        best_text = f"best [bold green]{best.best:.4f}[/] (neuron {best.neuron})" if best else "best -"
+        self._bar.update(
+            self._task,
+            completed=count["done"],
+            description=f"running {count['running']}  failed {count['failed']}  {best_text}",
+        )
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._bar.stop()
+
+
 def records_table(records: Sequence[Record], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right", style="dim")

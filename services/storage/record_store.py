@@ -129,6 +129,13 @@ class RecordStore:
         query = "SELECT prompt, activation FROM records WHERE activation IS NOT NULL ORDER BY iteration, slot"
         return self._db.execute(query).fetchall()
 
+    def best(self) -> StoredRecord | None:
+        """The highest-activating record, with its per-token values (None before the first)."""
+        row = self._db.execute(
+            "SELECT * FROM records WHERE activation IS NOT NULL ORDER BY activation DESC, iteration, slot LIMIT 1"
+        ).fetchone()
+        return self._record(row) if row else None
+
     def ranked(self, k: int, highest: bool = True) -> list[Record]:
         """The k distinct findings with the highest (or lowest) activations, in that order, each in
         its shortest form (services/search/findings.py)."""

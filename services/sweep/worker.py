@@ -1,0 +1,88 @@
+"""One neuron of a sweep, run where a worker is: in the scheduling process (--ray off) or in a Ray actor.
+
+A neuron is a normal run of the graph in SWEEP/neurons/N/. A neuron met for the first time starts
+from its rows of the shared table (what other neurons' searches found that excites it); a neuron
+whose folder already holds a run resumes it from its checkpoint, so a worker lost mid-neuron costs
+at most the batch it had in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from services.storage.run_folder import settings_file
+from services.sweep.shared_tops import SharedTops
+from services.sweep.sweep_folder import TABLE_FILE, neurons_dir, read_plan
+
+STOPPED = "stopped by the user"
+
+
+def neuron_settings(folder: Path, neuron: int) -> dict[str, Any]:
+    """NeuronSearch settings of one neuron of the sweep in `folder`."""
+    plan = read_plan(folder)
+    settings = {
+        **plan.settings,
+        "layer": plan.layer,
+        "neuron": neuron,
+        "results_dir": str(neurons_dir(folder)),
+        "run_id": str(neuron),
+        "sweep_table": str(folder / TABLE_FILE) if plan.shared else "",
+    }
+    settings["seed_prompts"] = tuple(settings.get("seed_prompts", ()))
+    return settings
+
+
+def run_neuron(folder: Path, neuron: int) -> dict[str, Any]:
+    """Run (or resume) neuron `neuron` of the sweep to its end; returns what the scheduler records."""
+    from neuron_search import NeuronSearch
+
+    settings = neuron_settings(folder, neuron)
+    if settings_file(neurons_dir(folder) / str(neuron)).is_file():
+        resumed = {k: v for k, v in settings.items() if k not in ("run_id", "results_dir", "seed_prompts")}
+        search = NeuronSearch.resume(str(neuron), settings["results_dir"], **resumed)
+    else:
+        if settings["sweep_table"]:
+            table = SharedTops(settings["sweep_table"])
+            try:
+                known = [row.prompt for row in table.top(neuron, settings.get("top_k", 10))]
+            finally:
+                table.close()
+            settings["seed_prompts"] = (*settings["seed_prompts"], *known)
+        search = NeuronSearch(**settings)
+    result = search.run(progress=False)
+    best = result.best
+    return {
+        "neuron": neuron,
+        "best": best[1] if best else None,
+        "best_prompt": best[0] if best else None,
+        "measured": result.stats.get("measured", 0),
+        "seconds": float(result.state.get("elapsed", 0.0)),
+        "stopped": result.stop_reason == STOPPED,
+    }
+
+
+def layer_width(settings: dict[str, Any], layer: int) -> int:
+    """d_mlp of the layer, from the subject model this process loads for its searches anyway."""
+    from services.runtime import subject_model
+
+    subject = subject_model(settings.get("model", "gpt2"), settings.get("device", "auto"))
+    subject.validate(layer, 0)
+    return subject.d_mlp
+
+
+class SweepWorker:
+    """A Ray actor: loads the subject model once (on its first neuron) and runs neurons one after another."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def layer_width(self, settings: dict[str, Any], layer: int) -> int:
+        return layer_width(settings, layer)
+
+    def run(self, neuron: int) -> dict[str, Any]:
+        return run_neuron(self.folder, neuron)
