@@ -10,7 +10,9 @@ d_mlp 3072, with the tests' small tokenizer) and a tiny random sentence embedder
      for the LLM, and prints its speed and the GPU memory it took;
   3. compares the gradient's top-k tokens on the CPU and on the device (issue 12: the same swaps
      must be proposed), and runs a whole --strategy gradient search on the device;
-  4. checks that device='auto' picks the GPU.
+  4. checks that device='auto' picks the GPU;
+  5. sweeps --sweep-neurons neurons of layer 6 on the device (run.py sweep, --ray off: the sweep's
+     own machinery, one process), with shared measurements, and prints neurons per hour.
 For the throughput table on the same model:
     python bench/measurement_throughput.py --model FOLDER/gpt2-shaped --device cuda
 """
@@ -47,6 +49,8 @@ def main() -> int:
     parser.add_argument("--folder", default=None, help="where the models are built (default: a temporary folder)")
     parser.add_argument("--prompts", type=int, default=64, help="prompts compared between CPU and device")
     parser.add_argument("--iterations", type=int, default=40, help="iterations of the whole search on the device")
+    parser.add_argument("--sweep-neurons", type=int, default=8, help="neurons of the sweep on the device (0: no sweep)")
+    parser.add_argument("--sweep-prompts", type=int, default=200, help="measured prompts per neuron of the sweep")
     args = parser.parse_args()
     folder = Path(args.folder or tempfile.mkdtemp(prefix="gpu-check-"))
     model = build_tiny_gpt2(folder / "gpt2-shaped", **GPT2_SMALL)
@@ -114,7 +118,23 @@ def main() -> int:
 
     # 4. auto picks the accelerator when there is one.
     print(f"device 'auto' resolves to: {resolve_device('auto')}")
-    ok = worst <= TOLERANCE and stats["measured"] > 0 and stats["failed"] == 0 and overlap >= 0.9
+
+    # 5. A sweep on the device: neurons per hour.
+    swept = True
+    if args.sweep_neurons:
+        import run
+
+        started = time.perf_counter()
+        code = run.main([
+            "sweep", "--layer", "6", "--neurons", f"0:{args.sweep_neurons}", "--model", str(model), "--device", args.device,
+            "--strategy", "gradient", "--no-seed-corpus", "--no-explain", "--max-prompts", str(args.sweep_prompts), "--iterations", "1000",
+            "--ray", "off", "--results-dir", str(folder / "results"), "--sweep-id", "gpu-check-sweep", "--quiet",
+        ])  # fmt: skip
+        seconds = time.perf_counter() - started
+        swept = code == 0 and (folder / "results" / "gpu-check-sweep" / "index.html").is_file()
+        print(f"sweep on {args.device}: {args.sweep_neurons} neurons x {args.sweep_prompts} prompts in {seconds:.1f} s = "
+              f"{args.sweep_neurons / seconds * 3600:.0f} neurons/hour ({'OK' if swept else 'FAILED'})")  # fmt: skip
+    ok = swept and worst <= TOLERANCE and stats["measured"] > 0 and stats["failed"] == 0 and overlap >= 0.9
     ok = ok and gradient.stats["measured"] > 0 and gradient.stats["llm_calls"] == 0
     print("GPU CHECK", "PASSED" if ok else "FAILED")
     return 0 if ok else 1

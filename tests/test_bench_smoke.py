@@ -53,9 +53,11 @@ def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path) ->
     env = offline_env(tmp_path)
     script = BENCH.parent / "scripts" / "gpu_check.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--device", "cpu", "--prompts", "8", "--iterations", "3", "--folder", str(tmp_path)],
+        [sys.executable, str(script), "--device", "cpu", "--prompts", "8", "--iterations", "3", "--folder", str(tmp_path),
+         "--sweep-neurons", "2", "--sweep-prompts", "24"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "agreement: OK" in done.stdout and "GPU CHECK PASSED" in done.stdout
     assert "search on cpu: 3 iterations" in done.stdout
+    assert "sweep on cpu: 2 neurons x 24 prompts" in done.stdout and "neurons/hour (OK)" in done.stdout

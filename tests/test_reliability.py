@@ -222,12 +222,14 @@ def test_ollama_without_the_model_says_which_pull_to_run(capsys, ollama, tiny_mo
 
 @pytest.mark.parametrize("server", ["down", "without the model"])
 def test_llm_auto_falls_back_to_the_embedded_llm_and_says_so(server, ollama, monkeypatch, caplog):
+    monkeypatch.setattr(proposer, "_warned", set())  # said once per process: this test's run says it
     if server == "down":
         monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{closed_port()}")
     else:
         ollama(models=["some-other-model:latest"])
     with caplog.at_level(logging.WARNING, logger="neuron_search"):
         assert proposer.resolve_llm("auto") == "embedded"
+        assert proposer.resolve_llm("auto") == "embedded"  # a second run in the process: not said again
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.endswith("using the embedded LLM instead.")
     assert ("`ollama serve`" if server == "down" else f"`ollama pull {proposer.DEFAULT_OLLAMA_MODEL}`") in line

@@ -109,6 +109,9 @@ def ollama_problem(model: str) -> str | None:
     return None
 
 
+_warned: set[str] = set()
+
+
 def resolve_llm(spec: str) -> str:
     """Turn --llm into a concrete proposer: 'ollama:NAME', 'embedded' or 'custom:NAME'."""
     if spec == "embedded" or spec.startswith("custom:"):
@@ -119,7 +122,9 @@ def resolve_llm(spec: str) -> str:
         problem = ollama_problem(DEFAULT_OLLAMA_MODEL)
         if problem is None:
             return f"ollama:{DEFAULT_OLLAMA_MODEL}"
-        log.warning("%s; using the embedded LLM instead.", problem)
+        if problem not in _warned:  # once per process: a sweep resolves it for every neuron
+            _warned.add(problem)
+            log.warning("%s; using the embedded LLM instead.", problem)
         return "embedded"
     if spec.startswith("ollama:") and spec[7:]:
         problem = ollama_problem(spec[7:])
