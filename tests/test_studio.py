@@ -38,7 +38,7 @@ CONDITIONAL_EDGES = {
     ("semantic_filter", "generate"),
     ("semantic_filter", "random_fallback"),
 }
-MODEL_LIBRARIES = ("transformer_lens", "sentence_transformers", "llama_cpp")
+MODEL_LIBRARIES = ("transformer_lens", "sentence_transformers", "xllamacpp")
 
 
 def test_importing_the_studio_graph_loads_no_model():
