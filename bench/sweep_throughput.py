@@ -94,12 +94,14 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="the tiny test model, 3 neurons, a few prompts")
     args = parser.parse_args()
     search = ["--strategy", "gradient", "--population", "4", "--children", "4", "--no-seed-corpus", "--no-explain", "--device", "cpu"]
-    if args.smoke:
-        args.model, args.layer, args.neurons, args.max_prompts = tiny_model_dir(), 1, "0:3", 24
+    configurations = CONFIGURATIONS
+    if args.smoke:  # the script's own plumbing only: tests/test_sweep.py runs sweeps on Ray
+        args.model, args.layer, args.neurons, args.max_prompts = tiny_model_dir(), 1, "0:2", 16
+        configurations = [(name, ["--ray", "off", *extra[4:]] if "local" in extra else extra) for name, extra in CONFIGURATIONS]
     results = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     rows, folders = [], {}
-    print(f"machine: {machine()}", flush=True)
-    for name, extra in CONFIGURATIONS:
+    print(f"machine: {machine()}" + (" (smoke: every configuration ran with --ray off)" if args.smoke else ""), flush=True)
+    for name, extra in configurations:
         sweep_id = "s" + str(len(folders))
         command = [
             sys.executable, str(ROOT / "run.py"), "sweep", "--layer", str(args.layer), "--neurons", args.neurons,

@@ -28,6 +28,7 @@ SCRIPTS = [
     "explanation_quality.py",
     "fluency_cost.py",
     "sweep_throughput.py",
+    "llm_speed.py",
 ]
 
 

@@ -10,6 +10,7 @@ message, and the others go on. Ctrl-C stops the sweep; `run.py sweep --resume SW
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,13 +146,22 @@ def _on_ray(folder: Path, settings: dict, layer: int, todo: list[int], book: Sta
             ray.shutdown()
 
 
+def _ray_temp_dir() -> str:
+    """Ray's session folder: under the temporary folder, unless that path is so long that Ray's
+    socket paths would pass the 107 bytes a Unix socket's name may have (then /tmp/ray)."""
+    base = Path(tempfile.gettempdir()) / "ray"
+    return str(base if len(str(base)) <= 40 else Path("/tmp/ray"))
+
+
 def _start_ray(address: str, workers: int) -> None:
     import ray
 
     try:
         if address == "local":
             # One CPU per worker: each actor's torch then runs on one core (Ray sets OMP_NUM_THREADS).
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            ray.init(
+                num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=_ray_temp_dir()
+            )
         else:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as error:
