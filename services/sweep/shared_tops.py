@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -113,23 +115,15 @@ class SharedTops:
     def close(self) -> None:
         self.db.close()
 
-    def _transaction(self) -> _Immediate:
-        return _Immediate(self.db, self._lock)
-
-
-class _Immediate:
-    """BEGIN IMMEDIATE ... COMMIT: the write lock is taken at the start, so two writers never
-    both read the old floors and then both write."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self.db, self.lock = db, lock
-
-    def __enter__(self) -> None:
-        self.lock.acquire()
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, value, traceback) -> None:
-        try:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self.lock.release()
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT: the write lock is taken at the start, so two writers never
+        both read the old floors and then both write."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
