@@ -29,6 +29,8 @@ from services.storage.record_store import RecordStore, StoredRecord
 from services.storage.run_folder import check_identity, new_run_id, open_run, settings_file
 from state import Record, SearchState
 
+STOPPED_BY_USER = "stopped by the user"  # the stop reason of a run that Ctrl-C or SIGTERM ended between batches
+
 
 class SearchResult:
     """What a search found. `records` reads the run's record store, so nothing is lost to top-k."""
@@ -176,7 +178,7 @@ class NeuronSearch:
                 if state.get("route") == "done" or stop.is_set():
                     break
             if stop.is_set() and state.get("route") != "done":
-                return {**state, "stop_reason": "stopped by the user"}
+                return {**state, "stop_reason": STOPPED_BY_USER}
             if graph.get_state(config).next:  # the explanation, after a finished search (--explain)
                 state = graph.invoke(None, config, context=ctx)
         return state

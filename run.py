@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
 
 
 def search_command(args: argparse.Namespace, console) -> int:
-    from neuron_search import NeuronSearch
+    from neuron_search import STOPPED_BY_USER, NeuronSearch
     from services.reports.display import RichProgress
     from services.reports.report import RESULT_FILES
     from services.reports.results import print_summary
@@ -148,7 +148,7 @@ def search_command(args: argparse.Namespace, console) -> int:
     result = search.run(progress=progress)  # writes the results files as it ends
     print_summary(result, console)
     console.print(f"Results written to [bold]{result.run_dir}[/]: " + ", ".join(RESULT_FILES.values()))
-    if result.stop_reason == "stopped by the user":
+    if result.stop_reason == STOPPED_BY_USER:
         folder = "" if result.run_dir.parent == Path(SearchContext.results_dir) else f" --results-dir {result.run_dir.parent}"
         console.print(f"Stopped after the batch in flight. Continue with: [bold]python run.py --resume {result.run_id}{folder}[/]")
     return 0

@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from neuron_search import STOPPED_BY_USER, NeuronSearch
 from services.storage.run_folder import settings_file
 from services.sweep.shared_tops import SharedTops
 from services.sweep.sweep_folder import TABLE_FILE, neurons_dir, read_plan
-
-STOPPED = "stopped by the user"
 
 
 def neuron_settings(folder: Path, neuron: int) -> dict[str, Any]:
@@ -36,8 +35,6 @@ def neuron_settings(folder: Path, neuron: int) -> dict[str, Any]:
 
 def run_neuron(folder: Path, neuron: int) -> dict[str, Any]:
     """Run (or resume) neuron `neuron` of the sweep to its end; returns what the scheduler records."""
-    from neuron_search import NeuronSearch
-
     settings = neuron_settings(folder, neuron)
     if settings_file(neurons_dir(folder) / str(neuron)).is_file():
         resumed = {k: v for k, v in settings.items() if k not in ("run_id", "results_dir", "seed_prompts")}
@@ -59,7 +56,7 @@ def run_neuron(folder: Path, neuron: int) -> dict[str, Any]:
         "best_prompt": best[0] if best else None,
         "measured": result.stats.get("measured", 0),
         "seconds": float(result.state.get("elapsed", 0.0)),
-        "stopped": result.stop_reason == STOPPED,
+        "stopped": result.stop_reason == STOPPED_BY_USER,
     }
 
 
