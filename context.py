@@ -71,6 +71,12 @@ class SearchContext:
         "LOW,HIGH: the population's fluency weights, log-spaced; slot i keeps the prompt with the lowest "
         "-activation + weight_i * cross-entropy (0,0 ignores fluency).",
     )
+    fluency_gradient: bool = _knob(
+        True,
+        "Each slot ranks token swaps by the activation's gradient plus its fluency weight times how much the "
+        "swap lowers the prompt's own next-token loss there (EPO's direct term; one more forward pass of "
+        "the population an iteration); off ranks by the activation's gradient alone.",
+    )
     ascii_only: bool = _knob(True, "The gradient proposes only tokens written in printable ASCII.")
 
     # What the neuron detects.

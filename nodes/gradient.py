@@ -4,7 +4,10 @@ For each member of the population, the gradient of the neuron's activation with 
 one-hot tokens ranks, at each position, the tokens that would raise it most; each child swaps
 --swaps positions to tokens drawn from those top --gradient-top-k (GCG's and EPO's step). With
 --position max, only positions up to the member's peak change: tokens after it cannot move a
-causal model's activation there. Children are ordinary candidates: the filter, the measurement and
+causal model's activation there. With --fluency-gradient (the default) slot i ranks the tokens by
+the gradient plus its fluency weight times how much the swap lowers the prompt's own next-token
+loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens.
+Children are ordinary candidates: the filter, the measurement and
 the records treat them like any other prompt. No LLM is involved.
 """
 
@@ -13,8 +16,8 @@ from __future__ import annotations
 import torch
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.model.gradient import allowed_tokens, propose_children, token_gradients
+from context import SearchContext, fluency_weights
+from services.model.gradient import allowed_tokens, fluency_gains, propose_children, token_gradients
 from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
 
@@ -27,9 +30,17 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     # Seeded by run settings and progress, so a resumed or repeated run makes the same children.
     rng = torch.Generator().manual_seed(ctx.seed * 1_000_003 + stats["gradient_batches"])
     allowed = allowed_tokens(subject, ctx.ascii_only)
-    _, grads = token_gradients(subject, [m["ids"] for m in population], ctx.layer, ctx.neuron, ctx.position)
+    # One gradient (and one set of fluency gains) per distinct member: a prompt may hold several slots.
+    distinct = list(dict.fromkeys(tuple(m["ids"]) for m in population))
+    rows = [list(ids) for ids in distinct]
+    _, grads = token_gradients(subject, rows, ctx.layer, ctx.neuron, ctx.position)
+    gains = fluency_gains(subject, rows) if ctx.fluency_gradient else [None] * len(rows)
+    by_ids = dict(zip(distinct, zip(grads, gains)))
     prompts: list[str] = []
-    for member, grad in zip(population, grads):
+    for member, weight in zip(population, fluency_weights(ctx)):
+        grad, gain = by_ids[tuple(member["ids"])]
+        if gain is not None and weight > 0:
+            grad = grad + weight * gain
         positions = range(member["peak"] + 1) if ctx.position == "max" else None
         for ids in propose_children(subject, member["ids"], grad, allowed, rng, ctx.children, ctx.gradient_top_k, ctx.swaps, positions):
             prompt = subject.decode(ids)

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from services.model.gradient import (
     allowed_tokens,
     embedding_scale,
+    fluency_gains,
     propose_children,
     retokenizes,
     token_gradients,
@@ -224,3 +225,53 @@ def test_a_measurement_with_fluency_is_the_plain_measurement_plus_the_cross_entr
         assert a["xent"] is None
         assert b["activation"] == pytest.approx(a["activation"], abs=1e-6) and b["values"] == a["values"]
         assert b["xent"] == pytest.approx(xent, abs=1e-5)
+
+
+def test_fluency_gain_of_a_swap_at_the_last_token_is_its_exact_cross_entropy_change(model_and_layer) -> None:
+    """The last token's loss term is the only one a swap there changes, so the gain is exact there;
+    at an earlier position it is the change of that position's own term (later terms move too)."""
+    subject, _ = model_and_layer
+    rows = [subject.token_ids(p) for p in PROMPTS]  # three lengths: the batch is padded
+    gains = fluency_gains(subject, rows)
+    generator = torch.Generator().manual_seed(3)
+    for row, gain in zip(rows, gains):
+        assert tuple(gain.shape) == (len(row), subject.bridge.embed.original_component.weight.shape[0])
+        assert gain[torch.arange(len(row)), torch.tensor(row)].abs().max() == 0  # the current tokens
+        last = len(row) - 1
+        news = torch.randint(len(subject.tokenizer), (4,), generator=generator).tolist()
+        (before,) = subject.cross_entropy([row])
+        after = subject.cross_entropy([_swap(row, last, new) for new in news])
+        for new, loss in zip(news, after):
+            assert before - loss == pytest.approx(float(gain[last, new]), abs=1e-4), new
+
+
+def test_fluency_gains_without_a_bos_token_leave_the_first_position_alone(tiny) -> None:
+    """A model with no BOS predicts nothing at the first text token: its gains are 0 there, the rest
+    still match the cross-entropy, which then averages over one token fewer."""
+    row = tiny.token_ids(PROMPTS[1])
+    bos = tiny._bos
+    try:
+        tiny._bos = None
+        (gain,) = fluency_gains(tiny, [row])
+        (before,) = tiny.cross_entropy([row])
+        (after,) = tiny.cross_entropy([_swap(row, len(row) - 1, 7)])
+    finally:
+        tiny._bos = bos
+    assert gain[0].abs().max() == 0
+    assert before - after == pytest.approx(float(gain[-1, 7]), abs=1e-4)
+
+
+def test_a_heavy_fluency_weight_proposes_swaps_that_read_better(gemma) -> None:
+    """What slot i ranks by, gradient + weight * gain: with a weight of 10 the children read clearly
+    better (lower cross-entropy) than children ranked by the activation's gradient alone. (Both read
+    worse than a fluent parent on average: a swap also changes how the later tokens are predicted.)"""
+    allowed = allowed_tokens(gemma, ascii_only=True)
+    for text in ("The committee said that the report would be published in March", "def parse(self, value): return int(value)"):
+        row = gemma.token_ids(text)
+        _, (grad,) = token_gradients(gemma, [row], 9, 840, "last")
+        (gain,) = fluency_gains(gemma, [row])
+        mean_after = {}
+        for name, scores in {"activation only": grad, "weight 10": grad + 10 * gain}.items():
+            children = propose_children(gemma, row, scores, allowed, torch.Generator().manual_seed(0), 24, 16, 1)
+            mean_after[name] = sum(gemma.cross_entropy(children)) / len(children)
+        assert mean_after["weight 10"] < mean_after["activation only"] - 0.5, (text, mean_after)

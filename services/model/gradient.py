@@ -132,6 +132,37 @@ def token_gradients(
     return activations.detach().float().cpu(), grads
 
 
+def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int = 8) -> list[torch.Tensor]:
+    """Per row of text tokens, [len(row), d_vocab]: entry [p, v] is how much swapping the token at
+    text position p for v lowers the row's cross-entropy (`SubjectModel.cross_entropy`, the mean
+    next-token loss of its own tokens) through that position's own term:
+    (log p(v | BOS, tokens before p) - log p(current token | same)) / predicted tokens.
+
+    This is EPO's direct fluency term, exact for that term; the swap's effect on how later tokens
+    are predicted is not in it. Entries of the current tokens are 0. A model without a BOS token
+    predicts nothing at the first position, whose row is then 0. One inference pass with logits
+    per `batch_size` rows (the logits are [rows, positions, d_vocab]).
+    """
+    out: list[torch.Tensor] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        tokens, offset = subject.padded(chunk)
+        with subject.exclusive, torch.inference_mode():
+            logits = subject.bridge(tokens, return_type="logits")
+            for i, row in enumerate(chunk):
+                predicted = offset + len(row) - 1  # tokens the mean loss counts (see _mean_losses)
+                gains = torch.zeros(len(row), logits.shape[-1])
+                if predicted:
+                    # Logits at padded position q predict the token at q + 1; text position p sits at
+                    # offset + p, so text positions first..len(row)-1 are predicted (first = 1 - offset).
+                    first = 1 - offset
+                    log_probs = logits[i, offset + first - 1 : offset + len(row) - 1].float().log_softmax(dim=-1).cpu()
+                    current = log_probs.gather(1, torch.tensor(row[first:])[:, None])
+                    gains[first:] = (log_probs - current) / predicted
+                out.append(gains)
+    return out
+
+
 def _usable_tokens(subject: SubjectModel) -> tuple[list[str], list[bool]]:
     """Every token's text, and whether a prompt may contain it at all.
 
