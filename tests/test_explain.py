@@ -25,6 +25,7 @@ from services.explain.scoring import (
     detection_score,
     generation_score,
     score_explanation,
+    verdict_probabilities,
 )
 from services.explain.structured import ask_json
 from services.llm.proposer import register_chat_model
@@ -156,6 +157,39 @@ def replier(reply: Callable[[str], str]) -> str:
     return register_chat_model(Replier(reply=reply))
 
 
+class ProbableReplier(BaseChatModel):
+    """A chat model that answers {"fires": [...]} with the chance of `true` it gives each text,
+    `chances(request)`, reported as llama.cpp and Ollama report log-probabilities: one entry per
+    answer token with its likeliest alternatives. Each verdict is the likelier literal."""
+
+    chances: Callable[[str], list[float]]
+
+    @property
+    def _llm_type(self) -> str:
+        return "probable-replier"
+
+    def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, **kwargs) -> ChatResult:
+        chances = self.chances(messages[-1].text)
+        tokens = [{"token": '{"', "logprob": -0.01, "top_logprobs": []}, {"token": 'fires": [', "logprob": -0.01, "top_logprobs": []}]
+        for i, p in enumerate(chances):
+            literal = "true" if p >= 0.5 else "false"
+            alternatives = [{"token": "true", "logprob": math.log(max(p, 1e-9))}, {"token": "f", "logprob": math.log(max(1 - p, 1e-9))}]
+            first = literal if literal == "true" else "f"
+            tokens.append({"token": (", " if i else "") + first, "logprob": -0.1, "top_logprobs": [
+                {"token": (", " if i else "") + a["token"], "logprob": a["logprob"]} for a in alternatives
+            ]})  # fmt: skip
+            if literal == "false":
+                tokens.append({"token": "alse", "logprob": -0.01, "top_logprobs": []})
+        tokens.append({"token": "]}", "logprob": -0.01, "top_logprobs": []})
+        text = "".join(t["token"] for t in tokens)
+        message = AIMessage(content=text, response_metadata={"logprobs": tokens})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def probable(chances: Callable[[str], list[float]]) -> str:
+    return register_chat_model(ProbableReplier(chances=chances))
+
+
 def shown_texts(request: str) -> list[str]:
     return re.findall(r"^Text \d+: (.*)$", request, re.MULTILINE)
 
@@ -191,6 +225,44 @@ def test_a_guessing_judge_scores_about_one_half():
     assert detection["n_answered"] == 200
     # One recall over 100 guesses has a standard deviation of 0.05; their mean, ~0.035.
     assert abs(detection["balanced_accuracy"] - 0.5) <= 0.1
+
+
+def test_detection_auroc_from_log_probabilities_is_one_for_a_sure_judge_and_about_half_for_chance():
+    # The sure judge is right but never certain: its chances for texts with "seven" are all above those without.
+    rng = random.Random(0)
+    sure = probable(lambda request: [rng.uniform(0.55, 0.95) if "seven" in t else rng.uniform(0.05, 0.45) for t in shown_texts(request)])
+    detection = detection_score(sure, "The word seven.", HIGH, LOW)
+    assert (detection["auroc"], detection["balanced_accuracy"], detection["n_scored"]) == (1.0, 1.0, 40)
+    assert all(e["p_fires"] is not None and (e["p_fires"] > 0.5) == e["high"] for e in detection["examples"])
+    # A judge whose chances ignore the texts: AUROC about 0.5 (200 texts; its standard deviation is ~0.04).
+    coin = probable(lambda request: [rng.random() for _ in shown_texts(request)])
+    high, low = [f"seven {i}" for i in range(100)], [f"plain {i}" for i in range(100)]
+    assert abs(detection_score(coin, "The word seven.", high, low)["auroc"] - 0.5) <= 0.1
+
+
+def test_verdict_probabilities_read_the_token_where_each_literal_starts():
+    entry = lambda token, logprob, *alternatives: {"token": token, "logprob": logprob, "top_logprobs": [  # noqa: E731
+        {"token": t, "logprob": lp} for t, lp in alternatives
+    ]}  # fmt: skip
+    logprobs = [
+        entry('{"fires": [', -0.1),
+        # The grammar forced "f" (the model wanted "{"): alternatives that start neither literal do not count.
+        entry("f", -2.0, ("{", -0.2), ("true", math.log(0.1)), ("f", -2.0)),
+        entry("alse", -0.01),
+        # A token that holds the comma and the first letter: alternatives must share the comma.
+        entry(", t", math.log(0.3), (", t", math.log(0.3)), (", f", math.log(0.1)), (" t", -0.5), (",", -0.3)),
+        entry("rue", -0.01),
+        # No alternative that starts false: the probability of true is 1.
+        entry(", true", -0.05, (", true", -0.05), ("]", -3.0)),
+        entry("]}", -0.01),
+    ]
+    raw = "".join(e["token"] for e in logprobs)
+    assert json.loads(raw) == {"fires": [False, True, True]}
+    chances = verdict_probabilities(raw, logprobs, 3)
+    assert chances == pytest.approx([0.1 / (0.1 + math.exp(-2.0)), 0.75, 1.0])
+    assert verdict_probabilities(raw, logprobs, 2) is None  # not the number of texts asked about
+    assert verdict_probabilities(raw + " x", logprobs, 3) is None  # the tokens do not spell the answer
+    assert verdict_probabilities(raw.strip() + "\n", logprobs + [entry("\n  ", -0.1)], 3) == chances  # whitespace around it
 
 
 def test_answers_of_the_wrong_shape_are_unanswered_not_errors():
@@ -268,3 +340,11 @@ def test_the_embedded_llm_answers_json_of_the_schema():
     answer = ask_json("embedded", build_explain_request(examples, scale_max=2.0), short, max_tokens=64)
     assert isinstance(json.loads(answer.raw)["explanation"], str)
     assert answer.value == json.loads(answer.raw)
+
+
+def test_the_embedded_llm_reports_the_chance_of_each_verdict():
+    """A real call: llama.cpp's log-probabilities give every verdict of a detection answer a probability."""
+    detection = detection_score("embedded", "Numbers and digits.", ["1 2 3 4", "7, 8, 9"], ["the cat sat", "hello there"])
+    assert detection["n_answered"] == 4 and detection["n_scored"] == 4
+    assert all(0.0 <= e["p_fires"] <= 1.0 for e in detection["examples"])
+    assert detection["auroc"] is not None

@@ -7,15 +7,17 @@ subject model measures them; AUROC and the mean activations say whether the expl
 causal enough to write new firing text. Each score comes with the same score of a control
 explanation (a generic sentence), so a reader sees what chance gives on the same prompts.
 
-Detection has no AUROC: that needs a probability per example, which llama.cpp could give through
-log-probabilities, but ChatLlamaCpp returns text only and a boolean per example is all the other
-chat models give; its `auroc` stays None until a backend reports probabilities.
+Detection's AUROC needs a probability per example: where the LLM reports log-probabilities (the
+embedded llama.cpp does; Ollama 0.12.11 and later does), each verdict's probability of `true` is read
+from the alternatives at the token where the verdict starts (delphi reads its 0/1 answers the
+same way). Where it does not, `auroc` is None and balanced accuracy is the score.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -119,21 +121,77 @@ def detection_score(
     random.Random(seed).shuffle(items)
     chunks = [items[i : i + per_call] for i in range(0, len(items), per_call)]
     answers: list[bool | None] = []
+    probabilities: list[float | None] = []
     for index, chunk in enumerate(chunks):
         prompts = [p for p, _ in chunk]
-        answer = ask_json(spec, _detect_request(explanation, prompts), _fires_schema(len(prompts)), seed=seed + index)
-        answers += _fires(answer, len(prompts))
+        request = _detect_request(explanation, prompts)
+        answer = ask_json(spec, request, _fires_schema(len(prompts)), seed=seed + index, top_logprobs=TOP_LOGPROBS)
+        verdicts = _fires(answer, len(prompts))
+        answers += verdicts
+        chances = verdict_probabilities(answer.raw, answer.logprobs, len(prompts)) if answer.logprobs else None
+        probabilities += chances if chances and None not in verdicts else [None] * len(prompts)
     labels = [label for (_, label), a in zip(items, answers) if a is not None]
     verdicts = [a for a in answers if a is not None]
+    scored = [(label, p) for (_, label), p in zip(items, probabilities) if p is not None]
     return {
         "balanced_accuracy": _json_number(balanced_accuracy(labels, verdicts)),
-        "auroc": None,
+        "auroc": _json_number(auroc([label for label, _ in scored], [p for _, p in scored])) if scored else None,
         "n_high": len(high),
         "n_low": len(low),
         "n_answered": len(verdicts),
+        "n_scored": len(scored),
         "llm_calls": len(chunks),
-        "examples": [{"prompt": p, "high": label, "fires": a} for (p, label), a in zip(items, answers)],
+        "examples": [
+            {"prompt": p, "high": label, "fires": a, "p_fires": chance}
+            for (p, label), a, chance in zip(items, answers, probabilities)
+        ],
     }
+
+
+# Alternatives asked for at each answer token (OpenAI's API allows up to 20).
+TOP_LOGPROBS = 20
+
+
+def verdict_probabilities(raw: str, logprobs: Sequence[dict[str, Any]], n: int) -> list[float] | None:
+    """For each of the `n` booleans of a {"fires": [...]} answer, the probability the LLM gave `true`,
+    read at the token where the verdict starts: the mass of the alternatives there that would start
+    `true`, over that of those that would start either literal (the token it wrote counts as one).
+    An alternative shares the written token's text up to where the verdict starts, and what follows
+    decides: "t..." is true, "f..." false, anything else neither. A literal with no alternative there
+    has probability 0. None when the tokens do not spell `raw` (up to whitespace around it) or it
+holds no list of n literals.
+    """
+    tokens = [entry.get("token", "") for entry in logprobs]
+    text = "".join(tokens)  # may hold whitespace around the answer that the chat model strips
+    if text.strip() != raw.strip():
+        return None
+    opening = re.search(r'"fires"\s*:\s*\[', text)
+    if not opening:
+        return None
+    closing = text.find("]", opening.end())
+    starts = [opening.end() + m.start() for m in re.finditer(r"\b(?:true|false)\b", text[opening.end() : closing if closing >= 0 else None])]
+    if len(starts) != n:
+        return None
+    ends = list(np.cumsum([len(t) for t in tokens]))
+    out = []
+    for start in starts:
+        index = int(np.searchsorted(ends, start, side="right"))  # the token holding the literal's first letter
+        entry = logprobs[index]
+        offset = start - (ends[index] - len(tokens[index]))
+        written = tokens[index]
+        mass = {"t": 0.0, "f": 0.0}
+        seen: set[str] = set()
+        for alternative in [{"token": written, "logprob": entry.get("logprob")}, *entry.get("top_logprobs", [])]:
+            text, logprob = alternative.get("token", ""), alternative.get("logprob")
+            if text in seen or logprob is None or text[:offset] != written[:offset] or len(text) <= offset:
+                continue
+            seen.add(text)
+            first = text[offset]
+            if first in mass:
+                mass[first] += math.exp(logprob)
+        total = mass["t"] + mass["f"]
+        out.append(mass["t"] / total if total > 0 else 0.5)
+    return out
 
 
 def _detect_request(explanation: str, prompts: Sequence[str]) -> list[BaseMessage]:
@@ -214,10 +272,12 @@ def score_explanation(
     per_call: int = 5,
     n: int = 8,
     seed: int = 0,
+    real_text: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Detection (and generation, given `measure`) of `explanation` and of `control` on the same
     prompts and seeds: {"explanation": row, "control": row}, each row {"text", "detection",
-    "generation"} (generation None without `measure`). Plain JSON-serialisable dicts."""
+    "generation", "real_text"} (generation None without `measure`). `real_text`, (high, low) dataset
+    snippets, adds detection on real text ("real_text", None without it). Plain JSON-serialisable dicts."""
     spec = resolve_llm(llm_spec)
 
     def row(text: str) -> dict[str, Any]:
@@ -225,6 +285,7 @@ def score_explanation(
             "text": text,
             "detection": detection_score(spec, text, high, low, per_call=per_call, seed=seed),
             "generation": generation_score(spec, text, measure, n=n, seed=seed) if measure else None,
+            "real_text": detection_score(spec, text, *real_text, per_call=per_call, seed=seed) if real_text else None,
         }
 
     return {"explanation": row(explanation), "control": row(control)}

@@ -181,6 +181,9 @@ class ChatLlamaCpp(BaseChatModel):
     # llama.cpp's structured output, e.g. {"type": "json_object", "schema": {...}}: a grammar built
     # from the schema constrains sampling, so even a 135M model answers parseable JSON.
     response_format: dict[str, Any] | None = None
+    # With a count, each answer token's log-probability and its `top_logprobs` likeliest alternatives
+    # (before the grammar) in response_metadata["logprobs"], as Ollama's chat model reports them.
+    top_logprobs: int | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -195,6 +198,7 @@ class ChatLlamaCpp(BaseChatModel):
             "seed": self.seed,
             "repeat_penalty": self.repeat_penalty,
             "response_format": self.response_format,
+            "top_logprobs": self.top_logprobs,
         }
 
     def _generate(
@@ -220,6 +224,9 @@ class ChatLlamaCpp(BaseChatModel):
             request["seed"] = seed & 0xFFFFFFFF
         if stop:
             request["stop"] = list(stop)
+        top_logprobs = kwargs.get("top_logprobs", self.top_logprobs)
+        if top_logprobs:
+            request["logprobs"], request["top_logprobs"] = True, top_logprobs
 
         tries = _fallbacks(kwargs.get("response_format", self.response_format))
         with lock:
@@ -244,7 +251,11 @@ class ChatLlamaCpp(BaseChatModel):
         usage = completion.get("usage") or {}
         message = AIMessage(
             content=choice.get("message", {}).get("content") or "",
-            response_metadata={"finish_reason": choice.get("finish_reason"), "model_path": self.model_path},
+            response_metadata={
+                "finish_reason": choice.get("finish_reason"),
+                "model_path": self.model_path,
+                **({"logprobs": (choice.get("logprobs") or {}).get("content")} if top_logprobs else {}),
+            },
             usage_metadata={
                 "input_tokens": usage.get("prompt_tokens", 0),
                 "output_tokens": usage.get("completion_tokens", 0),

@@ -165,15 +165,20 @@ def prompts_schema(n: int, max_chars: int) -> dict[str, Any]:
     return {"type": "object", "properties": {"prompts": prompts}, "required": ["prompts"]}
 
 
-def constrained(model: BaseChatModel, schema: dict[str, Any], max_tokens: int | None = None) -> BaseChatModel:
+def constrained(
+    model: BaseChatModel, schema: dict[str, Any], max_tokens: int | None = None, top_logprobs: int | None = None
+) -> BaseChatModel:
     """A copy of `model` that enforces the JSON `schema` where its backend can (llama.cpp's
-    response_format, Ollama's format), else `model` itself, whose request text asks for the same."""
+    response_format, Ollama's format), else `model` itself, whose request text asks for the same.
+    With `top_logprobs`, the copy also reports each answer token's likeliest alternatives with their
+    log-probabilities in response_metadata["logprobs"] (llama.cpp does; Ollama does from 0.12.11, an
+    older server leaves them out)."""
     from services.llm.embedded_llm import ChatLlamaCpp
 
     if isinstance(model, ChatLlamaCpp):
-        update = {"response_format": {"type": "json_object", "schema": schema}, "max_tokens": max_tokens}
+        update = {"response_format": {"type": "json_object", "schema": schema}, "max_tokens": max_tokens, "top_logprobs": top_logprobs}
     elif type(model).__name__ == "ChatOllama":  # by name: langchain_ollama loads only for Ollama specs
-        update = {"format": schema, "num_predict": max_tokens}
+        update = {"format": schema, "num_predict": max_tokens, "top_logprobs": top_logprobs, "logprobs": top_logprobs and True}
     else:
         return model
     return model.model_copy(update={key: value for key, value in update.items() if value is not None})
