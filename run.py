@@ -272,6 +272,7 @@ def report_command(argv: list[str], console) -> int:
 
 
 def explain_command(argv: list[str], console) -> int:
+    from services.dataset.exemplars import real_text_holdout
     from services.explain.run_explanation import explain_run, measurer
     from services.llm.proposer import resolve_llm
     from services.reports.explanation_view import explanation_table
@@ -281,8 +282,9 @@ def explain_command(argv: list[str], console) -> int:
     p = argparse.ArgumentParser(
         prog="run.py explain",
         description="Explain what a finished run's neuron detects (the LLM reads its top prompts and a sample "
-        "across activations), score that beside a control on held-out prompts (detection) and on new prompts "
-        "written from it and measured (generation), and add it to the run's results and report.",
+        "across activations), score that beside a control on held-out prompts (detection; also on real-text "
+        "snippets when the layer's corpus scan is cached) and on new prompts written from it and measured "
+        "(generation), and add it to the run's results and report.",
     )
     p.add_argument("run_id")
     p.add_argument("--results-dir", default=SearchContext.results_dir)
@@ -296,8 +298,9 @@ def explain_command(argv: list[str], console) -> int:
     subject = subject_model(settings["model"], args.device or settings["device"])
     subject.validate(settings["layer"], settings["neuron"])
     measure = measurer(subject, settings["layer"], settings["neuron"], settings["position"], settings["batch_size"])
+    real_text = real_text_holdout(subject, settings["layer"], settings["neuron"], seed=settings["seed"])
     with console.status("Explaining the neuron and scoring that on held-out prompts ..."):
-        final = explain_run(run_dir, resolve_llm(args.llm or settings["llm"]), measure, seed=settings["seed"])
+        final = explain_run(run_dir, resolve_llm(args.llm or settings["llm"]), measure, seed=settings["seed"], real_text=real_text)
     console.print(explanation_table(final))
     paths = write_run_results(run_dir)
     console.print(f"Wrote {run_dir / 'explanation.json'} and {paths['html']}")

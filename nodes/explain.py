@@ -1,5 +1,6 @@
 """explain: end a search with one sentence on what the neuron detects, scored beside a control on
-prompts the explainer never saw (services/explain/run_explanation.py)."""
+prompts the explainer never saw (services/explain/run_explanation.py), and on the neuron's top and
+ordinary real-text snippets when the layer's scan of the corpus is cached (a gradient run's seeds made it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from langgraph.runtime import Runtime
 
 from context import SearchContext
+from services.dataset.exemplars import real_text_holdout
 from services.explain.run_explanation import explain_run, llm_calls_of, measurer
 from services.runtime import context_of, run_dir, services_for
 from state import SearchState, bump
@@ -19,7 +21,8 @@ def explain(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
     measure = measurer(services.subject, ctx.layer, ctx.neuron, ctx.position, ctx.batch_size)
-    final = explain_run(run_dir(ctx, state["run_id"]), services.proposer.spec, measure, seed=ctx.seed)
+    real_text = real_text_holdout(services.subject, ctx.layer, ctx.neuron, seed=ctx.seed)
+    final = explain_run(run_dir(ctx, state["run_id"]), services.proposer.spec, measure, seed=ctx.seed, real_text=real_text)
     if not final["explanation"]:
         log.warning("The LLM %s gave no usable explanation of this neuron.", services.proposer.spec)
     return SearchState(

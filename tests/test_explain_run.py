@@ -96,3 +96,36 @@ def test_the_hypothesis_reaches_the_generators_request_only_with_explain_every(t
     off = RoleAware()
     search(tiny_model_dir, tmp_path, off, explain=False, iterations=7, run_id="off").run(progress=False)
     assert proposer_requests(off) and not any("Current hypothesis" in r for r in proposer_requests(off))
+
+
+def test_a_cached_corpus_scan_adds_real_text_the_explainer_never_saw(tiny_model_dir, tmp_path, monkeypatch):
+    from services.dataset.exemplars import real_text_holdout
+    from services.runtime import subject_model
+
+    monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))  # the scan's cache, not the user's
+    llm = RoleAware(requests=[])
+    # A gradient run's --seed-corpus scans the corpus (and seeds the top snippets, which the explainer may see).
+    result = search(tiny_model_dir, tmp_path, llm, strategy="gradient", seed_corpus=True, iterations=3).run(progress=False)
+    final = result.explanation
+    expected = real_text_holdout(subject_model(str(tiny_model_dir), "cpu"), 1, 3)
+    assert expected is not None
+    held = final["held_out"]
+    shown = set(final["shown"])
+    assert held["real_high"] == [p for p in expected[0] if p not in shown] and held["real_low"] == expected[1]
+    assert set(expected[0]) & {r["prompt"] for r in result.records if r["source"] == "seed"}  # the seeds were real text
+    assert not (set(held["real_high"]) | set(held["real_low"])) & shown
+    for name in ("explanation", "control"):
+        real = final["scores"][name]["real_text"]
+        assert (real["n_high"], real["n_low"]) == (len(held["real_high"]), len(held["real_low"]))
+        assert {e["prompt"] for e in real["examples"]} == set(held["real_high"]) | set(held["real_low"])
+    # This judge says every text fires: all answered, balanced accuracy 0.5; the snippets reached it.
+    assert final["scores"]["explanation"]["real_text"]["balanced_accuracy"] == 0.5
+    assert any(held["real_low"][0] in r for r in llm.requests)
+    assert "detection on real text" in (result.run_dir / "report.html").read_text()
+
+
+def test_without_a_cached_scan_there_is_no_real_text_score(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))
+    final = search(tiny_model_dir, tmp_path, RoleAware(requests=[])).run(progress=False).explanation
+    assert "real_high" not in final["held_out"]
+    assert final["scores"]["explanation"]["real_text"] is None

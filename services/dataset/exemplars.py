@@ -86,10 +86,10 @@ def layer_scan(
 
     Read from the cache when this model, layer, corpus and cap were scanned before.
     """
-    folder = cache_root() / "exemplars" / _scan_name(subject, layer, source, max_snippets)
-    cached = _read_scan(folder, subject.d_mlp)
+    cached = cached_layer_scan(subject, layer, source, max_snippets)
     if cached is not None:
         return cached
+    folder = cache_root() / "exemplars" / _scan_name(subject, layer, source, max_snippets)
     with subject.exclusive:  # the tokenizer may not be used by two threads at once
         snippets = build_snippets(source, subject.tokenizer, max_snippets)
     maxima = np.empty((len(snippets), subject.d_mlp), dtype=np.float32)
@@ -103,6 +103,35 @@ def layer_scan(
             progress.advance(task, len(rows))
     _write_scan(folder, source.description, snippets, maxima)
     return snippets, maxima
+
+
+def cached_layer_scan(
+    subject: SubjectModel, layer: int, source: CorpusSource | None = None, max_snippets: int = DEFAULT_MAX_SNIPPETS
+) -> tuple[list[str], np.ndarray] | None:
+    """`layer_scan`'s result when it is in the cache (default corpus), else None: nothing is scanned."""
+    source = source or corpus_source(None)
+    return _read_scan(cache_root() / "exemplars" / _scan_name(subject, layer, source, max_snippets), subject.d_mlp)
+
+
+def real_text_holdout(
+    subject: SubjectModel, layer: int, neuron: int, n: int = 10, seed: int = 0
+) -> tuple[list[str], list[str]] | None:
+    """Real text to score an explanation on (detection), when the layer's scan of the default corpus
+    is cached (a gradient run's --seed-corpus or `run.py exemplars` made it), else None.
+
+    High: the neuron's top `n` snippets. Low: `n` snippets drawn (by `seed`) from those at or below
+    the neuron's median over the corpus, so ordinary text on which it does not stand out.
+    """
+    cached = cached_layer_scan(subject, layer)
+    if cached is None:
+        return None
+    snippets, maxima = cached
+    column = np.nan_to_num(maxima[:, neuron], nan=-np.inf)
+    order = np.argsort(-column, kind="stable")
+    high = [snippets[i] for i in order[:n]]
+    below = np.flatnonzero(column <= np.median(column))
+    picked = np.random.default_rng(seed).choice(below, size=min(n, len(below)), replace=False) if len(below) else []
+    return high, [snippets[i] for i in sorted(picked)]
 
 
 def _progress(console: Console | None) -> Progress:

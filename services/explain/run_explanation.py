@@ -80,10 +80,17 @@ def _explained(
 
 
 def explain_run(
-    run_dir: Path, llm_spec: str, measure: Callable[[list[str]], list[float]], seed: int = 0, n_generated: int = 8
+    run_dir: Path,
+    llm_spec: str,
+    measure: Callable[[list[str]], list[float]],
+    seed: int = 0,
+    n_generated: int = 8,
+    real_text: tuple[list[str], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Explain the run's records and score the explanation, beside a control, by detection on
-    held-out measured prompts and by generation (new prompts measured with `measure`).
+    held-out measured prompts and by generation (new prompts measured with `measure`), and by
+    detection on `real_text`, (high, low) dataset snippets, where given (`real_text_holdout`):
+    snippets the explainer saw (a run seeded from the corpus measures them) are left out.
 
     Returns (and saves in explanation.json, keeping the hypotheses' timeline) the final block:
     the explanation, the prompts the explainer saw, the held-out sizes, the scores. A run with
@@ -100,10 +107,17 @@ def explain_run(
         "held_out": {"high": [r["prompt"] for r in high], "low": [r["prompt"] for r in low]},
         "scores": None,
     }
+    if real_text:
+        seen = set(final["shown"])
+        unseen = tuple([p for p in group if p not in seen] for group in real_text)
+        if all(unseen):
+            final["held_out"]["real_high"], final["held_out"]["real_low"] = unseen
     if text:
+        held = final["held_out"]
         final["scores"] = score_explanation(
-            llm_spec, text, final["held_out"]["high"], final["held_out"]["low"], measure, n=n_generated, seed=seed
-        )
+            llm_spec, text, held["high"], held["low"], measure, n=n_generated, seed=seed,
+            real_text=(held["real_high"], held["real_low"]) if "real_high" in held else None,
+        )  # fmt: skip
     final["seconds"] = round(time.perf_counter() - started, 1)
     document = {**read_explanation(run_dir), "final": final}
     _write(run_dir, document)

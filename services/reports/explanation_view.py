@@ -21,18 +21,29 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def score_rows(final: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(row, explanation, detection balanced accuracy (answered of asked), generation AUROC
-    (n fire / n not), mean activation ratio fire / not), for the explanation and the control."""
+def _detection_cell(detection: dict[str, Any] | None) -> str:
+    """Balanced accuracy (answered of asked; its AUROC where the LLM gave log-probabilities)."""
+    if not detection:
+        return "–"
+    asked = detection["n_high"] + detection["n_low"]
+    auroc = detection.get("auroc")
+    probabilities = f"; AUROC {_num(auroc)} from log-probabilities" if auroc is not None else ""
+    return f"{_num(detection['balanced_accuracy'])} ({detection['n_answered']} of {asked} answered{probabilities})"
+
+
+def score_rows(final: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """(row, explanation, detection on held-out run prompts, detection on real-text snippets ("–"
+    without a cached corpus scan), generation AUROC (n fire / n not), mean activation ratio fire /
+    not), for the explanation and the control. Detection cells: `_detection_cell`."""
     rows = []
     for name, row in (final.get("scores") or {}).items():
-        detection, generation = row["detection"], row["generation"] or {}
-        asked = detection["n_high"] + detection["n_low"]
+        generation = row["generation"] or {}
         rows.append(
             (
                 name,
                 row["text"],
-                f"{_num(detection['balanced_accuracy'])} ({detection['n_answered']} of {asked} answered)",
+                _detection_cell(row["detection"]),
+                _detection_cell(row.get("real_text")),
                 f"{_num(generation.get('auroc'))} ({generation.get('n_fire', 0)} / {generation.get('n_not', 0)})",
                 _num(generation.get("ratio")),
             )
@@ -40,7 +51,14 @@ def score_rows(final: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-HEADERS = ("", "text", "detection: balanced accuracy", "generation: AUROC (fire / not)", "mean ratio fire / not")
+HEADERS = (
+    "",
+    "text",
+    "detection: balanced accuracy",
+    "detection on real text",
+    "generation: AUROC (fire / not)",
+    "mean ratio fire / not",
+)
 
 
 def explanation_html(document: dict[str, Any]) -> str:
@@ -56,8 +74,14 @@ def explanation_html(document: dict[str, Any]) -> str:
         f"{final.get('measured', 0):,} measured prompts; scored on {len(held.get('high', []))} held-out high and "
         f"{len(held.get('low', []))} held-out low prompts it never saw (detection: the LLM, given only the "
         "sentence, says which fire), and on prompts the LLM wrote from the sentence to fire and not to fire, "
-        "measured (generation). The control row scores a generic sentence the same way: what chance looks "
-        "like here.</p>",
+        "measured (generation)"
+        + (
+            f"; and on {len(held['real_high'])} of the neuron's top and {len(held['real_low'])} ordinary real-text "
+            "snippets it never saw (detection on real text)"
+            if held.get("real_high")
+            else ""
+        )
+        + ". The control row scores a generic sentence the same way: what chance looks like here.</p>",
     ]
     rows = score_rows(final)
     if rows:
