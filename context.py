@@ -122,6 +122,11 @@ class SearchContext:
     min_improvement: float = _knob(0.001, "A rise of the best activation smaller than this is no improvement.")
     iterations: int = _knob(100, "Stop after this many iterations (one batch each).")
     max_prompts: int = _knob(0, "Stop after this many measured prompts (0: no limit).")
+    max_llm_calls: int = _knob(
+        0,
+        "Stop after this many LLM calls: the proposer's and, with --explain-every, the hypotheses' "
+        "(0: no limit; the final explanation's calls are not counted).",
+    )
     target: float | None = _knob(None, "Stop as soon as the best activation reaches this value.")
     time_limit: float = _knob(0.0, "Stop after this many seconds of search (0: no limit).")
 
@@ -193,7 +198,7 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--top-k must be at least 1")
     if ctx.max_prompt_tokens < 1:
         problems.append("--max-prompt-tokens must be at least 1")
-    for name in ("iterations", "max_prompts", "time_limit", "patience", "max_attempts", "explain_every"):
+    for name in ("iterations", "max_prompts", "max_llm_calls", "time_limit", "patience", "max_attempts", "explain_every"):
         if getattr(ctx, name) < 0:
             problems.append(f"--{name.replace('_', '-')} cannot be negative")
     if not 0.0 <= ctx.similarity_threshold <= 1.0:

@@ -18,6 +18,9 @@ def stop_reason(state: SearchState, ctx: SearchContext) -> str:
         return f"ran {ctx.iterations} iterations"
     if ctx.max_prompts and state["stats"]["measured"] >= ctx.max_prompts:
         return f"measured {ctx.max_prompts} prompts"
+    calls = state["stats"]["llm_calls"] + state["stats"]["explain_llm_calls"]
+    if ctx.max_llm_calls and calls >= ctx.max_llm_calls:
+        return f"made {ctx.max_llm_calls} LLM calls"
     if ctx.time_limit and state["elapsed"] >= ctx.time_limit:
         return f"reached the time limit of {ctx.time_limit:g} s"
     return ""

@@ -93,6 +93,14 @@ def test_the_hypothesis_reaches_the_generators_request_only_with_explain_every(t
     page = (result.run_dir / "report.html").read_text()
     assert "Hypotheses during the search" in page and page.count('class="hypothesis"') == 3
 
+    # Hypotheses count against --max-llm-calls: the proposer's first 3 calls and the first
+    # hypothesis (the explainer's call and the generation score's) make the budget exactly.
+    per_hypothesis = 1 + timeline[0]["generation"]["llm_calls"]
+    budget = RoleAware(requests=[])
+    capped = search(tiny_model_dir, tmp_path, budget, explain=False, explain_every=2, iterations=100, max_llm_calls=3 + per_hypothesis, run_id="cap").run(progress=False)
+    assert capped.stop_reason == f"made {3 + per_hypothesis} LLM calls"
+    assert capped.stats["llm_calls"] + capped.stats["explain_llm_calls"] == len(budget.requests) == 3 + per_hypothesis
+
     off = RoleAware()
     search(tiny_model_dir, tmp_path, off, explain=False, iterations=7, run_id="off").run(progress=False)
     assert proposer_requests(off) and not any("Current hypothesis" in r for r in proposer_requests(off))

@@ -96,6 +96,9 @@ def test_budgets_stop_the_run(tiny_model_dir, tmp_path):
     by_target = tiny_search(tiny_model_dir, tmp_path, llm, run_id="t", iterations=100, target=-1e9).run(progress=False)
     assert by_target.stop_reason.startswith("reached the target") and by_target.state["iteration"] == 1
 
+    by_calls = tiny_search(tiny_model_dir, tmp_path, llm, run_id="c", iterations=100, max_llm_calls=3).run(progress=False)
+    assert by_calls.stop_reason == "made 3 LLM calls" and by_calls.stats["llm_calls"] == 3
+
     by_time = tiny_search(tiny_model_dir, tmp_path, llm, run_id="s", iterations=10_000, time_limit=0.5).run(progress=False)
     assert by_time.stop_reason.startswith("reached the time limit") and by_time.state["iteration"] < 10_000
 
