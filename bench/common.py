@@ -65,24 +65,17 @@ def rss_mb() -> float:
 
 
 class Recorder:
-    """A NeuronSearch progress object that keeps (seconds, stats, best) after every iteration and,
-    given max_llm_calls, asks the search to stop (as Ctrl-C does: after the batch in flight) once
-    that many LLM calls are spent."""
+    """A NeuronSearch progress object that keeps (seconds, stats, best) after every iteration."""
 
-    def __init__(self, max_llm_calls: int | None = None) -> None:
+    def __init__(self) -> None:
         import time
 
         self._clock = time.perf_counter
-        self.max_llm_calls = max_llm_calls
         self.points: list[tuple[float, dict, float | None]] = []
 
     def update(self, state, context) -> None:  # noqa: ARG002 (the progress protocol)
         best = state.get("best")
         self.points.append((self._clock(), dict(state["stats"]), best["activation"] if best else None))
-        if self.max_llm_calls is not None and state["stats"]["llm_calls"] >= self.max_llm_calls:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGINT)
 
     def close(self) -> None:
         pass

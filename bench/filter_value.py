@@ -5,8 +5,7 @@
 Generating a prompt with the LLM costs far more than measuring it, so a rejected prompt may waste
 more than it saves. For the same neurons as bench/search_quality.py (same draw, same seed) this
 tool runs at its defaults except the similarity threshold, and stops once it has spent `--llm-calls`
-LLM calls (asked to stop as Ctrl-C does, after the batch in flight: a few runs end one or two calls
-over). 0.5 is the original tool's threshold; 1.0 rejects exact duplicates only.
+LLM calls (`--max-llm-calls`, checked after each batch). 0.5 is the original tool's threshold; 1.0 rejects exact duplicates only.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import tempfile
 import time
 
 import common  # noqa: F401 (sets up the import path and offline settings)
-from common import Recorder, machine, measured_by_source, pick_neurons, tiny_model_dir
+from common import machine, measured_by_source, pick_neurons, tiny_model_dir
 
 from context import SearchContext
 from neuron_search import NeuronSearch
@@ -55,7 +54,7 @@ def main() -> None:
             result = NeuronSearch(
                 model=args.model, layer=layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
                 similarity_threshold=threshold, results_dir=results_dir, run_id=f"n{neuron}-t{threshold:g}", explain=False,
-            ).run(progress=Recorder(max_llm_calls=args.llm_calls), iterations=10**6)
+            ).run(progress=False, iterations=10**6, max_llm_calls=args.llm_calls)
             stats = result.stats
             measured = measured_by_source(result.records)
             rows.append(

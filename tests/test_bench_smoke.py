@@ -29,6 +29,7 @@ SCRIPTS = [
     "fluency_cost.py",
     "sweep_throughput.py",
     "llm_speed.py",
+    "hypothesis_steering.py",
 ]
 
 
