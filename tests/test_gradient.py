@@ -19,7 +19,7 @@ from services.model.gradient import (
     retokenizes,
     token_gradients,
 )
-from services.model.subject_model import SubjectModel
+from services.model.subject_model import SubjectModel, _mean_losses, predicting
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -214,6 +214,39 @@ def test_cross_entropy_equals_the_transformers_loss_and_ignores_padding(tiny, ti
             reference = float(reference_model(ids, labels=ids).loss)  # mean over the tokens after BOS
         assert loss == pytest.approx(reference, abs=1e-4)
         assert tiny.cross_entropy([row]) == pytest.approx([loss], abs=1e-5)  # alone: no padding
+
+
+def test_logits_at_the_predicting_positions_are_those_of_the_full_pass(model_and_layer) -> None:
+    # The unembedding runs on the selected positions only; it must give the full pass's logits there
+    # (GPT-2's unembedding has a bias, Gemma's is tied to its embedding).
+    subject, _ = model_and_layer
+    rows = [subject.token_ids(p) for p in PROMPTS]
+    tokens, offset = subject.padded(rows)
+    where = predicting(tokens, offset, [len(row) for row in rows])
+    assert where.sum() < where.numel()  # padding and last positions are left out
+    with torch.inference_mode():
+        full = subject.bridge(tokens, return_type="logits")
+        assert subject._unembedding_gives_logits()
+        selected = subject.logits_at(tokens, where)
+    assert selected.shape == (int(where.sum()), full.shape[-1])
+    assert torch.allclose(selected, full[where], atol=1e-4, rtol=1e-4)
+
+
+def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir) -> None:
+    # A model whose logits are more than its unembedding (as Gemma 2's soft-capping is) must not
+    # get the unembedding alone: the probe finds it, and cross-entropies come from the full logits.
+    subject = SubjectModel.load(str(tiny_model_dir), "cpu")
+    subject.bridge.add_hook("unembed.hook_out", lambda logits, hook: 2 * torch.tanh(logits / 2))
+    rows = [subject.token_ids(p) for p in PROMPTS]
+    tokens, offset = subject.padded(rows)
+    lengths = [len(row) for row in rows]
+    with torch.inference_mode():
+        full = subject.bridge(tokens, return_type="logits")
+        reference = _mean_losses(full[predicting(tokens, offset, lengths)], tokens, offset, lengths)
+    assert not subject._unembedding_gives_logits()
+    assert subject.cross_entropy(rows) == pytest.approx(reference, abs=1e-5)
+    fused = subject.measure(PROMPTS, 1, 3, "max", batch_size=8, fluency=True)
+    assert [m["xent"] for m in fused] == pytest.approx(reference, abs=1e-5)
 
 
 def test_a_measurement_with_fluency_is_the_plain_measurement_plus_the_cross_entropy(tiny) -> None:

@@ -19,7 +19,7 @@ import weakref
 import torch
 
 from services.errors import UserError
-from services.model.subject_model import SubjectModel
+from services.model.subject_model import SubjectModel, predicting
 
 # Read once per model and kept for as long as the model lives.
 _scales: weakref.WeakKeyDictionary[SubjectModel, float] = weakref.WeakKeyDictionary()
@@ -140,25 +140,26 @@ def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int 
 
     This is EPO's direct fluency term, exact for that term; the swap's effect on how later tokens
     are predicted is not in it. Entries of the current tokens are 0. A model without a BOS token
-    predicts nothing at the first position, whose row is then 0. One inference pass with logits
-    per `batch_size` rows (the logits are [rows, positions, d_vocab]).
+    predicts nothing at the first position, whose row is then 0. One inference pass per
+    `batch_size` rows, with logits at the predicting positions only (`SubjectModel.logits_at`).
     """
     out: list[torch.Tensor] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         tokens, offset = subject.padded(chunk)
+        lengths = [len(row) for row in chunk]
         with subject.exclusive, torch.inference_mode():
-            logits = subject.bridge(tokens, return_type="logits")
-            for i, row in enumerate(chunk):
-                predicted = offset + len(row) - 1  # tokens the mean loss counts (see _mean_losses)
+            where = predicting(tokens, offset, lengths)
+            # Row by row, the logits at each row's predicting positions: at padded position q they
+            # predict the token at q + 1, so text positions first..len(row)-1 (first = 1 - offset).
+            per_row = subject.logits_at(tokens, where).float().split(where.sum(dim=1).tolist())
+            for row, logits in zip(chunk, per_row):
                 gains = torch.zeros(len(row), logits.shape[-1])
-                if predicted:
-                    # Logits at padded position q predict the token at q + 1; text position p sits at
-                    # offset + p, so text positions first..len(row)-1 are predicted (first = 1 - offset).
+                if len(logits):
                     first = 1 - offset
-                    log_probs = logits[i, offset + first - 1 : offset + len(row) - 1].float().log_softmax(dim=-1).cpu()
+                    log_probs = logits.log_softmax(dim=-1).cpu()
                     current = log_probs.gather(1, torch.tensor(row[first:])[:, None])
-                    gains[first:] = (log_probs - current) / predicted
+                    gains[first:] = (log_probs - current) / len(logits)
                 out.append(gains)
     return out
 

@@ -86,6 +86,7 @@ class SubjectModel:
         # Held for every forward pass and tokenizer call: see the module's docstring. Reentrant, so
         # that a caller may hold it across several passes (e.g. a gradient step and its children).
         self.exclusive = threading.RLock()
+        self._unembedding_checked: bool | None = None
         self._check_hooks()
 
     @classmethod
@@ -284,28 +285,77 @@ class SubjectModel:
 
         # The forward pass ends in the hook: `stop_at_layer` would also stop early, but not at the
         # last layer, where it still runs the unembedding (for Gemma, more work than all 18 blocks).
+        hooks = [(f"blocks.{layer}.mlp.hook_post", keep)]
         with self.exclusive, torch.inference_mode():
-            try:
-                logits = self.bridge.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", keep)])
-            except _NeuronRead:
+            if not fluency:
+                try:
+                    self.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+                except _NeuronRead:
+                    pass
                 return captured[0], offset, None
-            return captured[0], offset, _mean_losses(logits, tokens, offset, [len(row) for row in ids])
+            lengths = [len(row) for row in ids]
+            logits = self.logits_at(tokens, predicting(tokens, offset, lengths), hooks)
+            return captured[0], offset, _mean_losses(logits, tokens, offset, lengths)
+
+    def logits_at(self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = ()) -> torch.Tensor:
+        """The logits at the positions `where` ([rows, positions] bool) of one forward pass of
+        `tokens` (running `hooks` too): [where.sum(), d_vocab], in the order of `where.nonzero()`.
+
+        The unembedding runs on those positions only, never on padding or on positions whose
+        prediction nobody reads: for Gemma's 262k-token vocabulary it costs as much as all 18 blocks.
+        That takes the unembedding's input from its hook; a model whose logits are more than the
+        unembedding of that input (Gemma 2's final soft-capping, for one) is found by a probe on
+        first use and gets the full logits, selected, instead. Call under `exclusive` and
+        inference mode.
+        """
+        if not self._unembedding_gives_logits():
+            return self.bridge.run_with_hooks(tokens, fwd_hooks=list(hooks))[where]
+        final: list[torch.Tensor] = []
+
+        def keep_final(residual: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
+            final.append(residual)
+            raise _NeuronRead  # the rest of the pass is the unembedding, done below where needed
+
+        try:
+            self.bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, ("unembed.hook_in", keep_final)])
+        except _NeuronRead:
+            pass
+        return self.bridge.unembed.original_component(final[0][where])
+
+    def _unembedding_gives_logits(self) -> bool:
+        """Whether the model's logits are exactly its unembedding applied to the unembedding's
+        input (checked once, on a probe text, against a full forward pass's logits)."""
+        if self._unembedding_checked is None and "unembed.hook_in" not in self.bridge.hook_dict:
+            self._unembedding_checked = False
+        if self._unembedding_checked is None:
+            tokens = torch.tensor([self._with_bos(self.token_ids("The quick brown fox, 42."))], device=self.device)
+            final: list[torch.Tensor] = []
+            with self.exclusive, torch.inference_mode():
+                logits = self.bridge.run_with_hooks(
+                    tokens, fwd_hooks=[("unembed.hook_in", lambda residual, hook: final.append(residual))]
+                )
+                ours = self.bridge.unembed.original_component(final[0]) if final else None
+            self._unembedding_checked = ours is not None and ours.shape == logits.shape and torch.allclose(ours, logits, atol=1e-4, rtol=1e-4)
+            if not self._unembedding_checked:
+                log.info("%s: logits are not the unembedding of its input; cross-entropies use full logits", self.name)
+        return self._unembedding_checked
 
     def cross_entropy(self, ids: list[list[int]], batch_size: int = 16) -> list[float]:
         """Each row's mean next-token loss of its own text tokens under the full model: its fluency
         (lower reads more naturally). The first text token is predicted from BOS; a model without a
         BOS token cannot predict the first one, which is then left out.
 
-        One right-padded forward pass with logits per `batch_size` rows: the logits are
-        [rows, positions, d_vocab], over 100 MB for 8 rows of 12 tokens on a 262k vocabulary.
+        One right-padded forward pass per `batch_size` rows, with logits at the predicting positions
+        only (`logits_at`).
         """
         losses: list[float] = []
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
             tokens, offset = self.padded(chunk)
+            lengths = [len(row) for row in chunk]
             with self.exclusive, torch.inference_mode():
-                logits = self.bridge(tokens, return_type="logits")
-                losses.extend(_mean_losses(logits, tokens, offset, [len(row) for row in chunk]))
+                logits = self.logits_at(tokens, predicting(tokens, offset, lengths))
+                losses.extend(_mean_losses(logits, tokens, offset, lengths))
         return losses
 
     def _measure_batch(
@@ -342,17 +392,27 @@ class SubjectModel:
             )
         return out, shared
 
-def _mean_losses(logits: torch.Tensor, tokens: torch.Tensor, offset: int, lengths: list[int]) -> list[float]:
-    """Each row's mean next-token cross-entropy over its text tokens (`lengths` of them after
-    `offset`), from a padded pass's logits; position t predicts token t + 1, padding is not counted."""
-    predicted = logits[:, :-1].float()
-    targets = tokens[:, 1:].clone()
-    counted = torch.zeros_like(targets, dtype=torch.bool)
+def predicting(tokens: torch.Tensor, offset: int, lengths: list[int]) -> torch.Tensor:
+    """[rows, positions] bool: the positions whose next token is a row's own text token (a padded
+    pass's rows hold `lengths` text tokens after `offset`; position t predicts token t + 1)."""
+    where = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
     for i, length in enumerate(lengths):
-        counted[i, : offset + length - 1] = True
+        where[i, : offset + length - 1] = True
+    return where
+
+
+def _mean_losses(logits: torch.Tensor, tokens: torch.Tensor, offset: int, lengths: list[int]) -> list[float]:
+    """Each row's mean next-token cross-entropy over its text tokens, from the logits at the
+    `predicting` positions of a padded pass (row by row, [sum of counts, d_vocab]); a row with no
+    predicted token (one token and no BOS) gets NaN."""
+    where = predicting(tokens, offset, lengths)
+    targets = torch.roll(tokens, -1, dims=1)[where]  # the token each position predicts
+    predicted = logits.float()
     # log p(target) = logit(target) - logsumexp(logits): read twice, never written out as
     # log_softmax is, which makes this ~3x faster than torch.nn.functional.cross_entropy on a 262k vocabulary (and
     # closer to a float64 reference: bench/fluency_cost.py, RESULTS section 10).
-    per_token = torch.logsumexp(predicted, dim=-1) - predicted.gather(-1, targets[..., None]).squeeze(-1)
-    per_token = torch.where(counted, per_token, torch.zeros((), device=per_token.device))
-    return (per_token.sum(dim=1) / counted.sum(dim=1)).tolist()
+    per_token = torch.logsumexp(predicted, dim=-1) - predicted.gather(-1, targets[:, None]).squeeze(-1)
+    counts = where.sum(dim=1)
+    sums = torch.zeros(len(lengths), dtype=per_token.dtype, device=per_token.device)
+    sums.index_add_(0, where.nonzero()[:, 0], per_token)
+    return (sums / counts).tolist()
