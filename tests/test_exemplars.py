@@ -205,3 +205,15 @@ def test_run_py_exemplars_help_explains_every_option():
     assert done.returncode == 0
     for option in ("--neuron", "--layer", "--model", "--device", "--corpus", "--top-k", "--max-snippets", "--results-dir"):
         assert option in done.stdout, option
+
+
+def test_a_corpus_cut_again_in_one_process_comes_from_memory_until_a_file_changes(tokenizer, tmp_path, monkeypatch):
+    from services.dataset import corpus
+
+    (tmp_path / "c.txt").write_text("one two three four\n\nfive six seven eight\n")
+    first = build_snippets(corpus_source(tmp_path / "c.txt"), tokenizer, max_snippets=0)
+    monkeypatch.setattr(corpus, "_texts", lambda source: pytest.fail("the corpus was read again"))
+    assert build_snippets(corpus_source(tmp_path / "c.txt"), tokenizer, max_snippets=1) == first[:1]
+    monkeypatch.undo()
+    (tmp_path / "c.txt").write_text("nine ten eleven twelve\n")  # a changed file is read again
+    assert build_snippets(corpus_source(tmp_path / "c.txt"), tokenizer, max_snippets=0) == ["nine ten eleven twelve"]

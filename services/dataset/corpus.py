@@ -22,7 +22,9 @@ import logging
 import os
 import re
 import sysconfig
+import threading
 import tokenize
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,15 @@ _CODING_LINE = re.compile(r"coding[:=]")
 # The rules below are part of every corpus fingerprint, as the code that was loaded: a change of
 # the rules makes old cached scans unreachable instead of silently reused.
 _RULES = hashlib.sha256(Path(__file__).read_bytes()).digest()
+
+
+# The distinct snippets of the last few corpora cut in this process, per tokenizer and keyed by the
+# corpus fingerprint (content and rules) and the token limit: extracting and cutting the standard
+# library takes ~35 s on 2 CPU cores, and a search with --seed-corpus after an exemplars scan of
+# the same corpus (or a sweep's neurons) would otherwise pay it again.
+_KEPT_CORPORA = 2
+_cutting = threading.Lock()
+_distinct_snippets: weakref.WeakKeyDictionary[object, dict[tuple[str, int], list[str]]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -111,8 +122,15 @@ def build_snippets(
     With more than max_snippets snippets (0: no cap), evenly spaced ones are kept, so that a capped
     corpus still spans all of its files rather than the first few alphabetically.
     """
-    texts = [t for t in _texts(source) if len(t.split()) >= MIN_WORDS]
-    snippets = list(dict.fromkeys(cut(texts, tokenizer, max_tokens)))
+    key = (source.fingerprint(), max_tokens)
+    with _cutting:
+        cached = _distinct_snippets.setdefault(tokenizer, {})
+        if key not in cached:
+            texts = [t for t in _texts(source) if len(t.split()) >= MIN_WORDS]
+            while len(cached) >= _KEPT_CORPORA:
+                cached.pop(next(iter(cached)))
+            cached[key] = list(dict.fromkeys(cut(texts, tokenizer, max_tokens)))
+        snippets = list(cached[key])
     if not snippets:
         raise UserError(
             f"The corpus ({source.description}) holds no text of {MIN_WORDS} words or more. Give "
