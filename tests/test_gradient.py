@@ -239,10 +239,10 @@ def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir)
     subject.bridge.add_hook("unembed.hook_out", lambda logits, hook: 2 * torch.tanh(logits / 2))
     rows = [subject.token_ids(p) for p in PROMPTS]
     tokens, offset = subject.padded(rows)
-    lengths = [len(row) for row in rows]
+    where = predicting(tokens, offset, [len(row) for row in rows])
     with torch.inference_mode():
         full = subject.bridge(tokens, return_type="logits")
-        reference = _mean_losses(full[predicting(tokens, offset, lengths)], tokens, offset, lengths)
+        reference = _mean_losses(full[where], tokens, where)
     assert not subject._unembedding_gives_logits()
     assert subject.cross_entropy(rows) == pytest.approx(reference, abs=1e-5)
     fused = subject.measure(PROMPTS, 1, 3, "max", batch_size=8, fluency=True)

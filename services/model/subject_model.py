@@ -293,9 +293,9 @@ class SubjectModel:
                 except _NeuronRead:
                     pass
                 return captured[0], offset, None
-            lengths = [len(row) for row in ids]
-            logits = self.logits_at(tokens, predicting(tokens, offset, lengths), hooks)
-            return captured[0], offset, _mean_losses(logits, tokens, offset, lengths)
+            where = predicting(tokens, offset, [len(row) for row in ids])
+            losses = _mean_losses(self.logits_at(tokens, where, hooks), tokens, where)  # fills `captured` too
+            return captured[0], offset, losses
 
     def logits_at(self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = ()) -> torch.Tensor:
         """The logits at the positions `where` ([rows, positions] bool) of one forward pass of
@@ -352,10 +352,9 @@ class SubjectModel:
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
             tokens, offset = self.padded(chunk)
-            lengths = [len(row) for row in chunk]
+            where = predicting(tokens, offset, [len(row) for row in chunk])
             with self.exclusive, torch.inference_mode():
-                logits = self.logits_at(tokens, predicting(tokens, offset, lengths))
-                losses.extend(_mean_losses(logits, tokens, offset, lengths))
+                losses.extend(_mean_losses(self.logits_at(tokens, where), tokens, where))
         return losses
 
     def _measure_batch(
@@ -401,11 +400,10 @@ def predicting(tokens: torch.Tensor, offset: int, lengths: list[int]) -> torch.T
     return where
 
 
-def _mean_losses(logits: torch.Tensor, tokens: torch.Tensor, offset: int, lengths: list[int]) -> list[float]:
+def _mean_losses(logits: torch.Tensor, tokens: torch.Tensor, where: torch.Tensor) -> list[float]:
     """Each row's mean next-token cross-entropy over its text tokens, from the logits at the
-    `predicting` positions of a padded pass (row by row, [sum of counts, d_vocab]); a row with no
-    predicted token (one token and no BOS) gets NaN."""
-    where = predicting(tokens, offset, lengths)
+    positions `where` (`predicting`) of a padded pass (row by row, [where.sum(), d_vocab]); a row
+    with no predicted token (one token and no BOS) gets NaN."""
     targets = torch.roll(tokens, -1, dims=1)[where]  # the token each position predicts
     predicted = logits.float()
     # log p(target) = logit(target) - logsumexp(logits): read twice, never written out as
@@ -413,6 +411,6 @@ def _mean_losses(logits: torch.Tensor, tokens: torch.Tensor, offset: int, length
     # closer to a float64 reference: bench/fluency_cost.py, RESULTS section 10).
     per_token = torch.logsumexp(predicted, dim=-1) - predicted.gather(-1, targets[:, None]).squeeze(-1)
     counts = where.sum(dim=1)
-    sums = torch.zeros(len(lengths), dtype=per_token.dtype, device=per_token.device)
+    sums = torch.zeros(len(tokens), dtype=per_token.dtype, device=per_token.device)
     sums.index_add_(0, where.nonzero()[:, 0], per_token)
     return (sums / counts).tolist()
