@@ -7,6 +7,7 @@ one-hot tokens ranks, at each position, the tokens that would raise it most; eac
 causal model's activation there. With --fluency-gradient (the default) slot i ranks the tokens by
 the gradient plus its fluency weight times how much the swap lowers the prompt's own next-token
 loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens.
+A member's gradient and gains are computed once, when it joins the population.
 Children are ordinary candidates: the filter, the measurement and
 the records treat them like any other prompt. No LLM is involved.
 """
@@ -17,7 +18,7 @@ import torch
 from langgraph.runtime import Runtime
 
 from context import SearchContext, fluency_weights
-from services.model.gradient import allowed_tokens, fluency_gains, propose_children, token_gradients
+from services.model.gradient import allowed_tokens, member_gradients, propose_children
 from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
 
@@ -30,12 +31,11 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     # Seeded by run settings and progress, so a resumed or repeated run makes the same children.
     rng = torch.Generator().manual_seed(ctx.seed * 1_000_003 + stats["gradient_batches"])
     allowed = allowed_tokens(subject, ctx.ascii_only)
-    # One gradient (and one set of fluency gains) per distinct member: a prompt may hold several slots.
+    # One gradient (and one set of fluency gains) per distinct member: a prompt may hold several
+    # slots, and one that stayed since the last iteration is remembered from then.
     distinct = list(dict.fromkeys(tuple(m["ids"]) for m in population))
-    rows = [list(ids) for ids in distinct]
-    _, grads = token_gradients(subject, rows, ctx.layer, ctx.neuron, ctx.position)
-    gains = fluency_gains(subject, rows) if ctx.fluency_gradient else [None] * len(rows)
-    by_ids = dict(zip(distinct, zip(grads, gains)))
+    computed = member_gradients(subject, [list(ids) for ids in distinct], ctx.layer, ctx.neuron, ctx.position, ctx.fluency_gradient)
+    by_ids = dict(zip(distinct, computed))
     prompts: list[str] = []
     for member, weight in zip(population, fluency_weights(ctx)):
         grad, gain = by_ids[tuple(member["ids"])]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+import services.model.gradient as gradient_module
 from transformers import AutoModelForCausalLM
 
 from services.model.gradient import (
     allowed_tokens,
     embedding_scale,
     fluency_gains,
+    member_gradients,
     propose_children,
     retokenizes,
     token_gradients,
@@ -308,3 +311,36 @@ def test_a_heavy_fluency_weight_proposes_swaps_that_read_better(gemma) -> None:
             children = propose_children(gemma, row, scores, allowed, torch.Generator().manual_seed(0), 24, 16, 1)
             mean_after[name] = sum(gemma.cross_entropy(children)) / len(children)
         assert mean_after["weight 10"] < mean_after["activation only"] - 0.5, (text, mean_after)
+
+
+def test_member_gradients_are_each_rows_own_and_computed_once(tiny, monkeypatch) -> None:
+    """A row's gradient and gains are what `token_gradients` and `fluency_gains` give it alone, bit
+    for bit, whichever rows come with it; a row asked for again is not computed again."""
+    rows = [tiny.token_ids(p) for p in PROMPTS]
+    monkeypatch.setattr(gradient_module, "_members", type(gradient_module._members)())
+    calls: list[int] = []
+    real = gradient_module.token_gradients
+    monkeypatch.setattr(gradient_module, "token_gradients", lambda s, r, *a: calls.append(len(r)) or real(s, r, *a))
+    first = member_gradients(tiny, rows[:2], 1, 3, "max", fluency=True)
+    again = member_gradients(tiny, [rows[2], rows[1]], 1, 3, "max", fluency=True)
+    assert calls == [1, 1, 1]  # one pass per new row, none for rows[1] the second time
+    assert again[1][0] is first[1][0] and again[1][1] is first[1][1]
+    for row, (grad, gain) in zip(rows[:2] + rows[2:], first + again[:1]):
+        (alone,) = real(tiny, [row], 1, 3, "max")[1]
+        assert torch.equal(grad, alone)
+        assert torch.equal(gain, fluency_gains(tiny, [row])[0])
+    # Another neuron, layer or position is another gradient; the gains (the text's own) are shared.
+    other = member_gradients(tiny, [rows[0]], 1, 4, "max", fluency=True)
+    assert calls[-1] == 1 and len(calls) == 4 and other[0][1] is first[0][1]
+    assert not torch.equal(other[0][0], first[0][0])
+    assert member_gradients(tiny, [rows[0]], 1, 3, "max", fluency=False)[0][1] is None
+
+
+def test_member_memo_keeps_to_its_bytes(tiny, monkeypatch) -> None:
+    monkeypatch.setattr(gradient_module, "_members", type(gradient_module._members)())
+    rows = [tiny.token_ids(p) for p in PROMPTS]
+    one = member_gradients(tiny, [rows[0]], 1, 3, "max", fluency=False, max_bytes=1)
+    member_gradients(tiny, [rows[1]], 1, 3, "max", fluency=False)
+    memo = gradient_module._members[tiny]
+    assert len(memo.entries) == 1 and memo.bytes == next(iter(memo.entries.values())).nbytes  # rows[0] dropped
+    assert member_gradients(tiny, [rows[0]], 1, 3, "max", fluency=False)[0][0] is not one[0][0]

@@ -65,6 +65,22 @@ def test_a_resumed_gradient_run_continues_from_its_population(tiny_model_dir, tm
     assert resumed.stats["gradient_batches"] == first.stats["gradient_batches"] + 3
 
 
+def test_a_resumed_gradient_run_measures_what_an_unbroken_one_does(tiny_model_dir, tmp_path, monkeypatch):
+    """Members' gradients are remembered across iterations; a resumed process starts with none
+    remembered, and still proposes the same children as a run that never stopped."""
+    import services.model.gradient as gradient_module
+
+    def measured(result) -> list[tuple[str, float]]:
+        return [(r["prompt"], r["activation"]) for r in result.records]
+
+    straight = gradient_search(tiny_model_dir, tmp_path, iterations=7, run_id="straight").run(progress=False)
+    gradient_search(tiny_model_dir, tmp_path, iterations=4, run_id="broken").run(progress=False)
+    monkeypatch.setattr(gradient_module, "_members", type(gradient_module._members)())  # a new process
+    resumed = NeuronSearch.resume("broken", results_dir=str(tmp_path), iterations=7).run(progress=False)
+    assert resumed.stats["gradient_batches"] == straight.stats["gradient_batches"] >= 6
+    assert sorted(measured(resumed)) == sorted(measured(straight))
+
+
 def test_mixed_takes_turns_between_the_llm_and_the_gradient(tiny_model_dir, tmp_path):
     llm = scripted(fresh_answers(10))
     result = gradient_search(tiny_model_dir, tmp_path, strategy="mixed", llm=llm, iterations=5).run(progress=False)

@@ -14,7 +14,9 @@ the process).
 
 from __future__ import annotations
 
+import threading
 import weakref
+from collections import OrderedDict
 
 import torch
 
@@ -25,6 +27,9 @@ from services.model.subject_model import SubjectModel, predicting
 _scales: weakref.WeakKeyDictionary[SubjectModel, float] = weakref.WeakKeyDictionary()
 _usable: weakref.WeakKeyDictionary[SubjectModel, tuple[list[str], list[bool]]] = weakref.WeakKeyDictionary()
 _allowed: weakref.WeakKeyDictionary[SubjectModel, dict[bool, torch.Tensor]] = weakref.WeakKeyDictionary()
+# Each population member's gradient and fluency gains, kept while it stays in the population.
+_members: weakref.WeakKeyDictionary[SubjectModel, _MemberMemo] = weakref.WeakKeyDictionary()
+_members_lock = threading.Lock()
 
 # Any text will do: the scale is read from the ratio of the hook's output to W_E's rows.
 _SCALE_PROBE = "The quick brown fox jumps over the lazy dog"
@@ -161,6 +166,69 @@ def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int 
                     current = log_probs.gather(1, torch.tensor(row[first:])[:, None])
                     gains[first:] = (log_probs - current) / len(logits)
                 out.append(gains)
+    return out
+
+
+class _MemberMemo:
+    """Least recently used first, bounded by the bytes its tensors hold (Gemma's 262k vocabulary makes
+    a 20-token member's gradient 21 MB)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple, value: torch.Tensor) -> None:
+        if key in self.entries:
+            return
+        self.entries[key] = value
+        self.bytes += value.nbytes
+        while self.bytes > self.max_bytes and len(self.entries) > 1:
+            _, dropped = self.entries.popitem(last=False)
+            self.bytes -= dropped.nbytes
+
+
+def member_gradients(
+    subject: SubjectModel,
+    rows: list[list[int]],
+    layer: int,
+    neuron: int,
+    position: str,
+    fluency: bool,
+    max_bytes: int = 1 << 30,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per row, its `token_gradients` gradient and (with `fluency`) its `fluency_gains`, each computed
+    for the row alone and remembered per model for the next call.
+
+    A population member usually stays for many iterations (a slot changes only when a child beats
+    it), so most rows here were asked for before. Computed alone, a row's values never depend on
+    which other rows were asked with it, or on whether they were remembered: a resumed run proposes
+    the same children as one that never stopped. At most `max_bytes` are kept, the least recently
+    used dropped first. The tensors returned are shared: never change them in place.
+    """
+    with _members_lock:
+        memo = _members.setdefault(subject, _MemberMemo(max_bytes))
+    out: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    for row in rows:
+        grad_key = ("gradient", layer, neuron, position, tuple(row))
+        gain_key = ("fluency", tuple(row))
+        with _members_lock:
+            grad, gain = memo.get(grad_key), memo.get(gain_key) if fluency else None
+        if grad is None:
+            (grad,) = token_gradients(subject, [row], layer, neuron, position)[1]
+        if fluency and gain is None:
+            (gain,) = fluency_gains(subject, [row])
+        with _members_lock:
+            memo.put(grad_key, grad)
+            if gain is not None:
+                memo.put(gain_key, gain)
+        out.append((grad, gain))
     return out
 
 
