@@ -66,6 +66,11 @@ class SearchContext:
     children: int = _knob(4, "Token-swap children the gradient proposes per population member and iteration.")
     gradient_top_k: int = _knob(64, "A swap picks among this many tokens, those the gradient ranks highest at its position.")
     swaps: int = _knob(1, "Tokens each gradient child changes.")
+    edits: int = _knob(
+        2,
+        "More children per population member that insert a token (drawn from the gradient's top tokens there) "
+        "or delete one, before the peak, so a prompt's length can change (0: fixed lengths, as in EPO).",
+    )
     fluency_range: str = _knob(
         "0.1,10",
         "LOW,HIGH: the population's fluency weights, log-spaced; slot i keeps the prompt with the lowest "
@@ -214,6 +219,8 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--position is max or last")
     if ctx.population < 1 or ctx.children < 1 or ctx.gradient_top_k < 1 or ctx.swaps < 1:
         problems.append("--population, --children, --gradient-top-k and --swaps must be at least 1")
+    if ctx.edits < 0:
+        problems.append("--edits cannot be negative")
     try:
         fluency_weights(ctx)
     except ValueError:

@@ -19,10 +19,11 @@ from services.model.gradient import (
     fluency_gains,
     member_gradients,
     propose_children,
+    propose_edits,
     retokenizes,
     token_gradients,
 )
-from services.model.subject_model import SubjectModel, _mean_losses, predicting
+from services.model.subject_model import SubjectModel, _mean_losses, distinct_prefixes, predicting
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -155,6 +156,38 @@ def test_every_child_obeys_the_rules(tiny, ascii_only, swaps) -> None:
         assert tiny.token_ids(tiny.tokenizer.decode(child)) == child
 
 
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_every_edit_inserts_or_deletes_one_token_where_allowed(tiny, ascii_only) -> None:
+    """An edit changes the length by one, at one of the positions given (never after the peak), an
+    inserted token is one the rules allow and among the gradient's top there, and every child
+    retokenizes exactly."""
+    allowed = allowed_tokens(tiny, ascii_only)
+    row = tiny.token_ids(PROMPTS[2])
+    _, (grad,) = token_gradients(tiny, [row], 1, 3, "max")
+    positions, top_k = range(0, 6), 8
+    children = propose_edits(tiny, row, grad, allowed, torch.Generator().manual_seed(0), 64, top_k, positions, 64)
+    inserted = [c for c in children if len(c) == len(row) + 1]
+    deleted = [c for c in children if len(c) == len(row) - 1]
+    assert len(inserted) >= 8 and len(deleted) >= 3 and len(inserted) + len(deleted) == len(children)
+    assert len({tuple(c) for c in children}) == len(children)
+    for child in inserted:
+        at = next(i for i in range(len(row)) if child[i] != row[i])
+        assert child[:at] + child[at + 1 :] == row  # one token in, the rest as it was
+        # The inserted token sits at an allowed position (a run of equal tokens makes the place ambiguous).
+        assert any(child[:p] + child[p + 1 :] == row for p in positions)
+        scores = grad[at].masked_fill(~allowed, -torch.inf)
+        assert child[at] in set(scores.topk(top_k).indices.tolist()) or child[at] == row[at]
+        assert allowed[child[at]]
+    for child in deleted:
+        assert any(row[:p] + row[p + 1 :] == child for p in positions)
+    for child in children:
+        assert retokenizes(tiny, child)
+    # A row at the token cap only shrinks; a row of one token only grows.
+    assert all(len(c) == len(row) - 1 for c in propose_edits(tiny, row, grad, allowed, torch.Generator().manual_seed(1), 16, top_k, positions, len(row)))
+    one = row[:1]
+    assert all(len(c) == 2 for c in propose_edits(tiny, one, grad[:1], allowed, torch.Generator().manual_seed(1), 8, top_k, range(1), 64))
+
+
 def test_children_take_the_top_of_the_gradient(tiny) -> None:
     """The activation is maximised: a child's new token is among the highest entries of the gradient
     (d activation / d one-hot) at its position, never the lowest."""
@@ -245,7 +278,7 @@ def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir)
     where = predicting(tokens, offset, [len(row) for row in rows])
     with torch.inference_mode():
         full = subject.bridge(tokens, return_type="logits")
-        reference = _mean_losses(full[where], tokens, where)
+        reference = _mean_losses(full[where], torch.arange(int(where.sum())), tokens, where)
     assert not subject._unembedding_gives_logits()
     assert subject.cross_entropy(rows) == pytest.approx(reference, abs=1e-5)
     fused = subject.measure(PROMPTS, 1, 3, "max", batch_size=8, fluency=True)
@@ -261,6 +294,29 @@ def test_a_measurement_with_fluency_is_the_plain_measurement_plus_the_cross_entr
         assert a["xent"] is None
         assert b["activation"] == pytest.approx(a["activation"], abs=1e-6) and b["values"] == a["values"]
         assert b["xent"] == pytest.approx(xent, abs=1e-5)
+
+
+def test_positions_with_one_prefix_are_unembedded_once_and_give_each_row_its_own_loss(model_and_layer) -> None:
+    """Siblings share their parent's tokens before the swap: the logits there are computed once,
+    and every row's cross-entropy is still what it is measured alone."""
+    subject, layer = model_and_layer
+    parent = subject.token_ids(PROMPTS[2])
+    rows = [parent, _swap(parent, 3, parent[5]), _swap(parent, 6, parent[1]), parent[:4], subject.token_ids(PROMPTS[1])]
+    tokens, offset = subject.padded(rows)
+    where = predicting(tokens, offset, [len(row) for row in rows])
+    first, shared = distinct_prefixes(tokens, where)
+    distinct = {tuple(tokens[i, : t + 1].tolist()) for i, t in where.nonzero().tolist()}
+    assert int(first.sum()) == len(distinct) <= int(where.sum()) - 3 * 4  # rows 1-3 repeat row 0's first 4 positions
+    positions = where.nonzero().tolist()
+    firsts = first.nonzero().tolist()
+    for (i, t), j in zip(positions, shared.tolist()):  # each position points at a first with its very prefix
+        fi, ft = firsts[j]
+        assert tokens[i, : t + 1].tolist() == tokens[fi, : ft + 1].tolist()
+    prompts = [subject.decode(row) for row in rows]
+    together = subject.measure(prompts, layer, 3, "max", batch_size=8, fluency=True)
+    alone = [subject.cross_entropy([row])[0] for row in rows]
+    assert [m["xent"] for m in together] == pytest.approx(alone, abs=1e-4)
+    assert subject.cross_entropy(rows) == pytest.approx(alone, abs=1e-4)
 
 
 def test_fluency_gain_of_a_swap_at_the_last_token_is_its_exact_cross_entropy_change(model_and_layer) -> None:

@@ -138,3 +138,18 @@ def test_the_fluency_gradient_steers_the_readable_slots_and_leaves_a_zero_weight
     assert {r["prompt"] for r in steered} != {r["prompt"] for r in unsteered}
     mean = lambda rows: sum(r["xent"] for r in rows) / len(rows)  # noqa: E731
     assert mean(steered) < mean(unsteered), (mean(steered), mean(unsteered))
+
+
+def test_edits_change_prompt_lengths_and_without_them_lengths_stay(tiny_model_dir, tmp_path):
+    def lengths(edits: int) -> tuple[set[int], set[int]]:
+        result = gradient_search(tiny_model_dir, tmp_path, iterations=6, edits=edits, run_id=f"edits-{edits}").run(progress=False)
+        by_source: dict[str, set[int]] = {"seed": set(), "gradient": set()}
+        for r in result.records:
+            if r["source"] in by_source and r["activation"] is not None:
+                by_source[r["source"]].add(len(r["tokens"]))
+        return by_source["seed"], by_source["gradient"]
+
+    seeds, fixed = lengths(0)
+    assert fixed and fixed <= seeds  # swaps keep every child at its parent's length
+    seeds, edited = lengths(2)
+    assert edited - seeds  # inserted or deleted tokens give children lengths no seed had

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 
@@ -283,6 +284,8 @@ def allowed_tokens(subject: SubjectModel, ascii_only: bool) -> torch.Tensor:
 
 def _retokenizing(subject: SubjectModel, rows: list[list[int]]) -> list[bool]:
     """For each row: does decoding it and tokenizing the text give back exactly these ids?"""
+    if not rows:
+        return []
     with subject.exclusive:
         texts = subject.tokenizer.batch_decode(rows)
         again = subject.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
@@ -305,14 +308,20 @@ def propose_children(
     top_k: int,
     swaps: int,
     positions: range | None = None,
+    tried: Callable[[list[int]], bool] | None = None,
 ) -> list[list[int]]:
-    """Up to `children` distinct children of a row of text tokens, each with `swaps` distinct
-    positions (from `positions`, all by default) changed, each to a token drawn uniformly from that
-    position's `top_k` allowed tokens by gradient, the current token excluded.
+    """Up to `children` distinct children of a row of text tokens, each with `swaps` tokens at
+    distinct positions (from `positions`, all by default) changed.
 
-    The activation is maximised, so the promising tokens are the highest entries of the gradient
-    itself. Children that do not retokenize exactly are dropped, so fewer than `children` can come
-    back. No child equals the parent, since every swap changes its token. `rng` is a CPU generator.
+    The swaps are drawn uniformly from the `top_k` (position, token) pairs whose predicted gain,
+    grad[p, new] - grad[p, current], is highest over all the positions together: a position where
+    the gradient promises little gets few children or none, one where it promises much gets many
+    (GCG draws a position uniformly first; at a budget of a few thousand prompts, ranking across
+    positions reached higher activations, bench/RESULTS.md section 15). Only allowed tokens, never
+    the current one, so no child equals the parent. With `tried` (has this row been measured?), a
+    child already measured is drawn again instead, a few times at most, so a member that stays in
+    the population keeps proposing new children. Children that do not retokenize exactly are
+    dropped, so fewer than `children` can come back. `rng` is a CPU generator.
     """
     positions = range(len(row)) if positions is None else positions
     if not set(positions) <= set(range(len(row))):
@@ -320,24 +329,77 @@ def propose_children(
     if not 1 <= swaps <= len(positions):
         raise ValueError(f"swaps must be between 1 and the {len(positions)} positions that may change, not {swaps}")
     where = torch.tensor(list(positions), dtype=torch.long)
-    scores = grad[where].clone()
-    scores[:, ~allowed.to(scores.device)] = -torch.inf
-    scores[torch.arange(len(where)), torch.tensor(row)[where].to(scores.device)] = -torch.inf
-    # Never more candidates than there are allowed tokens other than the current one.
-    k = min(top_k, int(allowed.sum()) - 1)
+    current = torch.tensor(row)[where].to(grad.device)
+    gains = grad[where] - grad[where, current][:, None]
+    gains[:, ~allowed.to(gains.device)] = -torch.inf
+    gains[torch.arange(len(where)), current] = -torch.inf
+    # At most top_k / swaps pairs a position, so that a child can find `swaps` distinct positions
+    # in the pool; never more pairs than there are allowed tokens other than the current ones.
+    per_position, tokens = gains.topk(min(-(-top_k // swaps), gains.shape[1]), dim=-1)
+    k = min(top_k, int(torch.isfinite(per_position).sum()))
     if k < 1:
         raise ValueError("no allowed token to swap in")
-    candidates = scores.topk(k, dim=-1).indices.cpu()  # [positions, k]
+    pool = per_position.flatten().topk(k).indices.cpu()
+    at = where[pool // per_position.shape[1]].tolist()
+    token = tokens.flatten().cpu()[pool].tolist()
 
-    # Distinct positions per child: the first `swaps` of a random permutation of the positions.
-    chosen = torch.rand(children, len(where), generator=rng).argsort(dim=1)[:, :swaps]
-    picks = torch.randint(k, (children, swaps), generator=rng)
-    new_tokens = candidates[chosen, picks]
     proposed: dict[tuple[int, ...], None] = {}  # a dict keeps the order in which children were drawn
-    for slots, tokens in zip(where[chosen].tolist(), new_tokens.tolist()):
-        child = list(row)
-        for slot, token in zip(slots, tokens):
-            child[slot] = token
+    for _ in range(children * 4):
+        if len(proposed) == children:
+            break
+        child, changed = list(row), set()
+        for j in torch.randperm(k, generator=rng).tolist():
+            if at[j] not in changed:
+                changed.add(at[j])
+                child[at[j]] = token[j]
+                if len(changed) == swaps:
+                    break
+        if len(changed) < swaps or tuple(child) in proposed or (tried is not None and tried(child)):
+            continue  # (fewer positions than swaps in the pool, or drawn before)
+        proposed[tuple(child)] = None
+    rows = [list(child) for child in proposed]
+    return [child for child, ok in zip(rows, _retokenizing(subject, rows)) if ok]
+
+
+def propose_edits(
+    subject: SubjectModel,
+    row: list[int],
+    grad: torch.Tensor,
+    allowed: torch.Tensor,
+    rng: torch.Generator,
+    count: int,
+    top_k: int,
+    positions: range,
+    max_tokens: int,
+) -> list[list[int]]:
+    """Up to `count` distinct children of a row of text tokens that change its length: each inserts
+    a token before one of `positions` or deletes the token at one of them, with even chances.
+
+    An inserted token is drawn uniformly from the `top_k` allowed tokens the gradient ranks highest
+    at that position: what would best replace the token there is the gradient's guess at what best
+    precedes it. Insertions stop at `max_tokens`; a row of one token is never emptied. With
+    `--position max` the positions are those up to the peak, so a prompt gains or loses context
+    where it can change the activation: a swap alone can never lengthen a prompt whose best real
+    example peaks on its third token. Children that do not retokenize exactly are dropped.
+    """
+    where = list(positions)
+    if not where or not set(where) <= set(range(len(row))):
+        raise ValueError(f"positions {positions} must be a non-empty part of the row's {len(row)} tokens")
+    can_insert, can_delete = len(row) < max_tokens, len(row) > 1
+    if not (can_insert or can_delete):
+        return []
+    k = min(top_k, int(allowed.sum()))
+    proposed: dict[tuple[int, ...], None] = {}
+    for _ in range(count):
+        at = where[int(torch.randint(len(where), (1,), generator=rng))]
+        coin = bool(torch.randint(2, (1,), generator=rng))
+        if can_insert and (coin or not can_delete):
+            scores = grad[at].masked_fill(~allowed.to(grad.device), -torch.inf)
+            choices = scores.topk(k).indices.cpu()
+            token = int(choices[int(torch.randint(k, (1,), generator=rng))])
+            child = row[:at] + [token] + row[at:]
+        else:
+            child = row[:at] + row[at + 1 :]
         proposed[tuple(child)] = None
     rows = [list(child) for child in proposed]
     return [child for child, ok in zip(rows, _retokenizing(subject, rows)) if ok]

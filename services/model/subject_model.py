@@ -294,7 +294,8 @@ class SubjectModel:
                     pass
                 return captured[0], offset, None
             where = predicting(tokens, offset, [len(row) for row in ids])
-            losses = _mean_losses(self.logits_at(tokens, where, hooks), tokens, where)  # fills `captured` too
+            first, shared = distinct_prefixes(tokens, where)
+            losses = _mean_losses(self.logits_at(tokens, first, hooks), shared, tokens, where)  # fills `captured` too
             return captured[0], offset, losses
 
     def logits_at(self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = ()) -> torch.Tensor:
@@ -353,8 +354,9 @@ class SubjectModel:
             chunk = ids[start : start + batch_size]
             tokens, offset = self.padded(chunk)
             where = predicting(tokens, offset, [len(row) for row in chunk])
+            first, shared = distinct_prefixes(tokens, where)
             with self.exclusive, torch.inference_mode():
-                losses.extend(_mean_losses(self.logits_at(tokens, where), tokens, where))
+                losses.extend(_mean_losses(self.logits_at(tokens, first), shared, tokens, where))
         return losses
 
     def _measure_batch(
@@ -400,16 +402,42 @@ def predicting(tokens: torch.Tensor, offset: int, lengths: list[int]) -> torch.T
     return where
 
 
-def _mean_losses(logits: torch.Tensor, tokens: torch.Tensor, where: torch.Tensor) -> list[float]:
-    """Each row's mean next-token cross-entropy over its text tokens, from the logits at the
-    positions `where` (`predicting`) of a padded pass (row by row, [where.sum(), d_vocab]); a row
-    with no predicted token (one token and no BOS) gets NaN."""
+def distinct_prefixes(tokens: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Of the positions `where` ([rows, positions] bool), the first position of each distinct
+    prefix (a mask like `where`) and, for every position of `where` in `where.nonzero()` order, the
+    index of its prefix among those firsts.
+
+    A causal model's logits at a position depend on the tokens up to it alone, so positions whose
+    rows agree up to there have the same logits: a gradient batch's children share their parent's
+    tokens before the swap, and its siblings' too. Their unembedding is computed once.
+    """
+    first = torch.zeros_like(where)
+    rows = tokens.tolist()
+    seen: dict[tuple[int, ...], int] = {}
+    shared = []
+    # Row by row, then position by position, as `nonzero` lists them: the firsts are numbered in
+    # the order in which `first.nonzero()` will list them.
+    for i, t in where.nonzero().tolist():
+        key = tuple(rows[i][: t + 1])
+        if key not in seen:
+            seen[key] = len(seen)
+            first[i, t] = True
+        shared.append(seen[key])
+    return first, torch.tensor(shared, dtype=torch.long)
+
+
+def _mean_losses(logits: torch.Tensor, shared: torch.Tensor, tokens: torch.Tensor, where: torch.Tensor) -> list[float]:
+    """Each row's mean next-token cross-entropy over its text tokens, from the logits of the
+    distinct prefixes (`distinct_prefixes`) among the positions `where` (`predicting`) of a padded
+    pass: `shared` says which logits row each position of `where` has. A row with no predicted
+    token (one token and no BOS) gets NaN."""
     targets = torch.roll(tokens, -1, dims=1)[where]  # the token each position predicts
     predicted = logits.float()
     # log p(target) = logit(target) - logsumexp(logits): read twice, never written out as
     # log_softmax is, which makes this ~3x faster than torch.nn.functional.cross_entropy on a 262k vocabulary (and
     # closer to a float64 reference: bench/fluency_cost.py, RESULTS section 10).
-    per_token = torch.logsumexp(predicted, dim=-1) - predicted.gather(-1, targets[:, None]).squeeze(-1)
+    shared = shared.to(predicted.device)
+    per_token = torch.logsumexp(predicted, dim=-1)[shared] - predicted[shared, targets]
     counts = where.sum(dim=1)
     sums = torch.zeros(len(tokens), dtype=per_token.dtype, device=per_token.device)
     sums.index_add_(0, where.nonzero()[:, 0], per_token)
