@@ -14,8 +14,8 @@ seed 0). For each neuron:
 Columns: the best activation and its ratio to the dataset max, the best's cross-entropy, the best
 "readable" point (the highest activation among prompts whose cross-entropy is at or below the
 dataset example's; gradient and mixed runs measure every prompt's cross-entropy, llm runs none),
-and the run's wall time. Defaults as shipped otherwise (population 8, 4 children each, top-k 64,
-one swap, fluency 0.1..10).
+and the run's wall time. Defaults as shipped otherwise (population 8, 4 swap children and 2 edits
+each, a pool of the 64 best predicted swaps, one swap a child, fluency 0.1..10).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """gradient: propose token swaps and edits that the subject model's gradient says should raise the neuron.
 
 For each member of the population, the gradient of the neuron's activation with respect to its
-one-hot tokens ranks, at each position, the tokens that would raise it most; each child swaps
---swaps positions to tokens drawn from those top --gradient-top-k (GCG's and EPO's step), and
---edits more children insert a token drawn the same way, or delete one, so that a prompt's length
-can change too. With --position max, only positions up to the member's peak change: tokens after
+one-hot tokens predicts how much each (position, token) swap would raise it; each child makes
+--swaps swaps drawn from the --gradient-top-k best predicted over all positions (GCG's and EPO's
+step, with the position chosen by the gradient too), and --edits more children insert a token
+from the gradient's top at a position, or delete one, so that a prompt's length can change too. With --position max, only positions up to the member's peak change: tokens after
 it cannot move a causal model's activation there. With --fluency-gradient (the default) slot i
 ranks the tokens by the gradient plus its fluency weight times how much the swap lowers the
 prompt's own next-token loss at that position (EPO's direct fluency term), so the readable slots
@@ -38,6 +38,7 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     distinct = list(dict.fromkeys(tuple(m["ids"]) for m in population))
     computed = member_gradients(subject, [list(ids) for ids in distinct], ctx.layer, ctx.neuron, ctx.position, ctx.fluency_gradient)
     by_ids = dict(zip(distinct, computed))
+
     def tried(row: list[int]) -> bool:  # measured before: the filter would drop it as a duplicate
         return subject.decode(row) in services.index
 
