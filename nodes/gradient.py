@@ -4,11 +4,11 @@ For each member of the population, the gradient of the neuron's activation with 
 one-hot tokens predicts how much each (position, token) swap would raise it; each child makes
 --swaps swaps drawn from the --gradient-top-k best predicted over all positions (GCG's and EPO's
 step, with the position chosen by the gradient too), and --edits more children insert a token
-from the gradient's top at a position, or delete one, so that a prompt's length can change too. With --position max, only positions up to the member's peak change: tokens after
-it cannot move a causal model's activation there. With --fluency-gradient (the default) slot i
-ranks the tokens by the gradient plus its fluency weight times how much the swap lowers the
-prompt's own next-token loss at that position (EPO's direct fluency term), so the readable slots
-propose readable tokens. A member's gradient and gains are computed once, when it joins the
+from the gradient's top at a position, or delete one, so that a prompt's length can change too.
+With --position max, only positions up to the member's peak change: tokens after it cannot move a
+causal model's activation there. With --fluency-gradient (the default) slot i ranks the tokens by
+the gradient plus its fluency weight times how much the swap lowers the prompt's own next-token
+loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens. A member's gradient and gains are computed once, when it joins the
 population. Children are ordinary candidates: the filter, the measurement and the records treat
 them like any other prompt. No LLM is involved.
 """

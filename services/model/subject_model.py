@@ -293,9 +293,7 @@ class SubjectModel:
                 except _NeuronRead:
                     pass
                 return captured[0], offset, None
-            where = predicting(tokens, offset, [len(row) for row in ids])
-            first, shared = distinct_prefixes(tokens, where)
-            losses = _mean_losses(self.logits_at(tokens, first, hooks), shared, tokens, where)  # fills `captured` too
+            losses = self._cross_entropies(tokens, offset, [len(row) for row in ids], hooks)  # fills `captured` too
             return captured[0], offset, losses
 
     def logits_at(self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = ()) -> torch.Tensor:
@@ -353,11 +351,18 @@ class SubjectModel:
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
             tokens, offset = self.padded(chunk)
-            where = predicting(tokens, offset, [len(row) for row in chunk])
-            first, shared = distinct_prefixes(tokens, where)
             with self.exclusive, torch.inference_mode():
-                losses.extend(_mean_losses(self.logits_at(tokens, first), shared, tokens, where))
+                losses.extend(self._cross_entropies(tokens, offset, [len(row) for row in chunk]))
         return losses
+
+    def _cross_entropies(self, tokens: torch.Tensor, offset: int, lengths: list[int], hooks: Sequence = ()) -> list[float]:
+        """Each row's mean next-token loss (`cross_entropy`) from one pass of the padded `tokens`
+        (rows of `lengths` text tokens after `offset`), running `hooks` too: the logits of each
+        distinct prefix among the predicting positions are computed once (`distinct_prefixes`).
+        Call under `exclusive` and inference mode."""
+        where = predicting(tokens, offset, lengths)
+        first, shared = distinct_prefixes(tokens, where)
+        return _mean_losses(self.logits_at(tokens, first, hooks), shared, tokens, where)
 
     def _measure_batch(
         self, prompts: list[str], layer: int, neuron: int, position: str, fluency: bool, also: Sequence[int] = ()
