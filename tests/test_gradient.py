@@ -278,11 +278,26 @@ def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir)
     where = predicting(tokens, offset, [len(row) for row in rows])
     with torch.inference_mode():
         full = subject.bridge(tokens, return_type="logits")
-        reference = _mean_losses(full[where], torch.arange(int(where.sum())), tokens, where)
+        reference = _mean_losses([full[where]], torch.arange(int(where.sum())), tokens, where)
     assert not subject._unembedding_gives_logits()
     assert subject.cross_entropy(rows) == pytest.approx(reference, abs=1e-5)
     fused = subject.measure(PROMPTS, 1, 3, "max", batch_size=8, fluency=True)
     assert [m["xent"] for m in fused] == pytest.approx(reference, abs=1e-5)
+
+
+def test_losses_do_not_depend_on_how_many_positions_are_unembedded_at_a_time(tiny) -> None:
+    # The logits come in blocks so that a big batch never holds all of them; blocks of 3 positions
+    # (prefixes shared across block edges) must give what one block of all of them gives.
+    rows = [tiny.token_ids(p) for p in PROMPTS]
+    tokens, offset = tiny.padded(rows)
+    where = predicting(tokens, offset, [len(row) for row in rows])
+    first, shared = distinct_prefixes(tokens, where)
+    with torch.inference_mode():
+        whole = _mean_losses(tiny.logits_blocks(tokens, first, block=10_000), shared, tokens, where)
+        blocked = _mean_losses(tiny.logits_blocks(tokens, first, block=3), shared, tokens, where)
+        assert len(list(tiny.logits_blocks(tokens, first, block=3))) == -(-int(first.sum()) // 3)
+    assert blocked == pytest.approx(whole, abs=1e-6)
+    assert whole == pytest.approx(tiny.cross_entropy(rows), abs=1e-6)
 
 
 def test_a_measurement_with_fluency_is_the_plain_measurement_plus_the_cross_entropy(tiny) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ from state import Measurement
 log = logging.getLogger("neuron_search")
 
 EMBEDDED = "embedded"
+# Positions unembedded at a time when only a reduction of their logits is kept (`logits_blocks`).
+LOGITS_BLOCK = 512
 
 
 def resolve_device(device: str) -> str:
@@ -299,6 +301,14 @@ class SubjectModel:
     def logits_at(self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = ()) -> torch.Tensor:
         """The logits at the positions `where` ([rows, positions] bool) of one forward pass of
         `tokens` (running `hooks` too): [where.sum(), d_vocab], in the order of `where.nonzero()`.
+        Call under `exclusive` and inference mode."""
+        return torch.cat(list(self.logits_blocks(tokens, where, hooks)))
+
+    def logits_blocks(
+        self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = (), block: int = LOGITS_BLOCK
+    ) -> Iterator[torch.Tensor]:
+        """`logits_at`, `block` positions at a time, so that a caller that reduces them never holds
+        all of them (a 2,048-position batch of Gemma's 262k-token logits is 2 GiB).
 
         The unembedding runs on those positions only, never on padding or on positions whose
         prediction nobody reads: for Gemma's 262k-token vocabulary it costs as much as all 18 blocks.
@@ -308,7 +318,8 @@ class SubjectModel:
         inference mode.
         """
         if not self._unembedding_gives_logits():
-            return self.bridge.run_with_hooks(tokens, fwd_hooks=list(hooks))[where]
+            yield from self.bridge.run_with_hooks(tokens, fwd_hooks=list(hooks))[where].split(block)
+            return
         final: list[torch.Tensor] = []
 
         def keep_final(residual: torch.Tensor, hook) -> None:  # noqa: ARG001 (TransformerLens API)
@@ -319,7 +330,8 @@ class SubjectModel:
             self.bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, ("unembed.hook_in", keep_final)])
         except _NeuronRead:
             pass
-        return self.bridge.unembed.original_component(final[0][where])
+        for part in final[0][where].split(block):
+            yield self.bridge.unembed.original_component(part)
 
     def _unembedding_gives_logits(self) -> bool:
         """Whether the model's logits are exactly its unembedding applied to the unembedding's
@@ -362,7 +374,7 @@ class SubjectModel:
         Call under `exclusive` and inference mode."""
         where = predicting(tokens, offset, lengths)
         first, shared = distinct_prefixes(tokens, where)
-        return _mean_losses(self.logits_at(tokens, first, hooks), shared, tokens, where)
+        return _mean_losses(self.logits_blocks(tokens, first, hooks), shared, tokens, where)
 
     def _measure_batch(
         self, prompts: list[str], layer: int, neuron: int, position: str, fluency: bool, also: Sequence[int] = ()
@@ -431,18 +443,27 @@ def distinct_prefixes(tokens: torch.Tensor, where: torch.Tensor) -> tuple[torch.
     return first, torch.tensor(shared, dtype=torch.long)
 
 
-def _mean_losses(logits: torch.Tensor, shared: torch.Tensor, tokens: torch.Tensor, where: torch.Tensor) -> list[float]:
+def _mean_losses(blocks: Iterable[torch.Tensor], shared: torch.Tensor, tokens: torch.Tensor, where: torch.Tensor) -> list[float]:
     """Each row's mean next-token cross-entropy over its text tokens, from the logits of the
     distinct prefixes (`distinct_prefixes`) among the positions `where` (`predicting`) of a padded
-    pass: `shared` says which logits row each position of `where` has. A row with no predicted
-    token (one token and no BOS) gets NaN."""
+    pass, given in consecutive blocks (`logits_blocks`): `shared` says which logits row each
+    position of `where` has. A row with no predicted token (one token and no BOS) gets NaN."""
     targets = torch.roll(tokens, -1, dims=1)[where]  # the token each position predicts
-    predicted = logits.float()
+    shared = shared.to(tokens.device)
     # log p(target) = logit(target) - logsumexp(logits): read twice, never written out as
-    # log_softmax is, which makes this ~3x faster than torch.nn.functional.cross_entropy on a 262k vocabulary (and
-    # closer to a float64 reference: bench/fluency_cost.py, RESULTS section 10).
-    shared = shared.to(predicted.device)
-    per_token = torch.logsumexp(predicted, dim=-1)[shared] - predicted[shared, targets]
+    # log_softmax is, which makes this ~3x faster than torch.nn.functional.cross_entropy on a 262k
+    # vocabulary (and closer to a float64 reference: bench/fluency_cost.py, RESULTS section 10).
+    norms: list[torch.Tensor] = []
+    picked = torch.zeros(len(targets), device=tokens.device)
+    start = 0
+    for logits in blocks:
+        predicted = logits.float()
+        end = start + len(predicted)
+        norms.append(torch.logsumexp(predicted, dim=-1))
+        mine = (shared >= start) & (shared < end)
+        picked[mine] = predicted[shared[mine] - start, targets[mine]]
+        start = end
+    per_token = (torch.cat(norms) if norms else picked[:0])[shared] - picked
     counts = where.sum(dim=1)
     sums = torch.zeros(len(tokens), dtype=per_token.dtype, device=per_token.device)
     sums.index_add_(0, where.nonzero()[:, 0], per_token)
