@@ -17,7 +17,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from helpers import WORDS, scripted
 from services.explain.examples import format_example, split_examples
-from services.explain.explainer import SCHEMA, build_explain_request, explain
+from services.explain.explainer import OPENING, SCHEMA, build_explain_request, explain
 from services.explain.scoring import (
     CONTROL_EXPLANATION,
     auroc,
@@ -331,6 +331,19 @@ def test_the_explainer_sees_marked_examples():
     assert 'Text 2: <<c>> d\nActivations: ("c" : 10)' in seen[0]
 
 
+def test_ollama_gets_the_schema_without_the_pattern_it_may_reject_and_llama_cpp_gets_all_of_it():
+    from langchain_ollama import ChatOllama
+
+    from services.llm.embedded_llm import ChatLlamaCpp
+    from services.llm.proposer import constrained
+
+    sent = constrained(ChatOllama(model="llama3.1"), SCHEMA).format
+    assert "pattern" not in json.dumps(sent) and sent["properties"]["explanation"]["type"] == "string"
+    assert "pattern" in SCHEMA["properties"]["explanation"]  # the schema itself is left as it was
+    llama = constrained(ChatLlamaCpp.model_construct(), SCHEMA)
+    assert llama.response_format["schema"] == SCHEMA
+
+
 # --- The embedded LLM really answers JSON ---------------------------------------------------
 
 
@@ -340,6 +353,14 @@ def test_the_embedded_llm_answers_json_of_the_schema():
     answer = ask_json("embedded", build_explain_request(examples, scale_max=2.0), short, max_tokens=64)
     assert isinstance(json.loads(answer.raw)["explanation"], str)
     assert answer.value == json.loads(answer.raw)
+
+
+def test_the_embedded_llm_explains_in_a_sentence_that_starts_as_asked():
+    # A real call with the explainer's own schema: the embedded LLM, which copied a placeholder
+    # answer when it could ('Your sentence'), must now begin with the opening the schema enforces.
+    examples = [record("1 2 4 8", [0.1, 0.5, 1.0, 2.0]), record("The cat sat", [0.0, 0.3, 0.1])]
+    text = explain("embedded", examples, scale_max=2.0)
+    assert text.startswith(OPENING + " ") and len(text) > len(OPENING) + 3
 
 
 def test_the_embedded_llm_reports_the_chance_of_each_verdict():

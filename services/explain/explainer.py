@@ -14,28 +14,38 @@ from services.storage.record_store import StoredRecord
 
 MAX_EXPLANATION_CHARS = 300  # one sentence; a bound also lets a grammar-constrained answer close
 EXPLANATION_MARK = "[EXPLANATION]:"
+OPENING = "The neuron fires on"  # every explanation is quotable as "this neuron fires on ..."
 
+# Where the LLM enforces the schema (llama.cpp, Ollama) the pattern makes the answer start with
+# OPENING: given a placeholder to fill instead, the embedded 135M model copied it on 4 of 5
+# neurons ('Your sentence'; bench/RESULTS.md section 12).
 SCHEMA = {
     "type": "object",
-    "properties": {"explanation": {"type": "string", "maxLength": MAX_EXPLANATION_CHARS}},
+    "properties": {
+        "explanation": {
+            "type": "string",
+            "pattern": f'^{OPENING} [^"\\\\]{{3,{MAX_EXPLANATION_CHARS - len(OPENING) - 1}}}$',
+        }
+    },
     "required": ["explanation"],
 }
 
-SYSTEM_PROMPT = """\
+SYSTEM_PROMPT = f"""\
 You are an interpretability researcher. You read texts on which one neuron of a language model \
 fires and say, in one short sentence, what they have in common that makes it fire.
 In each text the tokens where the neuron fires most are between << and >>; the line after it \
 gives each such token's activation from 0 (none) to 10 (the strongest seen).
 Describe the pattern (a kind of word, a topic, a format, a position), not single examples, and \
 do not mention the << >> marks. No lists, no alternatives.
-Answer with JSON only: {"explanation": "your sentence"}."""
+Answer with JSON only, one key "explanation" whose value is a sentence that starts with \
+"{OPENING}"."""
 
-REQUEST_TEMPLATE = """\
+REQUEST_TEMPLATE = f"""\
 Texts on which the neuron fires:
 
-{examples}
+{{examples}}
 
-What makes this neuron fire? Answer with JSON only: {{"explanation": "..."}}"""
+What makes this neuron fire? Answer with JSON only: {{{{"explanation": "{OPENING} ..."}}}}"""
 
 
 def build_explain_request(examples: Sequence[StoredRecord], scale_max: float) -> list[BaseMessage]:

@@ -178,10 +178,21 @@ def constrained(
     if isinstance(model, ChatLlamaCpp):
         update = {"response_format": {"type": "json_object", "schema": schema}, "max_tokens": max_tokens, "top_logprobs": top_logprobs}
     elif type(model).__name__ == "ChatOllama":  # by name: langchain_ollama loads only for Ollama specs
-        update = {"format": schema, "num_predict": max_tokens, "top_logprobs": top_logprobs, "logprobs": top_logprobs and True}
+        update = {"format": without_patterns(schema), "num_predict": max_tokens, "top_logprobs": top_logprobs, "logprobs": top_logprobs and True}
     else:
         return model
     return model.model_copy(update={key: value for key, value in update.items() if value is not None})
+
+
+def without_patterns(schema: Any) -> Any:
+    """`schema` without its strings' regular-expression `pattern`s, which Ollama has answered with
+    "invalid JSON schema in format" (ollama/ollama#8185, #8325): the request text still asks for
+    what the pattern enforced."""
+    if isinstance(schema, dict):
+        return {key: without_patterns(value) for key, value in schema.items() if not (key == "pattern" and isinstance(value, str))}
+    if isinstance(schema, list):
+        return [without_patterns(value) for value in schema]
+    return schema
 
 
 class Proposer:
