@@ -16,9 +16,10 @@ MAX_EXPLANATION_CHARS = 300  # one sentence; a bound also lets a grammar-constra
 EXPLANATION_MARK = "[EXPLANATION]:"
 OPENING = "The neuron fires on"  # every explanation is quotable as "this neuron fires on ..."
 
-# Where the LLM enforces the schema (llama.cpp, Ollama) the pattern makes the answer start with
-# OPENING: given a placeholder to fill instead, the embedded 135M model copied it on 4 of 5
-# neurons ('Your sentence'; bench/RESULTS.md section 12).
+# llama.cpp's grammar enforces the pattern, so the embedded LLM's answer starts with OPENING (given
+# a placeholder to fill instead, the 135M model copied it on 4 of 5 neurons: 'Your sentence',
+# bench/RESULTS.md section 12c); Ollama gets the schema without it (`without_patterns`) and the
+# request's words ask for the opening.
 SCHEMA = {
     "type": "object",
     "properties": {
