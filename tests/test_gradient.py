@@ -23,7 +23,7 @@ from services.model.gradient import (
     retokenizes,
     token_gradients,
 )
-from services.model.subject_model import SubjectModel, _mean_losses, distinct_prefixes, predicting
+from services.model.subject_model import SubjectModel, _logsumexp_, _mean_losses, distinct_prefixes, predicting
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -264,8 +264,21 @@ def test_logits_at_the_predicting_positions_are_those_of_the_full_pass(model_and
         full = subject.bridge(tokens, return_type="logits")
         assert subject._unembedding_gives_logits()
         selected = subject.logits_at(tokens, where)
+        # Blocks share one buffer, each written over the last: read one at a time, each is right.
+        blocks = [block.clone() for block in subject.logits_blocks(tokens, where, block=3)]
     assert selected.shape == (int(where.sum()), full.shape[-1])
     assert torch.allclose(selected, full[where], atol=1e-4, rtol=1e-4)
+    assert len(blocks) > 1 and torch.allclose(torch.cat(blocks), selected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_in_place_logsumexp_is_torchs() -> None:
+    # The cross-entropy reduces each block of logits in its own memory: the numbers must be torch's.
+    logits = torch.randn(6, 5000, generator=torch.Generator().manual_seed(0)) * 8
+    logits[1] = float("-inf")
+    logits[2, 7] = float("inf")
+    expected = torch.logsumexp(logits, dim=-1)
+    assert torch.equal(_logsumexp_(logits.clone()), expected)
+    assert expected[1] == float("-inf") and expected[2] == float("inf")
 
 
 def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir) -> None:

@@ -89,6 +89,7 @@ class SubjectModel:
         # that a caller may hold it across several passes (e.g. a gradient step and its children).
         self.exclusive = threading.RLock()
         self._unembedding_checked: bool | None = None
+        self._logits_buffer: torch.Tensor | None = None  # reused by `logits_blocks`, see `_unembed`
         self._check_hooks()
 
     @classmethod
@@ -302,13 +303,15 @@ class SubjectModel:
         """The logits at the positions `where` ([rows, positions] bool) of one forward pass of
         `tokens` (running `hooks` too): [where.sum(), d_vocab], in the order of `where.nonzero()`.
         Call under `exclusive` and inference mode."""
-        return torch.cat(list(self.logits_blocks(tokens, where, hooks)))
+        blocks = [block.clone() for block in self.logits_blocks(tokens, where, hooks)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
     def logits_blocks(
         self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = (), block: int = LOGITS_BLOCK
     ) -> Iterator[torch.Tensor]:
         """`logits_at`, `block` positions at a time, so that a caller that reduces them never holds
-        all of them (a 2,048-position batch of Gemma's 262k-token logits is 2 GiB).
+        all of them (a 2,048-position batch of Gemma's 262k-token logits is 2 GiB). A block is
+        valid until the next one is asked for, which may be written over it (`_unembed`).
 
         The unembedding runs on those positions only, never on padding or on positions whose
         prediction nobody reads: for Gemma's 262k-token vocabulary it costs as much as all 18 blocks.
@@ -331,7 +334,24 @@ class SubjectModel:
         except _NeuronRead:
             pass
         for part in final[0][where].split(block):
-            yield self.bridge.unembed.original_component(part)
+            yield self._unembed(part)
+
+    def _unembed(self, residual: torch.Tensor) -> torch.Tensor:
+        """The unembedding of `residual` [positions, d_model]. A linear unembedding writes it into
+        a buffer the model keeps for the next call (a block of Gemma's logits is 512 MiB, and
+        allocating that afresh for each block cost about a third of the time of unembedding it on
+        a 2-core CPU, in page faults). Call under `exclusive`: the next call writes over it."""
+        head = self.bridge.unembed.original_component
+        if not isinstance(head, torch.nn.Linear) or residual.dtype != head.weight.dtype:
+            return head(residual)
+        shape = (len(residual), head.out_features)
+        buffer = self._logits_buffer
+        if buffer is None or len(buffer) < shape[0] or buffer.dtype != residual.dtype or buffer.device != residual.device:
+            buffer = self._logits_buffer = torch.empty(max(shape[0], LOGITS_BLOCK), shape[1], dtype=residual.dtype, device=residual.device)
+        out = buffer[: shape[0]]
+        if head.bias is None:
+            return torch.mm(residual, head.weight.T, out=out)
+        return torch.addmm(head.bias, residual, head.weight.T, out=out)
 
     def _unembedding_gives_logits(self) -> bool:
         """Whether the model's logits are exactly its unembedding applied to the unembedding's
@@ -450,21 +470,31 @@ def _mean_losses(blocks: Iterable[torch.Tensor], shared: torch.Tensor, tokens: t
     position of `where` has. A row with no predicted token (one token and no BOS) gets NaN."""
     targets = torch.roll(tokens, -1, dims=1)[where]  # the token each position predicts
     shared = shared.to(tokens.device)
-    # log p(target) = logit(target) - logsumexp(logits): read twice, never written out as
-    # log_softmax is, which makes this ~3x faster than torch.nn.functional.cross_entropy on a 262k
-    # vocabulary (and closer to a float64 reference: bench/fluency_cost.py, RESULTS section 10).
+    # log p(target) = logit(target) - logsumexp(logits): never written out as log_softmax is,
+    # which makes this ~3x faster than torch.nn.functional.cross_entropy on a 262k vocabulary (and
+    # closer to a float64 reference: bench/fluency_cost.py, RESULTS section 10). The target's logit
+    # is read first: the logsumexp then reduces the block in its own memory (`_logsumexp_`).
     norms: list[torch.Tensor] = []
     picked = torch.zeros(len(targets), device=tokens.device)
     start = 0
     for logits in blocks:
         predicted = logits.float()
         end = start + len(predicted)
-        norms.append(torch.logsumexp(predicted, dim=-1))
         mine = (shared >= start) & (shared < end)
         picked[mine] = predicted[shared[mine] - start, targets[mine]]
+        norms.append(_logsumexp_(predicted))
         start = end
     per_token = (torch.cat(norms) if norms else picked[:0])[shared] - picked
     counts = where.sum(dim=1)
     sums = torch.zeros(len(tokens), dtype=per_token.dtype, device=per_token.device)
     sums.index_add_(0, where.nonzero()[:, 0], per_token)
     return (sums / counts).tolist()
+
+
+def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
+    """`torch.logsumexp(logits, dim=-1)`, the same operations in the same order (so the same
+    numbers), computed in `logits`' own memory, which it overwrites: a block of Gemma's logits
+    gets no 512 MiB temporary."""
+    top = logits.amax(dim=-1, keepdim=True)
+    top.masked_fill_(top.isinf(), 0)  # as torch does: a row of -inf stays -inf, not NaN
+    return logits.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
