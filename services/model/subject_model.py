@@ -339,8 +339,8 @@ class SubjectModel:
     def _unembed(self, residual: torch.Tensor) -> torch.Tensor:
         """The unembedding of `residual` [positions, d_model]. A linear unembedding writes it into
         a buffer the model keeps for the next call (a block of Gemma's logits is 512 MiB, and
-        allocating that afresh for each block cost about a third of the time of unembedding it on
-        a 2-core CPU, in page faults). Call under `exclusive`: the next call writes over it."""
+        allocating that afresh for each block cost its page faults each time: bench/RESULTS.md
+        section 15d). Call under `exclusive`: the next call writes over it."""
         head = self.bridge.unembed.original_component
         if not isinstance(head, torch.nn.Linear) or residual.dtype != head.weight.dtype:
             return head(residual)
