@@ -158,17 +158,18 @@ def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int 
             where = predicting(tokens, offset, lengths)
             # Row by row, the logits at each row's predicting positions: at padded position q they
             # predict the token at q + 1, so text positions first..len(row)-1 (first = 1 - offset).
-            per_row = subject.logits_at(tokens, where).float().cpu().split(where.sum(dim=1).tolist())
+            per_row = subject.logits_at(tokens, where).float().split(where.sum(dim=1).tolist())
+            first = 1 - offset
             for row, logits in zip(chunk, per_row):
                 # log p(v | …) - log p(current | …) = logit(v) - logit(current): the normalizer
-                # cancels, so no log-softmax over the vocabulary is needed. Computed in the
-                # logits' own memory (a fresh tensor), with a row of zeros in front where the
-                # first text token is not predicted.
-                first = len(row) - len(logits)  # 0 with a BOS token, else 1
+                # cancels, so no log-softmax over the vocabulary is needed. Computed on the
+                # model's device in the logits' own memory (a fresh tensor), with a row of zeros
+                # in front where the first text token is not predicted.
                 if len(logits):
-                    current = logits.gather(1, torch.tensor(row[first:])[:, None])
+                    current = logits.gather(1, torch.tensor(row[first:], device=logits.device)[:, None])
                     logits.sub_(current).div_(len(logits))
-                out.append(torch.cat([logits.new_zeros(first, logits.shape[-1]), logits]) if first else logits)
+                gains = torch.cat([logits.new_zeros(first, logits.shape[-1]), logits]) if first else logits
+                out.append(gains.cpu())
     return out
 
 
