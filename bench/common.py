@@ -21,11 +21,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LANGSMITH_TRACING", "false")
 
 
-def tiny_model_dir() -> str:
-    """The tests' 2-layer random GPT-2, built in a temporary folder (for --smoke runs)."""
+def tiny_model_dir(folder: str = "") -> str:
+    """The tests' 2-layer random GPT-2 (the same weights every time), built in folder or else in a
+    temporary one (for --smoke runs)."""
     from tiny_model import build_tiny_gpt2
 
-    return str(build_tiny_gpt2(Path(tempfile.mkdtemp(prefix="bench-tiny-gpt2-"))))
+    return str(build_tiny_gpt2(Path(folder or tempfile.mkdtemp(prefix="bench-tiny-gpt2-"))))
 
 
 def subject_folder(model: str) -> str:

@@ -1,6 +1,7 @@
 """Gradient-guided search against the neuron's best real text (issue #12's benchmark).
 
     python bench/gradient_quality.py [--neurons 5] [--budgets 500,2000] [--methods gradient,mixed,llm] [--smoke]
+                                     [--results-dir DIR]
 
 On the bundled Gemma 3 270M, layer 9, the neurons of bench/RESULTS.md sections 5 and 6 (drawn with
 seed 0). For each neuron:
@@ -14,7 +15,9 @@ seed 0). For each neuron:
 Columns: the best activation and its ratio to the dataset max, the best's cross-entropy, the best
 "readable" point (the highest activation among prompts whose cross-entropy is at or below the
 dataset example's; gradient and mixed runs measure every prompt's cross-entropy, llm runs none),
-and the run's wall time. Defaults as shipped otherwise (population 8, 4 swap children and 2 edits
+and the run's wall time. With --results-dir, a run already in DIR continues from its checkpoint
+(the LLM runs at 2,000 prompts take longer than one sitting here) and its minutes are summed over
+the sittings, less at most the one iteration a stop interrupted. Defaults as shipped otherwise (population 8, 4 swap children and 2 edits
 each, a pool of the 64 best predicted swaps, one swap a child, fluency 0.1..10).
 """
 
@@ -24,11 +27,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import common  # noqa: F401 (sets up the import path and offline settings)
 from common import machine, pick_neurons, tiny_model_dir
 
-from neuron_search import NeuronSearch
+from neuron_search import STOPPED_BY_USER, NeuronSearch
 from services.dataset.exemplars import exemplars
 from services.runtime import subject_model
 
@@ -43,6 +47,27 @@ def best_at(records: list[dict], budget: int, max_xent: float | None = None) -> 
         return float("nan"), None
     best = max(measured, key=lambda r: r["activation"])
     return best["activation"], best["xent"]
+
+
+class Stopwatch:
+    """A progress display that adds the seconds since its last update to a file in the run's folder
+    after every iteration, so a run's wall time survives being stopped and continued."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return float(self.path.read_text()) if self.path.is_file() else 0.0
+
+    def update(self, state: dict, context: object) -> None:
+        now = time.perf_counter()
+        self.path.write_text(f"{self.seconds + now - self.last:.1f}")
+        self.last = now
+
+    def close(self) -> None:
+        pass
 
 
 def main() -> None:
@@ -62,18 +87,25 @@ def main() -> None:
         help="seed every run with the neuron's top real snippets (default: the search's own, on for gradient and mixed)",
     )
     parser.add_argument("--smoke", action="store_true", help="the tiny test model, a scripted LLM, a few seconds")
+    parser.add_argument(
+        "--results-dir",
+        default="",
+        help="keep the runs here (default: a new temporary folder); a run already here continues from its checkpoint",
+    )
     args = parser.parse_args()
     llm = "embedded"
     if args.smoke:
         from helpers import fresh_answers, scripted
 
-        args.model, args.layer, args.neurons, args.budgets, args.snippets = tiny_model_dir(), 1, 1, "60,120", 300
+        # In --results-dir, so that a second smoke run continues the first's runs (same model path).
+        model = tiny_model_dir(f"{args.results_dir}/tiny-gpt2" if args.results_dir else "")
+        args.model, args.layer, args.neurons, args.budgets, args.snippets = model, 1, 1, "60,120", 300
         llm = scripted(fresh_answers(200, per_answer=8))
     budgets = sorted(int(b) for b in args.budgets.split(","))
     methods = args.methods.split(",")
     subject = subject_model(args.model, "cpu")
     neurons = [int(n) for n in args.only.split(",")] if args.only else pick_neurons(args.neurons, subject.d_mlp, args.seed)
-    results_dir = tempfile.mkdtemp(prefix="bench-gradient-")
+    results_dir = args.results_dir or tempfile.mkdtemp(prefix="bench-gradient-")
     load_before = machine()
 
     rows = []
@@ -82,15 +114,17 @@ def main() -> None:
         (data_xent,) = subject.cross_entropy([subject.token_ids(top["prompt"])])
         row = {"neuron": neuron, "data": top["activation"], "data_xent": data_xent, "data_prompt": top["prompt"]}
         for method in methods:
-            started = time.perf_counter()
+            stopwatch = Stopwatch(Path(results_dir) / f"{method}-{neuron}.seconds")
             result = NeuronSearch(
                 model=args.model, layer=args.layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
                 strategy=method, seed_corpus=args.seed_corpus, results_dir=results_dir, run_id=f"{method}-{neuron}",
                 explain=False,
-            ).run(progress=False, iterations=10**6, max_prompts=budgets[-1])  # fmt: skip
+            ).run(progress=stopwatch, iterations=10**6, max_prompts=budgets[-1])  # fmt: skip
+            if result.stop_reason == STOPPED_BY_USER:  # a table of unfinished runs would pass for the budget's
+                raise SystemExit(f"Stopped during {method}-{neuron}; run again with --results-dir {results_dir} to go on.")
             records = result.records
             row[method] = {
-                "minutes": (time.perf_counter() - started) / 60,
+                "minutes": stopwatch.seconds / 60,
                 "calls": result.stats["llm_calls"],
                 "best": {b: best_at(records, b) for b in budgets},
                 "readable": {b: best_at(records, b, max_xent=data_xent) for b in budgets},
