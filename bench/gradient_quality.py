@@ -17,8 +17,9 @@ Columns: the best activation and its ratio to the dataset max, the best's cross-
 dataset example's; gradient and mixed runs measure every prompt's cross-entropy, llm runs none),
 and the run's wall time. With --results-dir, a run already in DIR continues from its checkpoint
 (the LLM runs at 2,000 prompts take longer than one sitting here) and its minutes are summed over
-the sittings, less at most the one iteration a stop interrupted. Defaults as shipped otherwise (population 8, 4 swap children and 2 edits
-each, a pool of the 64 best predicted swaps, one swap a child, fluency 0.1..10).
+the sittings, less at most the one iteration a stop interrupted. Defaults as shipped otherwise
+(population 8, 4 swap children and 2 edits each, a pool of the 64 best predicted swaps, one swap a
+child, fluency 0.1..10).
 """
 
 from __future__ import annotations
