@@ -57,9 +57,10 @@ class SearchContext:
 
     # The gradient search.
     strategy: str = _knob(
-        "llm",
-        "Who proposes prompts: 'llm' (the LLM, with mutations), 'gradient' (token swaps chosen by the "
-        "subject model's gradient; no LLM needed) or 'mixed' (the two take turns, one budget).",
+        "gradient",
+        "Who proposes prompts: 'gradient' (token swaps chosen by the subject model's gradient, no LLM needed; "
+        "the best at 2,000 prompts in bench/RESULTS.md section 15g), 'llm' (the LLM, with mutations) or "
+        "'mixed' (the two take turns, one budget).",
         choices=("llm", "gradient", "mixed"),
     )
     population: int = _knob(8, "Prompts the gradient search keeps and improves, one per fluency weight.")

@@ -67,7 +67,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         recorder = Recorder()
         search = NeuronSearch(
-            model=args.model, layer=args.layer, neuron=args.neuron, llm=llm, device="cpu",
+            model=args.model, layer=args.layer, neuron=args.neuron, llm=llm, strategy="llm", device="cpu",
             results_dir=results_dir, run_id=f"round-{round_}", explain=False,
         )
         # time_limit counts from the start of the seed batch; the rate is taken after it.

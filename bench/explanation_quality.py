@@ -44,7 +44,7 @@ def main() -> None:
         from neuron_search import NeuronSearch
 
         args.llm = scripted(fresh_answers(50, per_answer=8))
-        result = NeuronSearch(model=tiny_model_dir(), layer=1, neuron=3, device="cpu", llm=args.llm, explain=False,
+        result = NeuronSearch(model=tiny_model_dir(), layer=1, neuron=3, device="cpu", llm=args.llm, strategy="llm", explain=False,
                               results_dir=tempfile.mkdtemp(prefix="bench-explain-"), run_id="smoke").run(progress=False, iterations=4)  # fmt: skip
         args.runs = [result.run_dir]
     if not args.runs:

@@ -52,7 +52,7 @@ def main() -> None:
         for threshold in thresholds:
             started = time.perf_counter()
             result = NeuronSearch(
-                model=args.model, layer=layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
+                model=args.model, layer=layer, neuron=neuron, llm=llm, strategy="llm", device="cpu", seed=args.seed,
                 similarity_threshold=threshold, results_dir=results_dir, run_id=f"n{neuron}-t{threshold:g}", explain=False,
             ).run(progress=False, iterations=10**6, max_llm_calls=args.llm_calls)
             stats = result.stats

@@ -28,7 +28,7 @@ from services.runtime import subject_model
 def _arm(args, llm, layer: int, neuron: int, explain_every: int, calls: int, results_dir: str) -> dict:
     started = time.perf_counter()
     result = NeuronSearch(
-        model=args.model, layer=layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed, explain=False,
+        model=args.model, layer=layer, neuron=neuron, llm=llm, strategy="llm", device="cpu", seed=args.seed, explain=False,
         explain_every=explain_every, results_dir=results_dir, run_id=f"n{neuron}-every{explain_every}",
     ).run(progress=False, iterations=10**6, max_llm_calls=calls)
     hypotheses = read_explanation(result.run_dir).get("hypotheses", [])

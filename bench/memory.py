@@ -130,7 +130,7 @@ def main() -> None:
     probe = MemoryProbe(milestones, results_dir / "memory")
     load_before = machine()
     search = NeuronSearch(
-        model=model, layer=1, neuron=3, device="cpu", llm=llm, batch_size=args.batch_size,
+        model=model, layer=1, neuron=3, device="cpu", llm=llm, strategy="llm", batch_size=args.batch_size,
         results_dir=str(results_dir), run_id="memory", explain=False,
     )
     rss_start = rss_mb()

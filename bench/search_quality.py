@@ -94,7 +94,7 @@ def main() -> None:
         if "tool" in methods:
             started = time.perf_counter()
             result = NeuronSearch(
-                model=args.model, layer=layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
+                model=args.model, layer=layer, neuron=neuron, llm=llm, strategy="llm", device="cpu", seed=args.seed,
                 results_dir=results_dir, run_id=f"tool-{neuron}", explain=False,
             ).run(progress=False, iterations=10**6, max_prompts=args.prompts)
             row["tool"] = best_curve(result.records, args.prompts)

@@ -79,7 +79,7 @@ def main() -> int:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     result = NeuronSearch(
-        model=str(model), layer=6, neuron=840, device=args.device, llm=scripted(fresh_answers(500, per_answer=8)),
+        model=str(model), layer=6, neuron=840, device=args.device, llm=scripted(fresh_answers(500, per_answer=8)), strategy="llm",
         embedder=str(embedder), results_dir=str(folder / "results"), run_id="gpu-check", patience=40,
         similarity_threshold=1.0,  # the random embedder cannot tell prompts apart: exact duplicates only
         explain=False,

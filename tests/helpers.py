@@ -31,6 +31,7 @@ def tiny_context(model_dir: Path, results_dir: Path, llm: str, **overrides) -> S
         neuron=3,
         device="cpu",
         llm=llm,
+        strategy="llm",
         batch_size=4,
         iterations=5,
         results_dir=str(results_dir),

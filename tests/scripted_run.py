@@ -47,7 +47,7 @@ def tiny_args(model_dir: Path, results_dir: Path, run_id: str, *more: str) -> li
     to the random fallback after one rejected regeneration."""
     return [
         "--model", str(model_dir), "--layer", "1", "--neuron", "3", "--device", "cpu",
-        "--llm", f"custom:{NAME}", "--batch-size", "4", "--similarity-threshold", "0.99", "--max-attempts", "1",
+        "--llm", f"custom:{NAME}", "--strategy", "llm", "--batch-size", "4", "--similarity-threshold", "0.99", "--max-attempts", "1",
         "--results-dir", str(results_dir), "--run-id", run_id, "--quiet", *more,
     ]  # fmt: skip
 

@@ -35,8 +35,8 @@ def test_fewer_than_two_activations_are_mid(values, expected):
 
 def test_results_json_of_a_run_whose_activations_are_all_equal(tiny_model_dir, tmp_path):
     NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["unused"]), results_dir=str(tmp_path),
-        run_id="flat", builtin_seeds=False, seed_prompts=("One seed.", "Another seed.", "A third seed."), iterations=0,
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["unused"]), strategy="llm",
+        results_dir=str(tmp_path), run_id="flat", builtin_seeds=False, seed_prompts=("One seed.", "Another seed.", "A third seed."), iterations=0,
     ).run(progress=False)  # fmt: skip
     run_dir = tmp_path / "flat"
     with sqlite3.connect(run_dir / "records.sqlite") as db:

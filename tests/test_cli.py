@@ -20,7 +20,7 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_offline_search_on_the_bundled_model_and_embedded_llm(tmp_path):
     done = run_cli(
-        "--model", "embedded", "--llm", "embedded", "--layer", "6", "--neuron", "123",
+        "--model", "embedded", "--llm", "embedded", "--strategy", "llm", "--layer", "6", "--neuron", "123",
         "--iterations", "2", "--batch-size", "4", "--results-dir", str(tmp_path), "--quiet", "--no-explain",
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -48,7 +48,7 @@ def embedder(monkeypatch) -> FakeEmbedder:
 
 def tiny_search(tiny_model_dir, tmp_path, llm: str, **settings) -> NeuronSearch:
     base = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=llm, batch_size=4, results_dir=str(tmp_path),
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=llm, strategy="llm", batch_size=4, results_dir=str(tmp_path),
         run_id="run", similarity_threshold=1.0,
     )  # fmt: skip
     return NeuronSearch(**{**base, **settings})

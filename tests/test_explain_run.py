@@ -41,7 +41,7 @@ class RoleAware(BaseChatModel):
 
 
 def search(tiny_model_dir, tmp_path, llm: RoleAware, **settings) -> NeuronSearch:
-    base = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=register_chat_model(llm),
+    base = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=register_chat_model(llm), strategy="llm",
                 batch_size=8, iterations=6, results_dir=str(tmp_path), run_id="explained")  # fmt: skip
     return NeuronSearch(**{**base, **settings})
 

@@ -22,7 +22,8 @@ class Recorder:
 
 
 def tiny_search(tiny_model_dir, tmp_path, llm, **settings) -> NeuronSearch:
-    base = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=llm, batch_size=4, results_dir=str(tmp_path))
+    base = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=llm, strategy="llm", batch_size=4,
+                results_dir=str(tmp_path))
     return NeuronSearch(**{**base, **settings})
 
 

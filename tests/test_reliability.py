@@ -53,7 +53,7 @@ def cli(capsys, *args: str) -> tuple[int, str]:
 
 
 def tiny(model_dir: Path, *more: str) -> list[str]:
-    return ["--model", str(model_dir), "--layer", "1", "--neuron", "3", "--device", "cpu", "--quiet", *more]
+    return ["--model", str(model_dir), "--layer", "1", "--neuron", "3", "--device", "cpu", "--strategy", "llm", "--quiet", *more]
 
 
 def tiny_search(model_dir: Path, results_dir: Path, llm: str, **settings: Any) -> NeuronSearch:
@@ -63,7 +63,7 @@ def tiny_search(model_dir: Path, results_dir: Path, llm: str, **settings: Any) -
     fault is handled; tests/test_graph.py and tests/test_nodes.py cover the mutations that fill.
     """
     base = dict(
-        model=str(model_dir), layer=1, neuron=3, device="cpu", llm=llm, batch_size=4, results_dir=str(results_dir),
+        model=str(model_dir), layer=1, neuron=3, device="cpu", llm=llm, strategy="llm", batch_size=4, results_dir=str(results_dir),
         run_id="run", builtin_seeds=False, seed_prompts=(SEED,), similarity_threshold=0.99, max_attempts=1, iterations=3,
         fill="none",
     )  # fmt: skip

@@ -41,8 +41,8 @@ def finished_run(tiny_model_dir, tmp_path_factory) -> Path:
     """A results folder holding run "done": neuron 3 of layer 1 of the tiny GPT-2."""
     results = tmp_path_factory.mktemp("results")
     NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["unused"]), results_dir=str(results),
-        run_id="done", builtin_seeds=False, seed_prompts=("A seed prompt.",), iterations=0,
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["unused"]), strategy="llm",
+        results_dir=str(results), run_id="done", builtin_seeds=False, seed_prompts=("A seed prompt.",), iterations=0,
     ).run(progress=False)  # fmt: skip
     return results
 
@@ -97,7 +97,7 @@ def activations_ranked(rows: list[tuple]) -> list[float]:
 def test_resume_after_an_interrupted_run_continues_the_counters_and_keeps_every_record(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "interrupted"
     first = NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=register_scripted(), batch_size=4,
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=register_scripted(), strategy="llm", batch_size=4,
         similarity_threshold=0.99, max_attempts=1, results_dir=str(tmp_path), run_id="interrupted", iterations=6,
     ).run(progress=InterruptAfter(3))  # fmt: skip
     assert first.stop_reason == "stopped by the user" and first.state["iteration"] == 3
@@ -165,7 +165,7 @@ def test_a_kill_after_a_node_saved_its_writes_but_before_the_checkpoint_is_resum
     the saved state then has no node left to start, only a task whose result waits to be applied."""
     run_dir = tmp_path / "window"
     settings = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", batch_size=4, similarity_threshold=0.99,
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", strategy="llm", batch_size=4, similarity_threshold=0.99,
         max_attempts=1, results_dir=str(tmp_path), run_id="window", explain=False,  # the search's checkpoints only
     )  # fmt: skip
     NeuronSearch(llm=register_scripted(), iterations=3, **settings).run(progress=False)
@@ -198,7 +198,7 @@ def test_a_kill_after_a_node_saved_its_writes_but_before_the_checkpoint_is_resum
 
 def test_the_time_a_run_lay_stopped_does_not_count_against_its_time_limit(tiny_model_dir, tmp_path, monkeypatch):
     settings = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", batch_size=4, similarity_threshold=0.99,
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", strategy="llm", batch_size=4, similarity_threshold=0.99,
         max_attempts=1, results_dir=str(tmp_path), run_id="clock",
     )  # fmt: skip
     first = NeuronSearch(llm=register_scripted(), iterations=2, **settings).run(progress=False)
@@ -214,7 +214,7 @@ def test_the_time_a_run_lay_stopped_does_not_count_against_its_time_limit(tiny_m
 
 def test_the_checkpoint_file_keeps_one_iteration_however_long_the_run(tiny_model_dir, tmp_path):
     settings = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", batch_size=4, similarity_threshold=0.99,
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", strategy="llm", batch_size=4, similarity_threshold=0.99,
         max_attempts=1, results_dir=str(tmp_path),
     )  # fmt: skip
     kept = {}

@@ -191,7 +191,7 @@ def test_a_short_search_runs_to_completion_through_the_server(client, studio, ti
     # iterations=1: the seeds are measured and stagnation_check ends the run before any LLM
     # call, so the run needs no LLM; "embedded" is only resolved, never loaded.
     context = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm="embedded",
+        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm="embedded", strategy="llm",
         batch_size=4, iterations=1, results_dir=str(tmp_path), run_id="studio-run", explain=False,
     )
     started = time.monotonic()
@@ -240,7 +240,7 @@ def test_two_studio_runs_at_once_get_the_activations_each_gets_alone(client, tin
 
     def start(name: str) -> None:
         layer, neuron = runs[name]
-        context = dict(model=str(tiny_model_dir), layer=layer, neuron=neuron, device="cpu", llm="embedded",
+        context = dict(model=str(tiny_model_dir), layer=layer, neuron=neuron, device="cpu", llm="embedded", strategy="llm",
                        batch_size=4, iterations=1, seed_prompts=seeds, results_dir=str(tmp_path), run_id=f"at-once-{name}",
                        explain=False)  # fmt: skip
         finals[name] = client.runs.wait(None, "neuron_search", input={}, context=context, raise_error=False)

@@ -31,6 +31,7 @@ def main(model_dir: str, results_dir: str, iterations: int) -> None:
         neuron=3,
         device="cpu",
         llm=scripted(fresh_answers(10)),
+        strategy="llm",
         batch_size=4,
         results_dir=results_dir,
         run_id="traced",
