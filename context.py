@@ -6,6 +6,8 @@ and of its entry in LangGraph Studio's form, so there is one place to document a
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -14,6 +16,31 @@ from services.errors import UserError
 
 def _knob(default, help: str, **metadata):
     return field(default=default, metadata={"description": help, **metadata})
+
+
+# The largest value each size knob takes, from any way in (CLI, API, Studio's form): far above any
+# useful setting, low enough that a typo cannot ask for an absurd allocation or overflow.
+LIMITS = {
+    "neuron": 10**7, "layer": 10**4, "batch_size": 4096, "max_prompt_tokens": 4096, "top_k": 1000,
+    "population": 256, "children": 256, "gradient_top_k": 4096, "swaps": 64, "edits": 256,
+    "iterations": 10**7, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
+    "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
+    "time_limit": 10.0**8, "min_improvement": 10.0**6,
+}  # fmt: skip
+
+# A run or sweep id names one folder inside the results folder: never a path.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: Any, what: str = "run id") -> str:
+    """`name` if it is a safe folder name (one component, no '..', not absolute), else a UserError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise UserError(
+            f"{what[0].upper() + what[1:]} {name!r} is not a valid name: use 1-100 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit (no '/', '\\' or '..'); it names a folder inside the "
+            "results folder, never a path."
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -182,22 +209,99 @@ def fluency_weights(ctx: SearchContext) -> list[float]:
 
 
 def as_context(value: Any) -> SearchContext:
-    """The run's context from what LangGraph hands over: None (Studio's empty form), a dict, or itself."""
+    """The run's context from what LangGraph hands over: None (Studio's empty form), a dict (each value
+    coerced to its field's type, as the CLI parses it: "8" for an integer is 8), or itself."""
     if value is None:
         return SearchContext()
     if isinstance(value, dict):
-        known = {f.name for f in fields(SearchContext)}
-        unknown = sorted(set(value) - known)
+        known = {f.name: f for f in fields(SearchContext)}
+        unknown = sorted(set(value) - set(known))
         if unknown:
             raise UserError(f"Unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
-        return SearchContext(**{**value, "seed_prompts": tuple(value.get("seed_prompts", ()))})
+        coerced, problems = {}, []
+        for name, raw in value.items():
+            try:
+                coerced[name] = _coerce(str(known[name].type), raw)
+            except (TypeError, ValueError):
+                problems.append(f"{_option(name)} takes {_KIND_WORDS[str(known[name].type)]}, not {raw!r}")
+        if problems:
+            raise UserError(_cannot_work(problems))
+        return SearchContext(**coerced)
     return value
+
+
+_KIND_WORDS = {
+    "int": "a whole number", "float": "a number", "float | None": "a number or nothing", "bool": "true or false",
+    "bool | None": "true, false or nothing", "str": "text", "tuple[str, ...]": "a list of texts",
+}  # fmt: skip
+
+
+def _coerce(kind: str, raw: Any) -> Any:
+    """`raw` as a value of the field type `kind`; TypeError or ValueError if it is not one."""
+    if raw is None and kind.endswith("| None"):
+        return None
+    if kind in ("bool", "bool | None"):
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+            return raw.strip().lower() == "true"
+        raise TypeError(raw)
+    if kind == "int":
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise TypeError(raw)
+        if isinstance(raw, int):
+            return raw
+        number = float(raw)  # "8", "8.0" and "3e18" are whole numbers; "8.5", "nan" and "inf" are not
+        if not number.is_integer():
+            raise ValueError(raw)
+        return int(number)
+    if kind in ("float", "float | None"):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise TypeError(raw)
+        return float(raw)
+    if kind == "str":
+        if not isinstance(raw, str):
+            raise TypeError(raw)
+        return raw
+    if kind == "tuple[str, ...]":
+        if isinstance(raw, str):  # one prompt, not one prompt per character
+            return (raw,)
+        if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
+            raise TypeError(raw)
+        return tuple(raw)
+    raise TypeError(kind)
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _cannot_work(problems: list[str]) -> str:
+    return (
+        "These settings cannot work: " + "; ".join(problems) + ". Fix them and run again "
+        "(in LangGraph Studio, the form's field of the same name, with _ for -)."
+    )
 
 
 def validate(ctx: SearchContext) -> None:
     """Reject settings that cannot make sense, before anything is loaded: every way into a search
     (run.py, NeuronSearch, LangGraph Studio) calls this through services/run_folder.open_run."""
     problems = []
+    for f in fields(SearchContext):
+        value = getattr(ctx, f.name)
+        try:
+            _coerce(str(f.type), value)
+        except (TypeError, ValueError):
+            problems.append(f"{_option(f.name)} takes {_KIND_WORDS[str(f.type)]}, not {value!r}")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{_option(f.name)} must be a finite number, not {value}")
+        elif f.name in LIMITS and value is not None and value > LIMITS[f.name]:
+            problems.append(f"{_option(f.name)} must be at most {LIMITS[f.name]:,}")
+    if problems:  # the checks below compare numbers: they need numbers
+        raise UserError(_cannot_work(problems))
+    if ctx.run_id:
+        check_name(ctx.run_id)
     if ctx.batch_size < 1:
         problems.append("--batch-size must be at least 1")
     if ctx.top_k < 1:
@@ -228,8 +332,7 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--fluency-range must be LOW,HIGH with 0 <= LOW <= HIGH (e.g. 0.1,10)")
     if ctx.temperature < 0:
         problems.append("--temperature cannot be negative")
+    if ctx.neuron < 0 or ctx.layer < 0:
+        problems.append("--neuron and --layer cannot be negative")
     if problems:
-        raise UserError(
-            "These settings cannot work: " + "; ".join(problems) + ". Fix them and run again "
-            "(in LangGraph Studio, the form's field of the same name, with _ for -)."
-        )
+        raise UserError(_cannot_work(problems))

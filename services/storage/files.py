@@ -9,7 +9,6 @@ anything is written. Locks come from `filelock`, which locks on Linux, macOS and
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,21 +17,8 @@ from typing import IO
 
 from filelock import FileLock, Timeout
 
+from context import check_name
 from services.errors import UserError
-
-# A run or sweep id: letters, digits, '.', '_' and '-', starting with a letter or digit, 1-100 characters.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def check_name(name: str, what: str = "run id") -> str:
-    """`name` if it is a safe folder name (no separator, no '..', not absolute, not '.'), else a UserError."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise UserError(
-            f"{what[0].upper() + what[1:]} {name!r} is not a valid name: use 1-100 letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit (no '/', '\\' or '..'); it names a folder inside the "
-            "results folder, never a path."
-        )
-    return name
 
 
 def inside(root: str | Path, name: str, what: str = "run id") -> Path:
