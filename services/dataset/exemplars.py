@@ -29,6 +29,7 @@ from services.reports import report
 from services.model.bundled import cache_root
 from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
 from services.errors import UserError
+from services.storage.files import write_atomic
 from services.model.subject_model import EMBEDDED, SubjectModel
 from state import Measurement
 
@@ -234,8 +235,9 @@ def write_exemplars(result: Exemplars, results_dir: str | Path) -> dict[str, Pat
         "max_tokens": MAX_TOKENS,
         "records": records,
     }
-    paths["json"].write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
-    paths["html"].write_text(render_html(result, records), encoding="utf-8")
+    # Each replaced only once complete: a report reading exemplars.json never sees half of one.
+    write_atomic(paths["json"], json.dumps(document, indent=2, ensure_ascii=False))
+    write_atomic(paths["html"], render_html(result, records))
     return paths
 
 

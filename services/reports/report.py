@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from services.reports.explanation_view import explanation_html, hypotheses_html
 from services.search.findings import distinct_findings
+from services.storage.files import atomic_open, write_atomic
 from services.storage.record_store import StoredRecord
 
 MAX_PLOT_POINTS = 5_000
@@ -355,7 +356,10 @@ def write_results(
     buckets = dict(bucket_counts or {})
     statistics = _statistics(stats)
     reference = DatasetReference.from_document(dataset)
-    paths["json"].write_text(
+    # Each file is written beside itself and renamed into place: a failure (a full disk, a kill)
+    # part of the way leaves the previous file whole, and no temporary file.
+    write_atomic(
+        paths["json"],
         json.dumps(
             {
                 **_results_json(settings, statistics, buckets, summary, reference),
@@ -365,10 +369,9 @@ def write_results(
             indent=2,
             default=str,
         ),
-        encoding="utf-8",
     )
     page = render_html(settings, statistics, buckets, summary, reference, results_dir=run_dir.parent, explanation=explanation)
-    paths["html"].write_text(page, encoding="utf-8")
+    write_atomic(paths["html"], page)
     return paths
 
 
@@ -380,7 +383,7 @@ def _tap(records: Iterable[StoredRecord], summary: Summary) -> Iterator[StoredRe
 
 
 def _write_csv(path: Path, records: Iterable[StoredRecord]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for r in records:

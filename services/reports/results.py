@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.text import Text
 
 from services.search.buckets import bucket_counts
 from services.reports.display import records_table, stats_table
@@ -68,7 +69,8 @@ def write_run_results(run_dir: Path) -> dict[str, Path]:
 
 
 def print_summary(result, console: Console) -> None:
-    """The final tables: top and bottom prompts, what the neuron detects, then the statistics."""
+    """The final tables: top and bottom prompts, what the neuron detects, then the statistics (every
+    prompt, token and sentence as written: see services/reports/display.py)."""
     k = result.context.top_k
     activations, unique = _measured(result.run_dir)
     buckets = bucket_counts(activations, result.context.low_percentile, result.context.high_percentile)
@@ -78,7 +80,7 @@ def print_summary(result, console: Console) -> None:
         console.print(explanation_table(result.explanation))
     console.print(stats_table(result.state["stats"], "Statistics", buckets=buckets, unique=unique))
     if result.stop_reason:
-        console.print(f"Stopped: {result.stop_reason}.")
+        console.print(Text(f"Stopped: {result.stop_reason}."))  # it may quote an error: never markup
 
 
 def run_summary(run_dir: Path) -> tuple[str, ...]:

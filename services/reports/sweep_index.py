@@ -3,7 +3,8 @@
 The page holds a sortable table (click a column's head), a filter box over prompts and explanations,
 a histogram of the neurons' best activations, and a link to each neuron's report. The filter and
 the sort can be given in the address (index.html#q=number&sort=best), so a link says what it shows.
-Everything shown that an LLM wrote (prompts, explanations) is escaped.
+Everything shown that an LLM wrote (prompts, explanations) is escaped, and the script never builds a
+CSS selector from the address: a column is found by comparing its data-key, so any fragment is safe.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from services.explain.run_explanation import read_explanation
 from services.reports.report import scale_legend, token_spans
+from services.storage.files import atomic_open, write_atomic
 from services.storage.record_store import RecordStore
 from services.sweep.sweep_folder import StatusBook, neurons_dir, read_plan
 
@@ -72,12 +74,12 @@ def write_index(folder: Path) -> dict[str, Path]:
     plan = read_plan(folder)
     rows = neuron_rows(folder)
     csv_path = folder / "index.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_open(csv_path, newline="") as handle:  # each file whole, or the previous one
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     html_path = folder / "index.html"
-    html_path.write_text(render_index(plan.sweep_id, plan.layer, plan.settings, rows), encoding="utf-8")
+    write_atomic(html_path, render_index(plan.sweep_id, plan.layer, plan.settings, rows))
     return {"html": html_path, "csv": csv_path}
 
 
@@ -233,18 +235,21 @@ SCRIPT = """
 (function(){
   var table=document.getElementById('neurons'), body=table.tBodies[0], box=document.getElementById('filter');
   var rows=Array.prototype.slice.call(body.rows), sort={key:'neuron',desc:false};
+  function decode(s){try{return decodeURIComponent(s);}catch(e){return s;}}  // a stray '%' stays as typed
   function params(){var out={};location.hash.replace(/^#/,'').split('&').forEach(function(p){
-    var kv=p.split('=');if(kv[0])out[decodeURIComponent(kv[0])]=decodeURIComponent(kv[1]||'');});return out;}
-  function cell(row,key){return row.querySelector('td.'+key).getAttribute('data-v');}
+    var kv=p.split('=');if(kv[0])out[decode(kv[0])]=decode(kv[1]||'');});return out;}
+  var heads=Array.prototype.slice.call(table.tHead.rows[0].cells);
+  function column(key){for(var i=0;i<heads.length;i++){if(heads[i].getAttribute('data-key')===key)return i;}return -1;}
+  function cell(row,i){return row.cells[i].getAttribute('data-v');}
   function apply(){
-    var q=box.value.trim().toLowerCase(), shown=0;
-    var th=table.querySelector('th[data-key="'+sort.key+'"]'), numeric=th&&th.getAttribute('data-kind')==='num';
-    rows.sort(function(a,b){var x=cell(a,sort.key),y=cell(b,sort.key);
+    var q=box.value.trim().toLowerCase(), shown=0, i=column(sort.key);
+    var numeric=heads[i].getAttribute('data-kind')==='num';
+    rows.sort(function(a,b){var x=cell(a,i),y=cell(b,i);
       if(x===''&&y!=='')return 1; if(y===''&&x!=='')return -1;
       var c=numeric?(parseFloat(x)-parseFloat(y)):x.localeCompare(y); return sort.desc?-c:c;});
     rows.forEach(function(r){var hit=!q||r.getAttribute('data-search').indexOf(q)>=0;
       if(hit){r.removeAttribute('hidden');shown++;}else{r.setAttribute('hidden','');} body.appendChild(r);});
-    Array.prototype.forEach.call(table.tHead.rows[0].cells,function(c){
+    heads.forEach(function(c){
       c.className=c.getAttribute('data-key')===sort.key?(sort.desc?'sorted-desc':'sorted-asc'):'';});
     document.getElementById('shown').textContent=shown+' of '+rows.length+' neurons shown';
     var h='q='+encodeURIComponent(box.value)+'&sort='+(sort.desc?'-':'')+sort.key;
@@ -252,9 +257,9 @@ SCRIPT = """
   }
   var p=params(); if(p.q)box.value=p.q;
   if(p.sort){sort.desc=p.sort.charAt(0)==='-';sort.key=p.sort.replace(/^-/,'');}
-  if(!table.querySelector('th[data-key="'+sort.key+'"]'))sort={key:'neuron',desc:false};
+  if(column(sort.key)<0)sort={key:'neuron',desc:false};
   box.addEventListener('input',apply);
-  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(c){c.addEventListener('click',function(){
+  heads.forEach(function(c){c.addEventListener('click',function(){
     var k=c.getAttribute('data-key'); sort={key:k,desc:sort.key===k?!sort.desc:c.getAttribute('data-kind')==='num'}; apply();});});
   apply();
 })();
