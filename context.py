@@ -7,6 +7,7 @@ and of its entry in LangGraph Studio's form, so there is one place to document a
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -27,6 +28,16 @@ LIMITS = {
     "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
     "time_limit": 10.0**8, "min_improvement": 10.0**6,
 }  # fmt: skip
+
+# The settings that say where files go and what is loaded from disk or the hub. Their defaults come
+# from these environment variables where set; LangGraph Studio's form may not change them (graph/studio.py)
+# unless the server's operator sets NEURON_SEARCH_FORM_PATHS=1.
+SERVER_SETTINGS = {
+    "results_dir": "NEURON_SEARCH_RESULTS_DIR",
+    "model": "NEURON_SEARCH_MODEL",
+    "embedder": "NEURON_SEARCH_EMBEDDER",
+    "sweep_table": "NEURON_SEARCH_SWEEP_TABLE",
+}
 
 # A run or sweep id names one folder inside the results folder: never a path.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -49,7 +60,7 @@ class SearchContext:
     neuron: int = _knob(840, "Index of the MLP neuron to drive (0 <= neuron < d_mlp).")
     layer: int = _knob(9, "Transformer block whose MLP holds the neuron (0 <= layer < n_layers).")
     model: str = _knob(
-        "gpt2",
+        os.environ.get(SERVER_SETTINGS["model"], "gpt2"),
         "Subject model: a Hugging Face name TransformerBridge can boot, a local folder, "
         "or 'embedded' for the bundled Gemma 3 270M that runs offline.",
     )
@@ -126,7 +137,7 @@ class SearchContext:
 
     # The semantic filter.
     embedder: str = _knob(
-        "all-MiniLM-L6-v2",
+        os.environ.get(SERVER_SETTINGS["embedder"], "all-MiniLM-L6-v2"),
         "Sentence-transformers model for the semantic filter: a name or a local folder "
         "(the bundled copy of all-MiniLM-L6-v2 is used when installed).",
     )
@@ -173,9 +184,9 @@ class SearchContext:
         "later neurons of the layer seconds). Unset: on for --strategy gradient and mixed, whose "
         "gradient climbs best from real text, off for llm.",
     )
-    results_dir: str = _knob("results", "Folder that holds one sub-folder per run.")
+    results_dir: str = _knob(os.environ.get(SERVER_SETTINGS["results_dir"], "results"), "Folder that holds one sub-folder per run.")
     sweep_table: str = _knob(
-        "",
+        os.environ.get(SERVER_SETTINGS["sweep_table"], ""),
         "A sweep's shared table (its sweep.sqlite): every prompt measured here also enters the table of each "
         "neuron of the sweep whose top prompts it ranks among (run.py sweep sets it; empty: none).",
     )
@@ -209,10 +220,12 @@ def fluency_weights(ctx: SearchContext) -> list[float]:
 
 
 def as_context(value: Any) -> SearchContext:
-    """The run's context from what LangGraph hands over: None (Studio's empty form), a dict (each value
-    coerced to its field's type, as the CLI parses it: "8" for an integer is 8), or itself."""
+    """The run's context from what LangGraph hands over: None (Studio's empty form), a dict or a context,
+    each value coerced to its field's type as the CLI parses it ("8" for an integer is 8)."""
     if value is None:
         return SearchContext()
+    if isinstance(value, SearchContext):  # LangGraph's server builds it from the form without checking types
+        value = {f.name: getattr(value, f.name) for f in fields(SearchContext)}
     if isinstance(value, dict):
         known = {f.name: f for f in fields(SearchContext)}
         unknown = sorted(set(value) - set(known))
@@ -227,7 +240,7 @@ def as_context(value: Any) -> SearchContext:
         if problems:
             raise UserError(_cannot_work(problems))
         return SearchContext(**coerced)
-    return value
+    raise UserError(f"A run's settings are a mapping of setting names to values, not {type(value).__name__}.")
 
 
 _KIND_WORDS = {

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import signal
 import sqlite3
 import threading
@@ -19,14 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from context import SearchContext
+from context import SearchContext, as_context
 from graph import build_graph, steps_per_iteration
 from nodes.stagnation_check import stop_reason
 from services.reports.display import ProgressDisplay, RichProgress
-from services.errors import UserError
 from services.explain.run_explanation import read_explanation
 from services.storage.record_store import RecordStore, StoredRecord
-from services.storage.run_folder import check_identity, new_run_id, open_run, settings_file
+from services.storage.files import inside
+from services.storage.run_folder import check_identity, new_run_id, open_run, read_settings
 from state import Record, SearchState
 
 STOPPED_BY_USER = "stopped by the user"  # the stop reason of a run that Ctrl-C or SIGTERM ended between batches
@@ -108,13 +107,7 @@ class NeuronSearch:
     def resume(cls, run_id: str, results_dir: str = "results", **settings: Any) -> NeuronSearch:
         """A search that continues run `run_id` with its saved settings; budgets, the LLM and
         the other knobs may be changed, what is measured (model, layer, neuron, position) not."""
-        saved_settings = settings_file(Path(results_dir) / run_id)
-        if not saved_settings.is_file():
-            raise UserError(
-                f"There is no run {run_id!r} in {results_dir}/ to resume. "
-                "`python run.py --list` shows the runs there."
-            )
-        saved = json.loads(saved_settings.read_text())
+        saved = read_settings(inside(results_dir, run_id), "to resume")
         check_identity(run_id, saved, settings)
         saved.update(settings, run_id=run_id, results_dir=results_dir)
         saved["seed_prompts"] = tuple(saved["seed_prompts"])
@@ -125,7 +118,7 @@ class NeuronSearch:
         if not settings.get("run_id"):
             settings["run_id"] = new_run_id()
         self.settings["run_id"] = settings["run_id"]  # a second run() continues this one
-        return SearchContext(**settings)
+        return as_context(settings)
 
     def run(self, progress: ProgressDisplay | bool = True, **overrides: Any) -> SearchResult:
         """Run (or continue) the search; keyword overrides are settings such as iterations=200.
@@ -137,22 +130,24 @@ class NeuronSearch:
 
         ctx = self.context(**overrides)
         report = RichProgress() if progress is True else (progress or None)
-        with open_run(ctx) as run_dir:
-            connection = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
-            graph = build_graph().compile(checkpointer=SqliteSaver(connection))
-            config = {
-                "configurable": {"thread_id": ctx.run_id},
-                "recursion_limit": steps_per_iteration(ctx.max_attempts) + 5,
-                "run_name": f"neuron-search L{ctx.layer} N{ctx.neuron}",
-                "tags": ["neuron-search", f"layer:{ctx.layer}", f"neuron:{ctx.neuron}", f"model:{ctx.model}"],
-                "metadata": {k: getattr(ctx, k) for k in ("model", "layer", "neuron", "llm", "run_id")},
-            }
-            try:
-                state = self._drive(graph, config, ctx, report, connection)
-            finally:
-                if report:
-                    report.close()
-                connection.close()
+        try:
+            with open_run(ctx) as run_dir:  # writes the results files as the search returns
+                connection = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
+                graph = build_graph().compile(checkpointer=SqliteSaver(connection))
+                config = {
+                    "configurable": {"thread_id": ctx.run_id},
+                    "recursion_limit": steps_per_iteration(ctx.max_attempts) + 5,
+                    "run_name": f"neuron-search L{ctx.layer} N{ctx.neuron}",
+                    "tags": ["neuron-search", f"layer:{ctx.layer}", f"neuron:{ctx.neuron}", f"model:{ctx.model}"],
+                    "metadata": {k: getattr(ctx, k) for k in ("model", "layer", "neuron", "llm", "run_id")},
+                }
+                try:
+                    state = self._drive(graph, config, ctx, report, connection)
+                finally:
+                    connection.close()
+        finally:
+            if report:  # after the results are written: a display that fails cannot cost them
+                report.close()
         return SearchResult(run_dir, state, ctx)
 
     def _drive(self, graph, config: dict, ctx: SearchContext, report, connection: sqlite3.Connection) -> SearchState:

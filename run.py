@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
 
 from dotenv import load_dotenv
+from rich.text import Text
 
 # LangSmith reads its settings once, on first import: .env must be loaded before anything else.
 load_dotenv()
 
 from context import SearchContext, describe  # noqa: E402
 from services.errors import UserError  # noqa: E402
+
+MAX_HINT_BYTES = 64 * 1024
 
 # Fields with an option of their own below, or none at all.
 SPECIAL = {"seed_prompts", "builtin_seeds", "low_percentile", "high_percentile", "hint"}
@@ -88,6 +90,11 @@ def settings_from(args: argparse.Namespace) -> dict:
     settings = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if args.hint_file:
         try:
+            if Path(args.hint_file).stat().st_size > MAX_HINT_BYTES:
+                raise UserError(
+                    f"The hint file {args.hint_file} is over {MAX_HINT_BYTES // 1024} KB: a hint is a few sentences "
+                    "put into every LLM request. Shorten it."
+                )
             settings["hint"] = Path(args.hint_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as error:
             raise UserError(f"Cannot read the hint file {args.hint_file} ({error}). Give --hint-file a UTF-8 text file.") from None
@@ -112,6 +119,8 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.logging import RichHandler
 
+    from services.reports.display import error_text
+
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False, show_time=False)])
     try:
@@ -129,7 +138,7 @@ def main(argv: list[str]) -> int:
             return list_runs(Path(results_dir), console)
         return search_command(args, console)
     except UserError as error:
-        console.print(f"[bold red]Error:[/] {error}", highlight=False)
+        console.print(error_text("Error:", error), highlight=False)
         return 2
 
 
@@ -147,10 +156,11 @@ def search_command(args: argparse.Namespace, console) -> int:
     progress = False if args.quiet else RichProgress(stats_every=args.stats_every, console=console)
     result = search.run(progress=progress)  # writes the results files as it ends
     print_summary(result, console)
-    console.print(f"Results written to [bold]{result.run_dir}[/]: " + ", ".join(RESULT_FILES.values()))
+    console.print(Text.assemble("Results written to ", (str(result.run_dir), "bold"), ": " + ", ".join(RESULT_FILES.values())))
     if result.stop_reason == STOPPED_BY_USER:
         folder = "" if result.run_dir.parent == Path(SearchContext.results_dir) else f" --results-dir {result.run_dir.parent}"
-        console.print(f"Stopped after the batch in flight. Continue with: [bold]python run.py --resume {result.run_id}{folder}[/]")
+        command = f"python run.py --resume {result.run_id}{folder}"
+        console.print(Text.assemble("Stopped after the batch in flight. Continue with: ", (command, "bold")))
     return 0
 
 
@@ -183,10 +193,8 @@ def sweep_parser() -> argparse.ArgumentParser:
 
 
 def sweep_command(argv: list[str], console) -> int:
-    from rich.table import Table
-
     from context import validate
-    from services.reports.display import SweepProgress
+    from services.reports.display import SweepProgress, top_neurons_table
     from services.reports.sweep_index import write_index
     from services.storage.run_folder import new_run_id
     from services.sweep.neuron_spec import parse_neurons
@@ -216,12 +224,10 @@ def sweep_command(argv: list[str], console) -> int:
         layer = settings.pop("layer", SearchContext.layer)
         settings.setdefault("seed_prompts", ())
         validate(SearchContext(**settings, layer=layer))  # bad settings are reported before any model loads
-        if args.neurons.strip() == "all":
-            neurons = parse_neurons("all", layer_width(settings, layer))
-        else:
-            neurons = parse_neurons(args.neurons)
         sweep_id = args.sweep_id or "sweep-" + new_run_id()
-        folder = sweep_dir(results_dir, sweep_id)
+        folder = sweep_dir(results_dir, sweep_id)  # a sweep id that is not a plain name is refused here
+        # The layer and the neurons are checked against the model before the sweep's folder gets a file.
+        neurons = parse_neurons(args.neurons, layer_width(settings, layer))
         if (folder / "sweep.json").is_file():
             raise UserError(f"Sweep {sweep_id} exists already in {results_dir}/: continue it with --resume {sweep_id}, or name a new one.")
         plan = SweepPlan(
@@ -236,38 +242,35 @@ def sweep_command(argv: list[str], console) -> int:
     if plan.shared:
         SharedTops.create(folder / TABLE_FILE, plan.neurons, plan.shared_top).close()
     where = "no Ray" if args.ray == "off" else f"Ray {args.ray}, {args.workers} worker(s)"
-    console.print(f"Sweep [bold]{plan.sweep_id}[/]: layer {plan.layer}, {len(plan.neurons)} neurons, {where}, shared measurements {'on' if plan.shared else 'off'}")
+    console.print(Text.assemble("Sweep ", (plan.sweep_id, "bold"), f": layer {plan.layer}, {len(plan.neurons)} neurons, {where}, shared measurements {'on' if plan.shared else 'off'}"))
     outcome = run_sweep(folder, args.ray, args.workers, None if args.quiet else SweepProgress(console))
     paths = write_index(folder)
-    done = sorted((s for s in outcome.statuses if s.status == "done" and s.best is not None), key=lambda s: -s.best)
-    table = Table(title=f"Top neurons of sweep {plan.sweep_id}", title_justify="left")
-    for column in ("neuron", "best", "measured", "best prompt"):
-        table.add_column(column, justify="right" if column != "best prompt" else "left")
-    for s in done[:10]:
-        table.add_row(str(s.neuron), f"{s.best:.4f}", str(s.measured), repr((s.best_prompt or "")[:60]))
-    console.print(table)
+    done = [s for s in outcome.statuses if s.status == "done" and s.best is not None]
+    console.print(top_neurons_table(outcome.statuses, plan.sweep_id))
     failed = [s for s in outcome.statuses if s.status == "failed"]
     for s in failed:
-        console.print(f"[bold red]Neuron {s.neuron} failed:[/] {s.error}", highlight=False)
-    console.print(f"{len(done)} of {len(outcome.statuses)} neurons done. Index: [bold]{paths['html']}[/] and {paths['csv'].name}")
+        console.print(error_text(f"Neuron {s.neuron} failed:", s.error), highlight=False)
+    console.print(Text.assemble(f"{len(done)} of {len(outcome.statuses)} neurons done. Index: ", (str(paths["html"]), "bold"), f" and {paths['csv'].name}"))
     if outcome.stopped or len(done) + len(failed) < len(outcome.statuses) or failed:
         extra = "" if results_dir == SearchContext.results_dir else f" --results-dir {results_dir}"
-        console.print(f"Continue with: [bold]python run.py sweep --resume {plan.sweep_id}{extra}[/]")
+        console.print(Text.assemble("Continue with: ", (f"python run.py sweep --resume {plan.sweep_id}{extra}", "bold")))
     return 0
 
 
 def report_command(argv: list[str], console) -> int:
     from services.reports.results import write_run_results
+    from services.storage.files import inside
+    from services.storage.run_folder import read_settings, run_lock
 
     p = argparse.ArgumentParser(prog="run.py report", description="Rebuild results.json, records.csv and report.html of a past run.")
     p.add_argument("run_id")
     p.add_argument("--results-dir", default=SearchContext.results_dir)
     args = p.parse_args(argv)
-    run_dir = Path(args.results_dir) / args.run_id
-    if not (run_dir / "run.json").is_file():
-        raise UserError(f"There is no run {args.run_id!r} in {args.results_dir}/. `python run.py --list` shows the runs there.")
-    paths = write_run_results(run_dir)
-    console.print(f"Wrote {paths['html']}")
+    run_dir = inside(args.results_dir, args.run_id)
+    read_settings(run_dir, "to report")
+    with run_lock(run_dir):
+        paths = write_run_results(run_dir)
+    console.print(Text(f"Wrote {paths['html']}"))
     return 0
 
 
@@ -278,6 +281,8 @@ def explain_command(argv: list[str], console) -> int:
     from services.reports.explanation_view import explanation_table
     from services.reports.results import write_run_results
     from services.runtime import subject_model
+    from services.storage.files import inside
+    from services.storage.run_folder import read_settings, run_lock
 
     p = argparse.ArgumentParser(
         prog="run.py explain",
@@ -291,19 +296,19 @@ def explain_command(argv: list[str], console) -> int:
     p.add_argument("--llm", default=None, help=f"{describe('llm')} (default: the run's)")
     p.add_argument("--device", default=None, help=f"{describe('device')} (default: the run's)")
     args = p.parse_args(argv)
-    run_dir = Path(args.results_dir) / args.run_id
+    run_dir = inside(args.results_dir, args.run_id)
+    settings = read_settings(run_dir, "to explain")
     if not (run_dir / "records.sqlite").is_file():
         raise UserError(f"There is no run {args.run_id!r} with records in {args.results_dir}/. `python run.py --list` shows the runs there.")
-    settings = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     subject = subject_model(settings["model"], args.device or settings["device"])
     subject.validate(settings["layer"], settings["neuron"])
     measure = measurer(subject, settings["layer"], settings["neuron"], settings["position"], settings["batch_size"])
     real_text = real_text_holdout(subject, settings["layer"], settings["neuron"], seed=settings["seed"])
-    with console.status("Explaining the neuron and scoring that on held-out prompts ..."):
+    with run_lock(run_dir), console.status("Explaining the neuron and scoring that on held-out prompts ..."):
         final = explain_run(run_dir, resolve_llm(args.llm or settings["llm"]), measure, seed=settings["seed"], real_text=real_text)
+        paths = write_run_results(run_dir)
     console.print(explanation_table(final))
-    paths = write_run_results(run_dir)
-    console.print(f"Wrote {run_dir / 'explanation.json'} and {paths['html']}")
+    console.print(Text(f"Wrote {run_dir / 'explanation.json'} and {paths['html']}"))
     return 0
 
 
@@ -346,7 +351,7 @@ def exemplars_command(argv: list[str], console) -> int:
     result = exemplars(subject, args.layer, args.neuron, source, args.top_k, args.max_snippets, console=console)
     console.print(exemplars_table(result.records, f"Top {len(result.records)} of {result.scanned:,} snippets: {result.corpus}"))
     paths = write_exemplars(result, args.results_dir)
-    console.print(f"Wrote {paths['json']} and {paths['html'].name}")
+    console.print(Text(f"Wrote {paths['json']} and {paths['html'].name}"))
     return 0
 
 
@@ -355,12 +360,12 @@ def list_runs(results_dir: Path, console) -> int:
 
     from services.reports.results import run_summary
 
-    table = Table(title=f"Runs in {results_dir}/", title_justify="left")
+    table = Table(title=Text(f"Runs in {results_dir}/"), title_justify="left")
     for column in ("run id", "model", "layer", "neuron", "prompts", "best", "date"):
         table.add_column(column, justify="right" if column in ("layer", "neuron", "prompts", "best") else "left")
     for run_json in sorted(results_dir.glob("*/run.json")):
         summary = run_summary(run_json.parent)
-        table.add_row(*summary)
+        table.add_row(*(Text(cell) for cell in summary))
     console.print(table)
     return 0
 

@@ -13,17 +13,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph_sdk.runtime import ServerRuntime
 
-from context import SearchContext, as_context
+from context import SERVER_SETTINGS, SearchContext, as_context
 from graph.builder import build_graph
+from services.errors import UserError
 from services.storage.run_folder import open_run, run_id_for
 
 graph = build_graph().compile(name="neuron-search")
+
+FORM_PATHS = "NEURON_SEARCH_FORM_PATHS"  # "1": the operator lets the form choose them too
+
+
+def check_form(form: SearchContext, environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse a form that chooses a results folder, model, embedder or sweep table
+    other than the server's own (context.SERVER_SETTINGS: its environment sets those), unless the
+    operator set NEURON_SEARCH_FORM_PATHS=1: a form value could otherwise name any folder or file."""
+    defaults = SearchContext()
+    refused = [name for name in SERVER_SETTINGS if getattr(form, name) != getattr(defaults, name)]
+    if refused and environ.get(FORM_PATHS) != "1":
+        raise UserError(
+            f"This server does not let the form choose {', '.join(refused)}: its operator sets "
+            f"{', '.join(SERVER_SETTINGS[name] for name in refused)} in the server's environment (or lets the form "
+            f"choose them with {FORM_PATHS}=1). Leave those fields at their defaults."
+        )
 
 
 @contextlib.asynccontextmanager
@@ -33,6 +51,7 @@ async def make_graph(config: RunnableConfig, runtime: ServerRuntime[SearchContex
         yield graph
         return
     ctx = as_context(execution.context)
+    check_form(ctx)
     ctx = dataclasses.replace(ctx, run_id=run_id_for(ctx, config["configurable"].get("thread_id")))
     run = contextlib.ExitStack()
     # Files, locks and SQLite block: off the server's event loop.

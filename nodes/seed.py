@@ -4,23 +4,30 @@ saved where the run's report finds the dataset max)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext, seeds_from_corpus
+from context import SearchContext, fluency_weights, seeds_from_corpus
 from services.storage.run_folder import run_id_for
 from services.dataset.exemplars import exemplars, write_exemplars
-from services.runtime import context_of, services_for
+from services.runtime import Services, context_of, services_for
 from services.search.seeds import BUILTIN_SEEDS
-from state import Candidate, SearchState, bump, empty_stats
+from state import Candidate, Member, SearchState, bump, empty_stats
+
+log = logging.getLogger(__name__)
 
 
 def seed(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     execution = getattr(runtime, "execution_info", None)
     run_id = run_id_for(ctx, execution.thread_id if execution else None)
-    subject = services_for(ctx, run_id).subject  # loads and validates the subject model before any other work
+    services = services_for(ctx, run_id)  # loads and validates the subject model before any other work
+    last = services.store.last_iteration()
+    if last is not None:  # a run folder with measurements but no checkpoint (Studio, a lost checkpoints file)
+        return _continued(run_id, last, services, ctx)
+    subject = services.subject
     prompts = (list(BUILTIN_SEEDS) if ctx.builtin_seeds else []) + list(ctx.seed_prompts)
     if seeds_from_corpus(ctx):  # a search that starts from what real text already does to the neuron
         real = exemplars(subject, ctx.layer, ctx.neuron, top_k=ctx.top_k)
@@ -42,6 +49,47 @@ def seed(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
         hypothesis="",
         explanation="",
         stats=bump(empty_stats(), generated=len(candidates)),
+        attempts=0,
+        since_improvement=0,
+        batch_started=time.time(),
+        elapsed=0.0,
+        route="continue",
+        stop_reason="",
+    )
+
+
+def _continued(run_id: str, last: int, services: Services, ctx: SearchContext) -> SearchState:
+    """The state of a run whose records are stored but whose graph was not checkpointed: it goes on
+    after the store's last iteration (so no new row can take a stored row's key), with its top and
+    bottom tables, counters and gradient population rebuilt from the store, and no seed measured again."""
+    store = services.store
+    top = store.ranked(ctx.top_k)
+    population = []
+    if ctx.strategy != "llm":
+        for weight in fluency_weights(ctx):
+            row = store.best_for_weight(weight)
+            if row is not None:
+                ids = services.subject.token_ids(row["prompt"])
+                population.append(Member(prompt=row["prompt"], ids=ids, activation=row["activation"], peak=row["peak"], xent=row["xent"]))
+    log.warning(
+        "Run %s has %d stored prompts but no checkpoint of its search: it continues after iteration %d, from the stored records.",
+        run_id, len(store), last,
+    )  # fmt: skip
+    return SearchState(
+        run_id=run_id,
+        iteration=last + 1,
+        source="seed",
+        candidates=[],
+        accepted=[],
+        measured=[],
+        rejected_similar=[],
+        top=top,
+        bottom=store.ranked(ctx.top_k, highest=False),
+        population=population,
+        best=top[0] if top else None,
+        hypothesis="",
+        explanation="",
+        stats=bump(empty_stats(), **store.stats()),
         attempts=0,
         since_improvement=0,
         batch_started=time.time(),

@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from context import SearchContext, as_context
 from services.search.prompt_index import PromptIndex, load_embedder
 from services.llm.proposer import Proposer
+from services.storage.files import inside
 from services.storage.record_store import RecordStore
 from services.sweep.shared_tops import SharedTops
 from services.model.subject_model import SubjectModel
@@ -38,7 +39,8 @@ class Services:
 
 
 def run_dir(ctx: SearchContext, run_id: str) -> Path:
-    return Path(ctx.results_dir) / run_id
+    """The run's folder in ctx.results_dir; a run id that is not a plain name is a UserError."""
+    return inside(ctx.results_dir, run_id)
 
 
 @cache

@@ -95,6 +95,8 @@ def studio(tmp_path_factory):
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         NO_PROXY="127.0.0.1,localhost",
+        # The tests' forms name their own results folders and the tiny model: the operator allows it.
+        NEURON_SEARCH_FORM_PATHS="1",
     )
     command = [
         sys.executable, "-m", "langgraph_cli", "dev", "--no-browser", "--host", "127.0.0.1", "--port", str(port),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from pathlib import Path
@@ -14,7 +13,9 @@ from rich.text import Text
 from services.search.buckets import bucket_counts
 from services.reports.display import records_table, stats_table
 from services.reports.explanation_view import explanation_table
+from services.errors import UserError
 from services.storage.record_store import RecordStore
+from services.storage.run_folder import read_settings
 from services.reports.report import write_results
 from state import SearchState
 
@@ -53,7 +54,7 @@ def write_run_results(run_dir: Path) -> dict[str, Path]:
     from services.dataset.exemplars import read_exemplars
     from services.explain.run_explanation import read_explanation
 
-    settings = json.loads((run_dir / "run.json").read_text())
+    settings = read_settings(run_dir, "to report")
     activations, _ = _measured(run_dir)
     buckets = bucket_counts(activations, settings["low_percentile"], settings["high_percentile"])
     dataset = read_exemplars(run_dir.parent, settings["model"], settings["layer"], settings["neuron"])
@@ -84,12 +85,15 @@ def print_summary(result, console: Console) -> None:
 
 
 def run_summary(run_dir: Path) -> tuple[str, ...]:
-    """One row of `run.py --list`: id, model, layer, neuron, prompts, best, date."""
-    settings = json.loads((run_dir / "run.json").read_text())
-    store = RecordStore(run_dir / "records.sqlite")
+    """One row of `run.py --list`: id, model, layer, neuron, prompts, best, date. It writes nothing,
+    and a run whose run.json is damaged is listed as damaged."""
     try:
-        measured, best = store.summary()
-    finally:
+        settings = read_settings(run_dir, "to list")
+    except UserError:
+        return (run_dir.name, "(damaged run.json: `run.py report` says how to recover)", "-", "-", "-", "-", "-")
+    store = RecordStore.read_only(run_dir / "records.sqlite")
+    measured, best = (0, None) if store is None else store.summary()
+    if store is not None:
         store.close()
     return (
         run_dir.name,

@@ -57,6 +57,22 @@ class RecordStore:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._create()
+
+    @classmethod
+    def read_only(cls, path: Path) -> RecordStore | None:
+        """The store at `path` opened for reading, creating nothing; None where there is none."""
+        if not path.is_file():
+            return None
+        store = cls.__new__(cls)
+        store.path = path
+        # With no write-ahead log beside it the file is whole: reading it as immutable creates no -wal or
+        # -shm file (a read-only connection to a WAL database would). With one, a run may be writing.
+        live = Path(f"{path}-wal").exists()
+        store._db = sqlite3.connect(f"file:{path}?{'mode=ro' if live else 'immutable=1'}", uri=True, check_same_thread=False)
+        return store
+
+    def _create(self) -> None:
         self._db.executescript(_SCHEMA)
         # Columns added since the first stores were written: an old run's rows read them as NULL.
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
@@ -85,9 +101,22 @@ class RecordStore:
             for slot, (source, m) in enumerate(zip(sources, batch, strict=True))
         ]
         with self._db:
+            # A batch replayed after a crash finds its own rows (same slots, same prompts) and adds
+            # nothing; a different prompt under a stored key would be lost, so it is an error instead.
+            stored = dict(self._db.execute("SELECT slot, prompt FROM records WHERE iteration = ?", (iteration,)))
+            clashes = [row[1] for row in rows if stored.get(row[1], row[3]) != row[3]]
+            if clashes:
+                raise RuntimeError(
+                    f"{self.path} already holds other prompts at iteration {iteration} (slots {clashes}): "
+                    "refusing to drop the new measurements."
+                )
             self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             if stats is not None:
                 self._db.execute("INSERT OR REPLACE INTO progress VALUES (1, ?)", (json.dumps(stats),))
+
+    def last_iteration(self) -> int | None:
+        """The latest iteration with a stored row (None before the first)."""
+        return self._db.execute("SELECT MAX(iteration) FROM records").fetchone()[0]
 
     def stats(self) -> dict[str, int]:
         """The run's counters after its latest batch ({} before the first)."""
@@ -148,6 +177,16 @@ class RecordStore:
             if len(findings) >= k or len(rows) < limit:
                 return findings[:k]
             limit *= 4
+
+    def best_for_weight(self, weight: float) -> StoredRecord | None:
+        """The measured record with the lowest -activation + weight * cross-entropy (a gradient population
+        slot's rule, services/search/population.py), among those whose cross-entropy was measured."""
+        row = self._db.execute(
+            "SELECT * FROM records WHERE activation IS NOT NULL AND xent IS NOT NULL "
+            "ORDER BY ? * xent - activation, iteration, slot LIMIT 1",
+            (weight,),
+        ).fetchone()
+        return self._record(row) if row else None
 
     def close(self) -> None:
         self._db.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import json
 import sqlite3
 import time
@@ -19,10 +18,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from context import SearchContext, validate
 from services.errors import UserError
-from services.runtime import release_run, run_dir
+from services.runtime import release_run, run_dir, subject_model
+from services.storage.files import folder_lock, write_atomic
 
 # The settings that define what a run measures: a resumed run may not change them.
 IDENTITY = ("model", "layer", "neuron", "position")
@@ -50,11 +51,17 @@ def open_run(ctx: SearchContext) -> Iterator[Path]:
         from services.llm.proposer import resolve_llm
 
         resolve_llm(ctx.llm)  # a server that is down is reported now, before any model loads
-    folder = run_dir(ctx, ctx.run_id)
-    with _run_lock(folder), _storage_errors(folder):
-        if settings_file(folder).is_file():
-            check_identity(ctx.run_id, json.loads(settings_file(folder).read_text()), dataclasses.asdict(ctx))
-        settings_file(folder).write_text(json.dumps(dataclasses.asdict(ctx), indent=2))
+    folder = run_dir(ctx, ctx.run_id)  # a run id that is not a plain name is refused here
+    # Layer and neuron are checked against the model before the folder gets its first file, so a typo
+    # leaves nothing behind (the model is cached: the search reuses it).
+    subject_model(ctx.model, ctx.device).validate(ctx.layer, ctx.neuron)
+    with _storage_errors(folder), run_lock(folder):
+        settings = dataclasses.asdict(ctx)
+        saved = _saved_settings(folder)
+        if saved is not None:
+            check_identity(ctx.run_id, saved, settings)
+        if saved != settings:  # written whole or not at all: a full disk never leaves it empty
+            write_atomic(settings_file(folder), json.dumps(settings, indent=2))
         try:
             yield folder
             from services.reports.results import write_run_results
@@ -74,31 +81,48 @@ def check_identity(run_id: str, saved: dict, settings: dict) -> None:
             )
 
 
+def read_settings(folder: Path, doing: str) -> dict[str, Any]:
+    """A run's saved settings (run.json); a missing or damaged file is one clear UserError that says
+    what it was needed for (`doing`: "to resume", "to report", ...)."""
+    saved = _saved_settings(folder)
+    if saved is None:
+        raise UserError(f"There is no run {folder.name!r} in {folder.parent}/ {doing}. `python run.py --list` shows the runs there.")
+    return saved
+
+
+def _saved_settings(folder: Path) -> dict[str, Any] | None:
+    """run.json's settings, None when there is none; a damaged one (empty, cut short, not an object)
+    raises a UserError that says how to go on."""
+    path = settings_file(folder)
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(saved, dict) and all(name in saved for name in IDENTITY):
+            return saved
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    raise UserError(
+        f"Run {folder.name}'s settings file {path} is damaged (empty or not the JSON this tool writes), so the "
+        "run cannot be resumed, reported or explained as it is; its measurements are still in records.sqlite. "
+        f"Delete {path.name}, then start the run again under its id with the model, layer, neuron and position it "
+        f"had (`python run.py --run-id {folder.name} --results-dir {folder.parent} --model M --layer L --neuron N`): "
+        "it continues after the stored measurements."
+    )
+
+
 @contextmanager
-def _run_lock(run_dir: Path) -> Iterator[None]:
-    """One search at a time per run folder (an flock, so a second search in the same process is refused
-    too): a second one would interleave batches."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / "lock", "w")
-    except OSError as error:
-        raise UserError(
-            f"Cannot write to the results folder {run_dir} ({error.strerror}). "
-            "Free some disk space, fix its permissions, or choose another folder with --results-dir."
-        ) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UserError(
-            f"Run {run_dir.name} is being run right now, by another process or another search in this "
-            "one (a second Studio run with the same run_id). Wait for it to finish (or stop it), then resume."
-        ) from None
-    try:
+def run_lock(folder: Path) -> Iterator[None]:
+    """One search, report or explanation at a time per run folder (a second one in the same process is
+    refused too): a second search would interleave batches, a report could read half a batch."""
+    folder.mkdir(parents=True, exist_ok=True)
+    busy = (
+        f"Run {folder.name} is being run right now, by another process or another search in this one (a second "
+        "Studio run with the same run_id), or its report or explanation is being written. Wait for it to finish "
+        "(or stop it), then try again."
+    )
+    with folder_lock(folder, busy):
         yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 # How the OS and SQLite say that the results folder takes no more writes.

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from services.errors import UserError
+from services.storage.files import inside, write_atomic
 
 PLAN_FILE = "sweep.json"
 TABLE_FILE = "sweep.sqlite"
@@ -65,7 +66,8 @@ class NeuronStatus(NamedTuple):
 
 
 def sweep_dir(results_dir: str | Path, sweep_id: str) -> Path:
-    return Path(results_dir) / sweep_id
+    """The sweep's folder in results_dir; a sweep id that is not a plain name is a UserError."""
+    return inside(results_dir, sweep_id, "sweep id")
 
 
 def neurons_dir(folder: Path) -> Path:
@@ -74,8 +76,7 @@ def neurons_dir(folder: Path) -> Path:
 
 
 def write_plan(folder: Path, plan: SweepPlan) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / PLAN_FILE).write_text(json.dumps(asdict(plan), indent=2))
+    write_atomic(folder / PLAN_FILE, json.dumps(asdict(plan), indent=2))
 
 
 def read_plan(folder: Path) -> SweepPlan:
@@ -85,7 +86,14 @@ def read_plan(folder: Path) -> SweepPlan:
             f"There is no sweep {folder.name!r} in {folder.parent}/ ({path} is missing). "
             "Start one with `python run.py sweep --layer L --neurons SPEC`."
         )
-    return SweepPlan(**json.loads(path.read_text()))
+    try:
+        return SweepPlan(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        raise UserError(
+            f"Sweep {folder.name}'s plan {path} is damaged (empty or not the JSON this tool writes), so the sweep "
+            "cannot be resumed; each neuron's measurements are still in its run folder under "
+            f"{folder / 'neurons'}/. Start a new sweep of the neurons still to do."
+        ) from None
 
 
 class StatusBook:
