@@ -26,7 +26,6 @@ LIMITS = {
     "population": 256, "children": 256, "gradient_top_k": 4096, "swaps": 64, "edits": 256,
     "iterations": 10**7, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
     "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
-    "time_limit": 10.0**8, "min_improvement": 10.0**6,
 }  # fmt: skip
 
 # The settings that say where files go and what is loaded from disk or the hub. Their defaults come
@@ -40,15 +39,15 @@ SERVER_SETTINGS = {
 }
 
 # A run or sweep id names one folder inside the results folder: never a path.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._,+=@-]{0,99}")
 
 
 def check_name(name: Any, what: str = "run id") -> str:
     """`name` if it is a safe folder name (one component, no '..', not absolute), else a UserError."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise UserError(
-            f"{what[0].upper() + what[1:]} {name!r} is not a valid name: use 1-100 letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit (no '/', '\\' or '..'); it names a folder inside the "
+            f"{what[0].upper() + what[1:]} {name!r} is not a valid name: use 1-100 letters, digits and . _ - , + = @, "
+            "starting with a letter or digit (no '/', '\\' or '..'); it names a folder inside the "
             "results folder, never a path."
         )
     return name
@@ -345,7 +344,5 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--fluency-range must be LOW,HIGH with 0 <= LOW <= HIGH (e.g. 0.1,10)")
     if ctx.temperature < 0:
         problems.append("--temperature cannot be negative")
-    if ctx.neuron < 0 or ctx.layer < 0:
-        problems.append("--neuron and --layer cannot be negative")
     if problems:
         raise UserError(_cannot_work(problems))

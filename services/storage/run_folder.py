@@ -115,7 +115,13 @@ def _saved_settings(folder: Path) -> dict[str, Any] | None:
 def run_lock(folder: Path) -> Iterator[None]:
     """One search, report or explanation at a time per run folder (a second one in the same process is
     refused too): a second search would interleave batches, a report could read half a batch."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"Cannot write to the results folder {folder} ({error.strerror}). "
+            "Free some disk space, fix its permissions, or choose another folder with --results-dir."
+        ) from None
     busy = (
         f"Run {folder.name} is being run right now, by another process or another search in this one (a second "
         "Studio run with the same run_id), or its report or explanation is being written. Wait for it to finish "
