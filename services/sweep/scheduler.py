@@ -1,26 +1,46 @@
 """Schedule a sweep's neurons on workers: in this process one after another (--ray off), or on Ray actors.
 
 A Ray worker is an actor that loads the subject model once and runs neurons one after another. A
-worker that dies (its process killed, its node lost) is replaced, and the neuron it was running is
-given to the next free worker, which resumes it from its checkpoint; a neuron that keeps losing its
-worker is marked failed after MAX_ATTEMPTS. A neuron whose search raises is marked failed with the
-message, and the others go on. Ctrl-C stops the sweep; `run.py sweep --resume SWEEP_ID` continues it.
+worker that dies (its process killed, its node lost) is killed for good and replaced, and the neuron
+it was running is given to the next free worker, which resumes it from its checkpoint; a neuron that
+keeps losing its worker is marked failed after MAX_ATTEMPTS. A neuron is marked done only when its
+search reached its budget: one whose worker was stopped mid-search (SIGTERM) goes back to the queue
+the same way. A neuron whose search raises is marked failed with the message, and the others go on.
+Ctrl-C stops the sweep; `run.py sweep --resume SWEEP_ID` continues it.
+
+Every wait on Ray is bounded: an address where no Ray answers, more workers than the cluster can
+place, and a cluster that loses every worker end in a UserError that says what to do. `--ray local`
+starts Ray for this process alone, listening on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
+import sys
 import tempfile
+import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.errors import UserError
 from services.sweep.sweep_folder import NeuronStatus, StatusBook, read_plan
 from services.sweep.worker import SweepWorker, layer_width, run_neuron
 
-MAX_ATTEMPTS = 3  # workers a neuron may lose before it counts as failed
+MAX_ATTEMPTS = 3  # workers a neuron may lose (or have stopped under it) before it counts as failed
+CONNECT_TIMEOUT_S = 10.0  # to open a connection to a Ray address, and again for its first answer
+WORKER_START_TIMEOUT_S = 120.0  # for Ray to place a worker and start its process
+KILL_TIMEOUT_S = 30.0  # for Ray to confirm that an unreachable worker it was told to kill is gone
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+# An HTTP/2 client's first bytes and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray Client's
+# server) answers with a SETTINGS frame of its own.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 class SweepDisplay(Protocol):
@@ -54,14 +74,19 @@ def run_sweep(folder: Path, ray: str = "local", workers: int = 2, display: Sweep
                 stopped = _on_ray(folder, plan.settings, plan.layer, todo, book, show, ray, workers)
         except KeyboardInterrupt:
             stopped = True
-        if stopped:
-            book.interrupted()
+        finally:
+            book.interrupted()  # neurons left running (Ctrl-C, or an error that ended the sweep) resume
         show()
         return SweepOutcome(book.all(), stopped)
     finally:
         if display:
             display.close()
         book.close()
+
+
+def plain(text: str) -> str:
+    """`text` without terminal colour codes (Ray colours its remote tracebacks)."""
+    return _ANSI.sub("", text)
 
 
 def _check_width(neurons: list[int], width: int) -> None:
@@ -73,6 +98,13 @@ def _check_width(neurons: list[int], width: int) -> None:
         )
 
 
+def _resume_command(folder: Path) -> str:
+    from context import SearchContext
+
+    extra = "" if folder.parent == Path(SearchContext.results_dir) else f" --results-dir {folder.parent}"
+    return f"python run.py sweep --resume {folder.name}{extra}"
+
+
 def _in_this_process(folder: Path, settings: dict, layer: int, todo: list[int], book: StatusBook, show) -> bool:
     if todo:
         _check_width(todo, layer_width(settings, layer))
@@ -82,68 +114,194 @@ def _in_this_process(folder: Path, settings: dict, layer: int, todo: list[int], 
         try:
             outcome = run_neuron(folder, neuron)
         except UserError as error:
-            book.set(neuron, "failed", str(error))
+            book.set(neuron, "failed", plain(str(error)))
             continue
         if outcome["stopped"]:
             return True
+        if not outcome.get("finished", True):  # ended short of its budget: --resume continues it
+            book.set(neuron, "pending", f"its search ended before its budget ({outcome.get('stop_reason') or 'no reason given'})")
+            continue
         book.finished(neuron, outcome)
         show()
     return False
 
 
+def _failure(error: Exception) -> str:
+    """One line for a worker's error: a UserError's own message, else the exception's type and message."""
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, UserError):
+        return plain(str(cause)).strip()
+    lines = [line for line in plain(str(cause)).strip().splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+
+
+def _get(ref: Any, timeout: float | None = None) -> Any:
+    """ray.get, with a UserError raised in the worker raised here as itself (not as Ray's RayTaskError,
+    whose text is a remote traceback in colour)."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    try:
+        return ray.get(ref, timeout=timeout)
+    except RayTaskError as error:
+        if isinstance(error.cause, UserError):
+            raise UserError(_failure(error)) from None
+        raise RuntimeError(f"A Ray worker failed:\n{plain(str(error))}") from None
+
+
+def _kill(handle: Any, confirm: bool = False) -> None:
+    """Kill a worker for good (no restart). `confirm`: wait (at most KILL_TIMEOUT_S) until Ray reports it
+    gone, for a worker that was unreachable rather than dead and may still be running its neuron."""
+    import ray
+
+    try:
+        ray.kill(handle, no_restart=True)
+        if confirm:
+            ray.wait([handle.pid.remote()], timeout=KILL_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - already gone, or its node is: nothing left to kill
+        pass
+
+
 def _on_ray(folder: Path, settings: dict, layer: int, todo: list[int], book: StatusBook, show, address: str, workers: int) -> bool:
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
+    if not sys.stdout.isatty():
+        # Ray prints what its workers and raylets report (a worker that died, ...) in colour unless told not to.
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     owned = not ray.is_initialized()
     if owned:
         _start_ray(address, workers)
+    where = f"at {address!r}" if owned and address != "local" else "this sweep runs on"
+    handles: list = []  # every worker this sweep started: all are killed as it ends
     try:
-        gpus = ray.cluster_resources().get("GPU", 0)
+        total = ray.cluster_resources()
+        _check_room(total, workers, where)
+        gpus = total.get("GPU", 0)
         use_gpu = gpus > 0 and settings.get("device", "auto") in ("auto", "cuda")
         actor = ray.remote(SweepWorker).options(
             num_cpus=1, num_gpus=min(1.0, gpus / workers) if use_gpu else 0, max_restarts=0, max_concurrency=1
         )
+        starting: dict = {}  # a new worker's pid() call -> (the worker, when to give up on it)
 
-        def new_worker():
+        def launch() -> None:
             handle = actor.remote(str(folder.resolve()))
-            return handle, ray.get(handle.pid.remote())
+            handles.append(handle)
+            starting[handle.pid.remote()] = (handle, time.monotonic() + WORKER_START_TIMEOUT_S)
 
-        idle = [new_worker() for _ in range(min(workers, len(todo)))]
-        if not idle:
+        def started(ref) -> tuple | None:
+            """The worker whose pid() call `ref` answered, with its pid; None (and killed) if it could not start."""
+            handle, _ = starting.pop(ref)
+            try:
+                return handle, ray.get(ref)
+            except (RayActorError, RayTaskError) as error:
+                _kill(handle)
+                failures.append(_failure(error))
+                return None
+
+        count = min(workers, len(todo))
+        if not count:
             return False
-        _check_width(todo, ray.get(idle[0][0].layer_width.remote(settings, layer)))
+        failures: list[str] = []
+        for _ in range(count):
+            launch()
+        ready, late = ray.wait(list(starting), num_returns=count, timeout=WORKER_START_TIMEOUT_S)
+        idle = [w for w in (started(ref) for ref in ready) if w]
+        if len(idle) < count:
+            free = ray.available_resources().get("CPU", 0)
+            for ref in late:
+                _kill(starting.pop(ref)[0])
+            raise UserError(_cannot_place(len(idle), count, free, total, where, failures, folder))
+        _check_width(todo, _get(idle[0][0].layer_width.remote(settings, layer)))
         pending, running, lost = deque(todo), {}, {}
+
+        def again(neuron: int, why: str) -> None:
+            """Back to the queue, to resume from its checkpoint; failed once it has done so MAX_ATTEMPTS times."""
+            lost[neuron] = lost.get(neuron, 0) + 1
+            if lost[neuron] < MAX_ATTEMPTS:
+                book.set(neuron, "pending", f"{why}; it resumes from its checkpoint")
+                pending.appendleft(neuron)
+            else:
+                book.set(neuron, "failed", f"{why}, {MAX_ATTEMPTS} times; `--resume` tries it again")
+
         while pending or running:
             while pending and idle:
                 neuron, worker = pending.popleft(), idle.pop()
                 book.started(neuron, worker[1])
                 running[worker[0].run.remote(neuron)] = (neuron, worker)
                 show()
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
-            for future in ready:
-                neuron, worker = running.pop(future)
+            if not running and not starting:
+                free = ray.available_resources().get("CPU", 0)
+                raise UserError(
+                    f"Ray lost every worker of sweep {folder.name} and could not start a new one within "
+                    f"{WORKER_START_TIMEOUT_S:g} s (a lost node, or no free CPU: {free:g} of the cluster's "
+                    f"{total.get('CPU', 0):g}). The neurons done are kept and the others resume from their "
+                    f"checkpoints: run `{_resume_command(folder)}` once the cluster has room again, or with --ray off."
+                )
+            ready, _ = ray.wait([*running, *starting], num_returns=1, timeout=2.0)
+            for ref in ready:
+                if ref in starting:
+                    worker = started(ref)
+                    if worker:
+                        idle.append(worker)
+                    continue
+                neuron, worker = running.pop(ref)
                 try:
-                    book.finished(neuron, ray.get(future))
-                    idle.append(worker)
-                except RayActorError:
-                    lost[neuron] = lost.get(neuron, 0) + 1
-                    if lost[neuron] < MAX_ATTEMPTS:
-                        book.set(neuron, "pending", "its worker died; resumed from its checkpoint")
-                        pending.appendleft(neuron)
-                    else:
-                        book.set(neuron, "failed", f"lost {MAX_ATTEMPTS} workers")
-                    idle.append(new_worker())
+                    outcome = ray.get(ref)
+                except RayActorError as error:
+                    # Dead, or unreachable (its node may be cut off while it still runs): killed first, so no
+                    # two workers ever run one neuron, then replaced.
+                    unreachable = isinstance(error, ActorUnavailableError)
+                    _kill(worker[0], confirm=unreachable)
+                    again(neuron, "its worker became unreachable" if unreachable else "its worker died")
+                    launch()
                 except RayTaskError as error:
-                    cause = error.cause
-                    message = str(cause) if isinstance(cause, UserError) else f"{type(cause).__name__}: {cause}"
-                    book.set(neuron, "failed", message)
+                    book.set(neuron, "failed", _failure(error))
                     idle.append(worker)
+                else:
+                    if outcome.get("finished", not outcome.get("stopped")):
+                        book.finished(neuron, outcome)
+                        idle.append(worker)
+                    else:
+                        # Stopped before its budget (SIGTERM to its worker): not done. The worker was told to
+                        # end, so it is, and a new one takes its place.
+                        _kill(worker[0])
+                        measured = outcome.get("measured", 0)
+                        again(neuron, f"its worker was stopped (SIGTERM) after {measured} measured prompts, before its budget")
+                        launch()
                 show()
+            now = time.monotonic()
+            for ref in [r for r, (_, deadline) in starting.items() if deadline < now]:
+                _kill(starting.pop(ref)[0])  # a replacement Ray cannot place: the sweep goes on with fewer
         return False
     finally:
+        for handle in handles:
+            _kill(handle)
         if owned:
             ray.shutdown()
+
+
+def _check_room(total: dict, workers: int, where: str) -> None:
+    cpus = total.get("CPU", 0)
+    if workers > cpus:
+        fewer = f"Give --workers {int(cpus)} or fewer" if cpus >= 1 else "Use --ray local or --ray off"
+        raise UserError(
+            f"--workers {workers} asks Ray for {workers} CPUs (one a worker), but the cluster {where} has "
+            f"{cpus:g}. {fewer}, or add nodes to the cluster (`ray start --address HEAD:6379` on each)."
+        )
+
+
+def _cannot_place(started: int, count: int, free: float, total: dict, where: str, failures: list[str], folder: Path) -> str:
+    why = (
+        f"a worker failed as it started ({failures[0]}): install this project on every node"
+        if failures
+        else f"the cluster {where} has {free:g} of its {total.get('CPU', 0):g} CPUs free (other jobs hold the rest)"
+    )
+    fewer = f"give --workers {started} or fewer" if started else "give fewer --workers"
+    return (
+        f"Ray started {started} of the {count} workers asked for within {WORKER_START_TIMEOUT_S:g} s: {why}. "
+        f"Free the cluster or {fewer}, then run `{_resume_command(folder)}`; nothing of the sweep is lost."
+    )
 
 
 def _ray_temp_dir() -> str:
@@ -153,19 +311,117 @@ def _ray_temp_dir() -> str:
     return str(base if len(str(base)) <= 40 else Path("/tmp/ray"))
 
 
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Ray started in this block takes 127.0.0.1 as its node's address, so its GCS, raylet, agents and
+    workers listen on loopback only. Ray does so on macOS and Windows; on Linux it takes the machine's
+    network address and listens on every interface, without authentication."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def _is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
 def _start_ray(address: str, workers: int) -> None:
     import ray
 
-    try:
-        if address == "local":
-            # One CPU per worker: each actor's torch then runs on one core (Ray sets OMP_NUM_THREADS).
-            ray.init(
-                num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=_ray_temp_dir()
+    if address == "local":
+        try:
+            with _loopback_only():
+                # One CPU per worker: each actor's torch then runs on one core (Ray sets OMP_NUM_THREADS).
+                ray.init(
+                    address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                    logging_level="ERROR", _temp_dir=_ray_temp_dir(),
+                )  # fmt: skip
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise UserError(
+                f"Cannot start Ray on this machine ({plain(str(error)).strip()}). Use --ray off to run the neurons "
+                "one after another in this process, or --ray ADDRESS for a running cluster."
+            ) from None
+        node = ray.util.get_node_ip_address()
+        if not _is_loopback(node):
+            ray.shutdown()
+            raise UserError(
+                f"Ray on this machine would listen at {node}, beyond this machine, with no authentication "
+                "(this Ray version ignores the setting that keeps it on 127.0.0.1). Use --ray off, or start a "
+                "cluster you secure yourself (`ray start --head`) and give --ray ADDRESS."
             )
-        else:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        return
+    _probe(address)
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise UserError(
-            f"Cannot start or reach Ray at {address!r} ({error}). Use --ray local for a Ray instance on this machine, "
-            "--ray ADDRESS (e.g. ray://head:10001 or auto) for a running cluster, or --ray off for no Ray."
+            f"Cannot reach Ray at {address!r} ({plain(str(error)).strip()}). Use --ray local for a Ray instance "
+            "on this machine, --ray ADDRESS (e.g. ray://head:10001 or auto) for a running cluster, or --ray off for no Ray."
         ) from None
+
+
+def _probe(address: str) -> None:
+    """Make sure a Ray cluster answers at `address` within seconds, before ray.init, which waits for an
+    absent one for many minutes: a connection, then a gRPC server's first answer."""
+    target = address.removeprefix("ray://")
+    if target == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto") or ""
+        except ConnectionError:
+            target = ""
+        except Exception:  # noqa: BLE001 - Ray could not tell: ray.init says why, at once
+            return
+        if not target:
+            raise UserError(
+                "--ray auto finds no running Ray cluster: none was started with `ray start` on this machine, and "
+                "RAY_ADDRESS is not set. Start one (`ray start --head`), give --ray HOST:PORT, or use --ray local "
+                "for Ray on this machine or --ray off for no Ray."
+            )
+    host, colon, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit():
+        raise UserError(
+            f"--ray {address!r} is not an address Ray takes: give HOST:PORT (the head node's, e.g. head:6379), "
+            "ray://HOST:PORT for Ray Client (e.g. ray://head:10001), auto, local (Ray on this machine) or off (no Ray)."
+        )
+    what_to_do = (
+        "Start the cluster there (`ray start --head` prints its address) or give the address it printed; "
+        "--ray local runs Ray on this machine, --ray off runs without Ray."
+    )
+    try:
+        connection = socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S)
+    except OSError as error:
+        if isinstance(error, TimeoutError):
+            reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
+        else:
+            reason = (getattr(error, "strerror", None) or str(error)).lower()
+        raise UserError(
+            f"Cannot reach Ray at {address!r}: nothing takes connections at {host}:{port} ({reason}). {what_to_do}"
+        ) from None
+    with connection:
+        if os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", ""):
+            return  # a TLS handshake comes first: the connection is all there is to check
+        try:
+            connection.settimeout(CONNECT_TIMEOUT_S)
+            connection.sendall(_HTTP2_HELLO)
+            answer = connection.recv(9)
+        except OSError:
+            answer = b""
+    if len(answer) < 4 or answer[3] != 0x04:
+        raise UserError(
+            f"Cannot reach Ray at {address!r}: {host}:{port} takes connections but is not a Ray cluster (it did "
+            f"not answer as Ray's gRPC server within {CONNECT_TIMEOUT_S:g} s). {what_to_do}"
+        )

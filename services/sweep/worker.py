@@ -34,7 +34,10 @@ def neuron_settings(folder: Path, neuron: int) -> dict[str, Any]:
 
 
 def run_neuron(folder: Path, neuron: int) -> dict[str, Any]:
-    """Run (or resume) neuron `neuron` of the sweep to its end; returns what the scheduler records."""
+    """Run (or resume) neuron `neuron` of the sweep to its end; returns what the scheduler records.
+
+    `finished` is true only when the search reached its budget or its target; a search stopped
+    before that (`stopped`: SIGTERM or Ctrl-C reached the process running it) is left to resume."""
     settings = neuron_settings(folder, neuron)
     if settings_file(neurons_dir(folder) / str(neuron)).is_file():
         resumed = {k: v for k, v in settings.items() if k not in ("run_id", "results_dir", "seed_prompts")}
@@ -50,13 +53,18 @@ def run_neuron(folder: Path, neuron: int) -> dict[str, Any]:
         search = NeuronSearch(**settings)
     result = search.run(progress=False)
     best = result.best
+    # Finished: the search itself ended at its budget (iterations, prompts, LLM calls, time) or target.
+    # A search stopped between batches (SIGTERM or Ctrl-C to this process) has not: it resumes.
+    stopped = result.stop_reason == STOPPED_BY_USER
     return {
         "neuron": neuron,
         "best": best[1] if best else None,
         "best_prompt": best[0] if best else None,
         "measured": result.stats.get("measured", 0),
         "seconds": float(result.state.get("elapsed", 0.0)),
-        "stopped": result.stop_reason == STOPPED_BY_USER,
+        "stopped": stopped,
+        "finished": bool(result.stop_reason) and not stopped,
+        "stop_reason": result.stop_reason,
     }
 
 
