@@ -60,7 +60,10 @@ def best_prompts(folder: Path) -> dict[int, tuple[str, float]]:
 @pytest.fixture(scope="module")
 def ray_instance():
     import ray
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+
+    from services.sweep.scheduler import _start_ray
+
+    _start_ray("local", 2)  # as `--ray local` starts it: on 127.0.0.1 only
     yield ray
     ray.shutdown()
 
