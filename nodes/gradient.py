@@ -10,7 +10,8 @@ causal model's activation there. With --fluency-gradient (the default) slot i ra
 the gradient plus its fluency weight times how much the swap lowers the prompt's own next-token
 loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens. A member's gradient and gains are computed once, when it joins the
 population. Children are ordinary candidates: the filter, the measurement and the records treat
-them like any other prompt. No LLM is involved.
+them like any other prompt. No LLM is involved. No child holds an added or control token of the
+tokenizer (`<start_of_image>`, `<unusedN>`, ...) unless the run allows them (`allow_added_tokens`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
 
 
+def allow_added_tokens(ctx: SearchContext) -> bool:
+    """The run's `allow_added_tokens` setting (off where the context has no such field)."""
+    return bool(getattr(ctx, "allow_added_tokens", False))
+
+
 def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
@@ -32,7 +38,8 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     stats = state["stats"]
     # Seeded by run settings and progress, so a resumed or repeated run makes the same children.
     rng = torch.Generator().manual_seed(ctx.seed * 1_000_003 + stats["gradient_batches"])
-    allowed = allowed_tokens(subject, ctx.ascii_only)
+    allow_added = allow_added_tokens(ctx)
+    allowed = allowed_tokens(subject, ctx.ascii_only, allow_added)
     # One gradient (and one set of fluency gains) per distinct member: a prompt may hold several
     # slots, and one that stayed since the last iteration is remembered from then.
     distinct = list(dict.fromkeys(tuple(m["ids"]) for m in population))
@@ -49,9 +56,13 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
             grad = grad + weight * gain
         ids = member["ids"]
         positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(ids))
-        rows = propose_children(subject, ids, grad, allowed, rng, ctx.children, ctx.gradient_top_k, ctx.swaps, positions, tried)
+        rows = propose_children(
+            subject, ids, grad, allowed, rng, ctx.children, ctx.gradient_top_k, ctx.swaps, positions, tried, allow_added
+        )
         if ctx.edits:
-            rows += propose_edits(subject, ids, grad, allowed, rng, ctx.edits, ctx.gradient_top_k, positions, ctx.max_prompt_tokens)
+            rows += propose_edits(
+                subject, ids, grad, allowed, rng, ctx.edits, ctx.gradient_top_k, positions, ctx.max_prompt_tokens, allow_added
+            )
         children.update((subject.decode(row), None) for row in rows)
     return SearchState(
         candidates=[Candidate(prompt=p, source="gradient") for p in children],

@@ -4,6 +4,9 @@ With the gradient in the search (--strategy gradient or mixed) each prompt's cro
 measured too, in the same forward pass run on to the logits: the population's slots weigh it, and
 the report draws activation against it. In a sweep (--sweep-table), the same passes read every
 neuron of the sweep, and each prompt enters the shared table of those whose top prompts it ranks among.
+
+With --max-prompts, a batch larger than what is left of the budget is cut to it (its first
+prompts are measured), so a run measures exactly that many prompts.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 
 from context import SearchContext
+from nodes.gradient import allow_added_tokens
+from nodes.stagnation_check import prompts_left
 from services.errors import UserError
 from services.runtime import context_of, services_for, shared_tops
 from state import SearchState
@@ -19,7 +24,11 @@ from state import SearchState
 def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
-    prompts = [c["prompt"] for c in state["accepted"]]
+    accepted = state["accepted"]
+    left = prompts_left(state, ctx)
+    if left is not None and len(accepted) > left:
+        accepted = accepted[:left]  # the last batch is trimmed: the budget is never overshot
+    prompts = [c["prompt"] for c in accepted]
     table = shared_tops(ctx.sweep_table) if ctx.sweep_table else None
     measured, shared = services.subject.measure_shared(
         prompts,
@@ -29,6 +38,7 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
         ctx.position,
         batch_size=ctx.batch_size,
         fluency=ctx.strategy != "llm",
+        allow_added_tokens=allow_added_tokens(ctx),
     )
     errors = {m["error"] for m in measured}
     # One bad prompt is recorded and the search goes on; the same error for every prompt of a batch
@@ -42,4 +52,6 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
         )
     if table:
         table.record(prompts, shared, found_for=ctx.neuron)
+    if len(accepted) < len(state["accepted"]):  # update_records reads one source per measured prompt
+        return SearchState(measured=measured, accepted=accepted)
     return SearchState(measured=measured)

@@ -1,4 +1,8 @@
-"""random_fallback: inject prompts that owe nothing to the LLM's context, to escape a stall."""
+"""random_fallback: inject prompts that owe nothing to the LLM's context, to escape a stall.
+
+Its tokens are drawn from the subject model's text-only vocabulary: no added or control token's
+name (`<start_of_image>`, `<unusedN>`, ...) unless the run allows them (`allow_added_tokens`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import random
 from langgraph.runtime import Runtime
 
 from context import SearchContext
+from nodes.gradient import allow_added_tokens
 from services.search.random_prompts import random_prompts
 from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
@@ -18,9 +23,8 @@ def random_fallback(state: SearchState, runtime: Runtime[SearchContext]) -> Sear
     stats = state["stats"]
     # Seeded by run settings and progress, so a resumed or repeated run makes the same prompts.
     rng = random.Random(f"{ctx.seed}:{state['iteration']}:{stats['fallback_batches']}")
-    prompts = random_prompts(
-        rng, ctx.batch_size, services.subject.vocabulary, [r["prompt"] for r in state["top"]]
-    )
+    vocabulary = services.subject.vocabulary_for(allow_added_tokens(ctx))
+    prompts = random_prompts(rng, ctx.batch_size, vocabulary, [r["prompt"] for r in state["top"]])
     return SearchState(
         candidates=[Candidate(prompt=p, source="fallback") for p in prompts],
         source="fallback",

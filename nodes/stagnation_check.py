@@ -9,6 +9,14 @@ from services.runtime import context_of
 from state import SearchState
 
 
+def prompts_left(state: SearchState, ctx: SearchContext) -> int | None:
+    """How many more prompts the run may measure under --max-prompts (None: no limit). A batch is
+    cut to this many before it is measured, so the budget is never overshot."""
+    if not ctx.max_prompts:
+        return None
+    return max(ctx.max_prompts - state["stats"]["measured"], 0)
+
+
 def stop_reason(state: SearchState, ctx: SearchContext) -> str:
     """Why the run must stop now, or "" if it may go on."""
     best = state["best"]

@@ -248,15 +248,15 @@ def _split_ids(ids: list[int], tokenizer, max_tokens: int) -> list[str]:
 
 
 def _encode(texts: Sequence[str], tokenizer, offsets: bool = False, batch: int = 1024) -> list:
-    """Tokenize as SubjectModel does (no special tokens added, special tokens' names kept as text)."""
+    """Tokenize as SubjectModel measures a prompt (no token added, the names of special and added
+    tokens such as `<bos>` or Gemma's `<start_of_image>` kept as text: `encode_text`)."""
+    from services.model.subject_model import encode_text
+
     out: list = []
     for start in range(0, len(texts), batch):
-        encoded = tokenizer(
-            list(texts[start : start + batch]),
-            add_special_tokens=False,
-            split_special_tokens=True,
-            return_offsets_mapping=offsets,
-        )
-        keys = ("input_ids", "offset_mapping") if offsets else ("input_ids",)
-        out.extend(dict(zip(keys, row)) for row in zip(*(encoded[k] for k in keys)))
+        encoded = encode_text(tokenizer, texts[start : start + batch], offsets=offsets)
+        if offsets:
+            out.extend({"input_ids": ids, "offset_mapping": spans} for ids, spans in encoded)
+        else:
+            out.extend({"input_ids": ids} for ids in encoded)
     return out

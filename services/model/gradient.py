@@ -22,12 +22,12 @@ from collections.abc import Callable
 import torch
 
 from services.errors import UserError
-from services.model.subject_model import SubjectModel, predicting
+from services.model.subject_model import SubjectModel, not_text_ids, predicting
 
 # Read once per model and kept for as long as the model lives.
 _scales: weakref.WeakKeyDictionary[SubjectModel, float] = weakref.WeakKeyDictionary()
-_usable: weakref.WeakKeyDictionary[SubjectModel, tuple[list[str], list[bool]]] = weakref.WeakKeyDictionary()
-_allowed: weakref.WeakKeyDictionary[SubjectModel, dict[bool, torch.Tensor]] = weakref.WeakKeyDictionary()
+_usable: weakref.WeakKeyDictionary[SubjectModel, dict[bool, tuple[list[str], list[bool]]]] = weakref.WeakKeyDictionary()
+_allowed: weakref.WeakKeyDictionary[SubjectModel, dict[tuple[bool, bool], torch.Tensor]] = weakref.WeakKeyDictionary()
 # Each population member's gradient and fluency gains, kept while it stays in the population.
 _members: weakref.WeakKeyDictionary[SubjectModel, _MemberMemo] = weakref.WeakKeyDictionary()
 _members_lock = threading.Lock()
@@ -236,69 +236,75 @@ def member_gradients(
     return out
 
 
-def _usable_tokens(subject: SubjectModel) -> tuple[list[str], list[bool]]:
+def _usable_tokens(subject: SubjectModel, allow_added_tokens: bool = False) -> tuple[list[str], list[bool]]:
     """Every token's text, and whether a prompt may contain it at all.
 
-    Never: special tokens (the tokenizer's own list and added tokens marked special, such as
-    Gemma's 6,242 `<unused…>` and `<start_of_turn>`), tokens whose text is empty, and tokens that
-    tokenizing their own text does not give back (Gemma's byte-fallback tokens: `<0x41>` reads "A",
-    which tokenizes as the token "A"; GPT-2's partial UTF-8 bytes). A child holding one of those
-    could never pass the retokenization filter, so proposing it would waste the child.
+    Never: the tokenizer's special tokens and, unless `allow_added_tokens`, every added token,
+    special or not (`not_text_ids`: Gemma's 6,242 `<unused…>`, `<start_of_turn>`, and the
+    unflagged `<start_of_image>`, `[multimodal]` and markup tags such as `<b>`, whose ASCII names
+    round-trip when the tokenizer reads them as the tokens), tokens whose text is empty, and tokens
+    that tokenizing their own text does not give back (Gemma's byte-fallback tokens: `<0x41>` reads
+    "A", which tokenizes as the token "A"; GPT-2's partial UTF-8 bytes). A child holding one of those
+    could never pass the retokenization filter, so proposing it would waste the child. Gemma's
+    whitespace runs (added tokens that are only newlines or tabs) are text, and may be proposed.
     """
     with subject.exclusive:
-        cached = _usable.get(subject)
+        cached = _usable.setdefault(subject, {}).get(allow_added_tokens)
         if cached is not None:
             return cached
         tokenizer = subject.tokenizer
         size = min(len(tokenizer), _embedding_matrix(subject).shape[0])
         texts = tokenizer.batch_decode([[i] for i in range(size)])
         # Tokenized as `SubjectModel.token_ids` tokenizes a prompt, in one batched call.
-        again = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        # Special tokens are excluded by name, not left to the round trip: with split_special_tokens
-        # their text comes back as other tokens here, but a vocabulary that also holds that text as
-        # an ordinary token would give the special id back.
-        special = set(tokenizer.all_special_ids)
-        special.update(i for i, added in tokenizer.added_tokens_decoder.items() if added.special)
-        usable = [i not in special and text != "" and ids == [i] for i, (text, ids) in enumerate(zip(texts, again))]
-        _usable[subject] = (texts, usable)
+        again = subject.encode(texts, allow_added_tokens)
+        # Control tokens are excluded by id, not left to the round trip: their names come back as
+        # other tokens here, but a vocabulary that also holds that text as an ordinary token would
+        # give the control token's id back.
+        excluded = not_text_ids(tokenizer, allow_added_tokens)
+        usable = [i not in excluded and text != "" and ids == [i] for i, (text, ids) in enumerate(zip(texts, again))]
+        _usable[subject][allow_added_tokens] = (texts, usable)
         return texts, usable
 
 
-def allowed_tokens(subject: SubjectModel, ascii_only: bool) -> torch.Tensor:
+def allowed_tokens(subject: SubjectModel, ascii_only: bool, allow_added_tokens: bool = False) -> torch.Tensor:
     """A [d_vocab] boolean mask of the tokens a proposed child may hold (see `_usable_tokens`).
 
     With `ascii_only`, only tokens whose text is printable ASCII (letters, digits, punctuation and
     spaces). Newlines and tabs are left out too: a prompt is one line wherever it is shown or
     handed on (the LLM's list of prompts, one a line, the report's tables), and nanoGCG's default
-    draws the same line. Tokens past the tokenizer's length (a vocabulary padded for speed) are
-    never allowed. Computed once per model and setting (the first call decodes and re-encodes the
-    whole vocabulary: about 6 s for Gemma's 262k tokens on 2 CPU cores).
+    draws the same line. Added and control tokens are never allowed unless `allow_added_tokens`
+    (whatever `ascii_only` says: their names are ASCII). Tokens past the tokenizer's length (a
+    vocabulary padded for speed) are never allowed. Computed once per model and setting (the first
+    call decodes and re-encodes the whole vocabulary: about 6 s for Gemma's 262k tokens on 2 CPU
+    cores).
     """
     with subject.exclusive:
         cached = _allowed.setdefault(subject, {})
-        if ascii_only not in cached:
-            texts, usable = _usable_tokens(subject)
+        key = (ascii_only, allow_added_tokens)
+        if key not in cached:
+            texts, usable = _usable_tokens(subject, allow_added_tokens)
             keep = [ok and (not ascii_only or (text.isascii() and text.isprintable())) for text, ok in zip(texts, usable)]
             mask = torch.zeros(_embedding_matrix(subject).shape[0], dtype=torch.bool)
             mask[: len(keep)] = torch.tensor(keep, dtype=torch.bool)
-            cached[ascii_only] = mask
-        return cached[ascii_only]
+            cached[key] = mask
+        return cached[key]
 
 
-def _retokenizing(subject: SubjectModel, rows: list[list[int]]) -> list[bool]:
-    """For each row: does decoding it and tokenizing the text give back exactly these ids?"""
+def _retokenizing(subject: SubjectModel, rows: list[list[int]], allow_added_tokens: bool = False) -> list[bool]:
+    """For each row: does decoding it and tokenizing the text (as it will be measured) give back
+    exactly these ids?"""
     if not rows:
         return []
     with subject.exclusive:
         texts = subject.tokenizer.batch_decode(rows)
-        again = subject.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        again = subject.encode(texts, allow_added_tokens)
     return [ids == row for ids, row in zip(again, rows)]
 
 
-def retokenizes(subject: SubjectModel, row: list[int]) -> bool:
+def retokenizes(subject: SubjectModel, row: list[int], allow_added_tokens: bool = False) -> bool:
     """Whether the prompt a row decodes to is measured as these very tokens: otherwise what would be
     measured is not what was optimised."""
-    return _retokenizing(subject, [row])[0]
+    return _retokenizing(subject, [row], allow_added_tokens)[0]
 
 
 def propose_children(
@@ -312,6 +318,7 @@ def propose_children(
     swaps: int,
     positions: range | None = None,
     tried: Callable[[list[int]], bool] | None = None,
+    allow_added_tokens: bool = False,
 ) -> list[list[int]]:
     """Up to `children` distinct children of a row of text tokens, each with `swaps` tokens at
     distinct positions (from `positions`, all by default) changed.
@@ -324,7 +331,8 @@ def propose_children(
     the current one, so no child equals the parent. With `tried` (has this row been measured?), a
     child already measured is drawn again instead, a few times at most, so a member that stays in
     the population keeps proposing new children. Children that do not retokenize exactly are
-    dropped, so fewer than `children` can come back. `rng` is a CPU generator.
+    dropped, so fewer than `children` can come back (measured as `allow_added_tokens` says: the
+    same setting as `allowed`'s). `rng` is a CPU generator.
     """
     positions = range(len(row)) if positions is None else positions
     if not set(positions) <= set(range(len(row))):
@@ -361,7 +369,7 @@ def propose_children(
             continue  # (fewer positions than swaps in the pool, or drawn before)
         proposed[tuple(child)] = None
     rows = [list(child) for child in proposed]
-    return [child for child, ok in zip(rows, _retokenizing(subject, rows)) if ok]
+    return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
 
 
 def propose_edits(
@@ -374,6 +382,7 @@ def propose_edits(
     top_k: int,
     positions: range,
     max_tokens: int,
+    allow_added_tokens: bool = False,
 ) -> list[list[int]]:
     """Up to `count` distinct children of a row of text tokens that change its length: each inserts
     a token before one of `positions` or deletes the token at one of them, with even chances.
@@ -405,4 +414,4 @@ def propose_edits(
             child = row[:at] + row[at + 1 :]
         proposed[tuple(child)] = None
     rows = [list(child) for child in proposed]
-    return [child for child, ok in zip(rows, _retokenizing(subject, rows)) if ok]
+    return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]

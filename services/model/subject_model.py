@@ -3,8 +3,12 @@
 A batch of prompts is measured in one right-padded forward pass that stops after the neuron's
 layer. Each prompt is tokenized here, with one BOS token in front, so that what is measured,
 what is masked (BOS and padding) and what is shown to the user are the same tokens. A prompt is
-text: a special token's name written in it (`<bos>`, `<|endoftext|>`) is tokenized as the
-characters it is made of, never as the control token, so the BOS the tool adds stays the only one.
+text: the name of a special or added token written in it (`<bos>`, `<|endoftext|>`, Gemma's
+`<start_of_image>`, `<unusedN>`, `[multimodal]`, `<b>`) is tokenized as the characters it is made
+of, never as the control token, so the BOS the tool adds stays the only one (`encode_text`). Added
+tokens that are only whitespace (Gemma's runs of newlines and tabs) are how the tokenizer reads
+ordinary whitespace, and stay as they are. With `allow_added_tokens` the added tokens' names are
+read as the tokens, except the tokenizer's own special tokens (BOS, EOS, padding, unknown, mask).
 
 One model serves every search of the process (threads, Studio's server, a Ray actor). A forward
 pass reads the neuron through a hook attached to the shared model, and every forward pass running
@@ -14,8 +18,10 @@ used by two threads at once), run one at a time per model, under `SubjectModel.e
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -71,6 +77,108 @@ class TokenVocabulary(Sequence[str]):
         return text
 
 
+class TextVocabulary(Sequence[str]):
+    """The tokens a prompt may be made of, as text: a view of a `TokenVocabulary` in which the
+    tokens that are not text (`hidden`, see `not_text_ids`) read "". What random prompts and
+    mutations draw from (services/search/random_prompts.py), so they never spell a control token's
+    name; `allows_added_tokens` tells them whether markup-like names left here may be drawn."""
+
+    def __init__(self, texts: TokenVocabulary, hidden: frozenset[int], allows_added_tokens: bool = False) -> None:
+        self._texts = texts
+        self._hidden = hidden
+        self.allows_added_tokens = allows_added_tokens
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return "" if index in self._hidden else self._texts[index]
+
+
+def _is_whitespace(content: str) -> bool:
+    return content != "" and not content.strip()
+
+
+def not_text_ids(tokenizer, allow_added_tokens: bool = False) -> frozenset[int]:
+    """The token ids a prompt's text never becomes, and no search proposes: the tokenizer's special
+    tokens (BOS, EOS, padding, ...) and, unless `allow_added_tokens`, every added token (special or
+    not: Gemma's `<unusedN>`, `<start_of_turn>`, `<start_of_image>`, `[multimodal]`, `<b>`) except
+    those that are only whitespace."""
+    ids = set(tokenizer.all_special_ids)
+    if not allow_added_tokens:
+        ids.update(i for i, added in tokenizer.added_tokens_decoder.items() if not _is_whitespace(added.content))
+    return frozenset(ids)
+
+
+# Per tokenizer and setting: the Rust tokenizer that reads a prompt as text, or None where the
+# tokenizer's own call already does (see `text_encoder`).
+_encoders: weakref.WeakKeyDictionary[object, dict[bool, object]] = weakref.WeakKeyDictionary()
+_encoders_lock = threading.Lock()
+
+
+def text_encoder(tokenizer, allow_added_tokens: bool = False):
+    """A private copy of the tokenizer's Rust core that reads every added token's name in a text as
+    the characters it spells (whitespace-only added tokens excepted), or with `allow_added_tokens`
+    as the token, except the tokenizer's special tokens, which stay characters. None when the
+    tokenizer's own call with `split_special_tokens=True` already does that (every such added token
+    is marked special, as GPT-2's `<|endoftext|>` is) or has no Rust core (a slow tokenizer: its
+    non-special added tokens are then read as tokens).
+
+    Built once per tokenizer and setting (for Gemma's 262k tokens about 2 s on 2 CPU cores, when
+    the model loads; 5 s more the first time `allow_added_tokens` is asked for), by marking the
+    tokens to be read as text special in the copy and encoding with `encode_special_tokens`, which
+    is what `split_special_tokens` does for special ones. The copy is never changed afterwards, so
+    encoding with it needs no lock."""
+    with _encoders_lock:
+        known = _encoders.setdefault(tokenizer, {})
+        if allow_added_tokens in known:
+            return known[allow_added_tokens]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    encoder = None
+    if backend is not None:
+        from tokenizers import AddedToken, Tokenizer
+
+        added = tokenizer.added_tokens_decoder
+        if not allow_added_tokens:
+            # Added tokens whose names the tokenizer would still read as tokens with split_special_tokens.
+            names = [a.content for a in added.values() if not a.special and not _is_whitespace(a.content)]
+            if names:
+                encoder = Tokenizer.from_str(backend.to_str())
+                encoder.add_special_tokens([AddedToken(n, special=True, normalized=False) for n in names])
+        else:
+            kept_special = {tokenizer.convert_ids_to_tokens(i) for i in tokenizer.all_special_ids}
+            # A copy only where some added token marked special (Gemma's `<unusedN>`) is to be read
+            # as the token: otherwise the tokenizer's own call already reads them all as wanted.
+            if any(a.special != (a.content in kept_special) for a in added.values()):
+                spec = json.loads(backend.to_str())
+                for entry in spec.get("added_tokens", []):
+                    entry["special"] = entry["content"] in kept_special
+                encoder = Tokenizer.from_str(json.dumps(spec))
+        if encoder is not None:
+            encoder.encode_special_tokens = True
+    with _encoders_lock:
+        return _encoders[tokenizer].setdefault(allow_added_tokens, encoder)
+
+
+def encode_text(
+    tokenizer, texts: Sequence[str], allow_added_tokens: bool = False, offsets: bool = False
+) -> list[list[int]] | list[tuple[list[int], list[tuple[int, int]]]]:
+    """Each text's token ids as a prompt is measured (no BOS or other token added, control tokens'
+    names read as characters: see `text_encoder`), and with `offsets` each token's (start, end) in
+    its text beside them. The caller holds whatever lock the tokenizer needs."""
+    encoder = text_encoder(tokenizer, allow_added_tokens)
+    texts = list(texts)
+    if encoder is not None:
+        done = encoder.encode_batch(texts, add_special_tokens=False)
+        return [(e.ids, list(e.offsets)) for e in done] if offsets else [e.ids for e in done]
+    # Without a private copy: the tokenizer's own call, special tokens' names split into text and
+    # other added tokens' names read as the tokens.
+    encoded = tokenizer(texts, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=offsets)
+    if offsets:
+        return [(ids, [tuple(o) for o in spans]) for ids, spans in zip(encoded["input_ids"], encoded["offset_mapping"])]
+    return list(encoded["input_ids"])
+
+
 class SubjectModel:
     def __init__(self, bridge, name: str, device: str) -> None:
         self.bridge = bridge
@@ -80,7 +188,11 @@ class SubjectModel:
         self.n_layers: int = bridge.cfg.n_layers
         self.d_mlp: int = bridge.cfg.d_mlp
         self.n_ctx: int = bridge.cfg.n_ctx
-        self.vocabulary = TokenVocabulary(self.tokenizer)
+        # Every token's text (what a measured prompt's tokens are shown as), and the text-only views
+        # random prompts and mutations draw from (`vocabulary_for`).
+        self.token_texts = TokenVocabulary(self.tokenizer)
+        self._vocabularies: dict[bool, TextVocabulary] = {}
+        self.vocabulary = self.vocabulary_for(False)
         self._bos = self.tokenizer.bos_token_id
         self._pad = self.tokenizer.pad_token_id
         if self._pad is None:
@@ -160,10 +272,30 @@ class SubjectModel:
                 "disagree: check the model folder's config.json."
             )
 
-    def token_ids(self, prompt: str) -> list[int]:
-        """The prompt's tokens; special tokens' names in the text stay text (see the module docstring)."""
+    def vocabulary_for(self, allow_added_tokens: bool = False) -> TextVocabulary:
+        """The tokens a prompt may be made of, as text; a token that is not text (`not_text_ids`)
+        reads "". `vocabulary` is the default one."""
+        found = self._vocabularies.get(allow_added_tokens)
+        if found is None:
+            hidden = not_text_ids(self.tokenizer, allow_added_tokens)
+            found = self._vocabularies.setdefault(allow_added_tokens, TextVocabulary(self.token_texts, hidden, allow_added_tokens))
+        return found
+
+    def token_ids(self, prompt: str, allow_added_tokens: bool = False) -> list[int]:
+        """The prompt's tokens; control tokens' names in the text stay text (see the module docstring).
+        Every prompt that is measured becomes tokens here (`_prompt_ids`)."""
         with self.exclusive:
-            return self.tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            return encode_text(self.tokenizer, [prompt], allow_added_tokens)[0]
+
+    def _prompt_ids(self, prompt: str, allow_added_tokens: bool) -> list[int]:
+        # `token_ids(prompt)` as it has always been called where nothing is allowed (tests stand in
+        # for it with a function of the prompt alone).
+        return self.token_ids(prompt, True) if allow_added_tokens else self.token_ids(prompt)
+
+    def encode(self, prompts: Sequence[str], allow_added_tokens: bool = False) -> list[list[int]]:
+        """`token_ids` of many texts in one call (a whole vocabulary's, the gradient's children)."""
+        with self.exclusive:
+            return encode_text(self.tokenizer, prompts, allow_added_tokens)
 
     def decode(self, ids: list[int]) -> str:
         with self.exclusive:
@@ -172,12 +304,12 @@ class SubjectModel:
     def _with_bos(self, ids: list[int]) -> list[int]:
         return ([self._bos] if self._bos is not None else []) + ids
 
-    def truncate(self, prompt: str, max_tokens: int) -> str:
+    def truncate(self, prompt: str, max_tokens: int, allow_added_tokens: bool = False) -> str:
         """The prompt cut to at most max_tokens tokens (and to what the model's context holds);
         "" when nothing is left after tokenizing."""
         limit = min(max_tokens, self.n_ctx - 1)
         try:
-            ids = self.token_ids(prompt)
+            ids = self._prompt_ids(prompt, allow_added_tokens)
         except Exception:  # measure() records why this prompt cannot be measured
             return prompt
         if not ids:
@@ -194,10 +326,12 @@ class SubjectModel:
         position: str = "max",
         batch_size: int = 32,
         fluency: bool = False,
+        allow_added_tokens: bool = False,
     ) -> list[Measurement]:
         """The neuron's activation for each prompt, with its per-token values; with `fluency`, each
-        prompt's cross-entropy too, from the same forward pass run on to the logits."""
-        return self.measure_shared(prompts, layer, neuron, (), position, batch_size, fluency)[0]
+        prompt's cross-entropy too, from the same forward pass run on to the logits. With
+        `allow_added_tokens` an added token's name in a prompt is read as the token."""
+        return self.measure_shared(prompts, layer, neuron, (), position, batch_size, fluency, allow_added_tokens)[0]
 
     def measure_shared(
         self,
@@ -208,6 +342,7 @@ class SubjectModel:
         position: str = "max",
         batch_size: int = 32,
         fluency: bool = False,
+        allow_added_tokens: bool = False,
     ) -> tuple[list[Measurement], np.ndarray]:
         """`measure`, and from the same forward passes the neurons `also` of the same layer, each
         reduced over the prompt's tokens the same way (`position`): an array [len(prompts), len(also)],
@@ -217,12 +352,12 @@ class SubjectModel:
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             try:
-                measured, values = self._measure_batch(chunk, layer, neuron, position, fluency, also)
+                measured, values = self._measure_batch(chunk, layer, neuron, position, fluency, also, allow_added_tokens)
             except Exception:
                 # One bad prompt must not cost the batch: measure the chunk one by one.
                 measured, rows = [], []
                 for prompt in chunk:
-                    one, row = self._measure_one(prompt, layer, neuron, position, fluency, also)
+                    one, row = self._measure_one(prompt, layer, neuron, position, fluency, also, allow_added_tokens)
                     measured.append(one)
                     rows.append(row)
                 values = np.stack(rows) if rows else shared[:0]
@@ -231,10 +366,10 @@ class SubjectModel:
         return results, shared
 
     def _measure_one(
-        self, prompt: str, layer: int, neuron: int, position: str, fluency: bool, also: Sequence[int]
+        self, prompt: str, layer: int, neuron: int, position: str, fluency: bool, also: Sequence[int], allow_added_tokens: bool = False
     ) -> tuple[Measurement, np.ndarray]:
         try:
-            measured, values = self._measure_batch([prompt], layer, neuron, position, fluency, also)
+            measured, values = self._measure_batch([prompt], layer, neuron, position, fluency, also, allow_added_tokens)
             return measured[0], values[0]
         except Exception as error:
             log.warning("Could not measure %r: %s", prompt[:60], error)
@@ -397,9 +532,16 @@ class SubjectModel:
         return _mean_losses(self.logits_blocks(tokens, first, hooks), shared, tokens, where)
 
     def _measure_batch(
-        self, prompts: list[str], layer: int, neuron: int, position: str, fluency: bool, also: Sequence[int] = ()
+        self,
+        prompts: list[str],
+        layer: int,
+        neuron: int,
+        position: str,
+        fluency: bool,
+        also: Sequence[int] = (),
+        allow_added_tokens: bool = False,
     ) -> tuple[list[Measurement], np.ndarray]:
-        ids = [self.token_ids(p) for p in prompts]
+        ids = [self._prompt_ids(p, allow_added_tokens) for p in prompts]
         for prompt, row in zip(prompts, ids):
             if not row:
                 raise ValueError(f"{prompt!r} tokenizes to nothing")
@@ -421,7 +563,7 @@ class SubjectModel:
                 Measurement(
                     prompt=prompt,
                     activation=float(per_token[peak]),
-                    tokens=[self.vocabulary[t] for t in row],
+                    tokens=[self.token_texts[t] for t in row],
                     values=[round(v, 6) for v in per_token],
                     peak=peak,
                     error="",

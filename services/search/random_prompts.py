@@ -3,6 +3,12 @@
 Three strategies share each batch: strings of the subject model's own tokens, jumbles of
 common words, numbers and symbols, and mutations of the best prompts found so far.
 Mutations alone also top up LLM batches that come back short (nodes/generate.py).
+
+Tokens are drawn from the vocabulary they are given: the subject model's text-only one
+(`SubjectModel.vocabulary_for`) reads "" for a control or added token (`<bos>`, `<unusedN>`,
+`<start_of_image>`, `[multimodal]`), which is never drawn; a token whose text looks like a control
+token's name (`<|endoftext|>`, `<pad>`, `[CLS]`) is skipped too, unless the vocabulary allows added
+tokens (`allows_added_tokens`, --allow-added-tokens).
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ def random_prompts(
 ) -> list[str]:
     """Exactly `n` non-empty prompts; the same `rng` state gives the same prompts.
 
-    `vocabulary` may be a lazy sequence of a huge tokenizer, so it is only ever indexed.
+    `vocabulary` may be a lazy sequence of a huge tokenizer, so it is only ever indexed; a token
+    that reads "" is never drawn (see the module docstring).
     """
     if n <= 0:
         return []
@@ -102,7 +109,8 @@ def _draw_token(rng: random.Random, vocabulary: Sequence[str]) -> str | None:
     # Lone pieces of multi-byte characters decode to U+FFFD; they would re-encode differently.
     if not isinstance(token, str) or not token or "\ufffd" in token or "\x00" in token:
         return None
-    if _SPECIAL_TOKEN.match(token):
+    # Markup-like names are skipped unless the vocabulary allows the added tokens that have them.
+    if not getattr(vocabulary, "allows_added_tokens", False) and _SPECIAL_TOKEN.match(token):
         return None
     # Byte tokens of control characters (bell, escape, ...) garble terminals, tables and CSV files.
     if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in token):
