@@ -64,6 +64,12 @@ class SearchContext:
         "or 'embedded' for the bundled Gemma 3 270M that runs offline.",
     )
     device: str = _knob("auto", "Where the subject model runs: auto, cpu, cuda or mps.")
+    threads: int = _knob(
+        0,
+        "CPU threads this process gives torch and the embedded LLM (0: torch's default, all cores). When several "
+        "searches share a machine (two runs side by side), give each cores / processes: their threads otherwise "
+        "fight over the cores and each runs several times slower. A sweep's local Ray workers get cores // --workers.",
+    )
     position: str = _knob(
         "max",
         "How a prompt's per-token activations become one number: 'max' over its tokens, "
@@ -121,6 +127,13 @@ class SearchContext:
         "the population an iteration); off ranks by the activation's gradient alone.",
     )
     ascii_only: bool = _knob(True, "The gradient proposes only tokens written in printable ASCII.")
+    allow_added_tokens: bool = _knob(
+        False,
+        "Prompts may hold the tokenizer's added and control tokens (<start_of_image>, <start_of_turn>, <unusedN>, "
+        "markup tags): the gradient, mutations and fallback may propose them, and their names in a prompt are read "
+        "as those tokens (BOS, EOS and padding never are). Off: a prompt is text, and such a name is measured as "
+        "the characters it spells.",
+    )
 
     # What the neuron detects.
     explain: bool = _knob(

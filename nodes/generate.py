@@ -37,7 +37,7 @@ def generate(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
         # Seeded by run settings and progress, so a resumed or repeated run makes the same prompts.
         rng = random.Random(f"{ctx.seed}:fill:{stats['llm_calls']}")
         tops = [r["prompt"] for r in state["top"]]
-        filler = mutations(rng, ctx.batch_size - len(prompts), services.subject.vocabulary, tops)
+        filler = mutations(rng, ctx.batch_size - len(prompts), services.subject.vocabulary_for(ctx.allow_added_tokens), tops)
     stats = bump(
         stats,
         llm_calls=1,

@@ -25,11 +25,6 @@ from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
 
 
-def allow_added_tokens(ctx: SearchContext) -> bool:
-    """The run's `allow_added_tokens` setting (off where the context has no such field)."""
-    return bool(getattr(ctx, "allow_added_tokens", False))
-
-
 def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     ctx = context_of(runtime)
     services = services_for(ctx, state["run_id"])
@@ -38,7 +33,7 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     stats = state["stats"]
     # Seeded by run settings and progress, so a resumed or repeated run makes the same children.
     rng = torch.Generator().manual_seed(ctx.seed * 1_000_003 + stats["gradient_batches"])
-    allow_added = allow_added_tokens(ctx)
+    allow_added = ctx.allow_added_tokens
     allowed = allowed_tokens(subject, ctx.ascii_only, allow_added)
     # One gradient (and one set of fluency gains) per distinct member: a prompt may hold several
     # slots, and one that stayed since the last iteration is remembered from then.

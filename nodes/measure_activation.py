@@ -14,7 +14,6 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 
 from context import SearchContext
-from nodes.gradient import allow_added_tokens
 from nodes.stagnation_check import prompts_left
 from services.errors import UserError
 from services.runtime import context_of, services_for, shared_tops
@@ -38,7 +37,7 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
         ctx.position,
         batch_size=ctx.batch_size,
         fluency=ctx.strategy != "llm",
-        allow_added_tokens=allow_added_tokens(ctx),
+        allow_added_tokens=ctx.allow_added_tokens,
     )
     errors = {m["error"] for m in measured}
     # One bad prompt is recorded and the search goes on; the same error for every prompt of a batch

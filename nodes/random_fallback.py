@@ -11,7 +11,6 @@ import random
 from langgraph.runtime import Runtime
 
 from context import SearchContext
-from nodes.gradient import allow_added_tokens
 from services.search.random_prompts import random_prompts
 from services.runtime import context_of, services_for
 from state import Candidate, SearchState, bump
@@ -23,7 +22,7 @@ def random_fallback(state: SearchState, runtime: Runtime[SearchContext]) -> Sear
     stats = state["stats"]
     # Seeded by run settings and progress, so a resumed or repeated run makes the same prompts.
     rng = random.Random(f"{ctx.seed}:{state['iteration']}:{stats['fallback_batches']}")
-    vocabulary = services.subject.vocabulary_for(allow_added_tokens(ctx))
+    vocabulary = services.subject.vocabulary_for(ctx.allow_added_tokens)
     prompts = random_prompts(rng, ctx.batch_size, vocabulary, [r["prompt"] for r in state["top"]])
     return SearchState(
         candidates=[Candidate(prompt=p, source="fallback") for p in prompts],

@@ -69,7 +69,7 @@ def _continued(run_id: str, last: int, services: Services, ctx: SearchContext) -
         for weight in fluency_weights(ctx):
             row = store.best_for_weight(weight)
             if row is not None:
-                ids = services.subject.token_ids(row["prompt"])
+                ids = services.subject.token_ids(row["prompt"], ctx.allow_added_tokens)
                 population.append(Member(prompt=row["prompt"], ids=ids, activation=row["activation"], peak=row["peak"], xent=row["xent"]))
     log.warning(
         "Run %s has %d stored prompts but no checkpoint of its search: it continues after iteration %d, from the stored records.",

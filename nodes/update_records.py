@@ -48,7 +48,7 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
     population = state.get("population", [])
     if ctx.strategy != "llm":
         candidates = [
-            Member(prompt=m["prompt"], ids=services.subject.token_ids(m["prompt"]), activation=m["activation"], peak=m["peak"], xent=m["xent"])
+            Member(prompt=m["prompt"], ids=services.subject.token_ids(m["prompt"], ctx.allow_added_tokens), activation=m["activation"], peak=m["peak"], xent=m["xent"])
             for m in ok
             if m["xent"] is not None
         ]

@@ -62,15 +62,15 @@ def finished(tiny_model_dir, tmp_path_factory) -> Path:
 # 1. Paths from outside -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("run_id", ["../elsewhere", "../../elsewhere", "/tmp/absolute-run", ".", "a/b", ".."])
+@pytest.mark.parametrize("run_id", ["../elsewhere", "../../elsewhere", "ABSOLUTE", ".", "a/b", ".."])
 def test_a_run_id_that_is_a_path_is_refused_through_the_api_and_nothing_is_written(tiny_model_dir, tmp_path, run_id):
     results = tmp_path / "results"
     results.mkdir()
+    absolute = tmp_path / "absolute-run"
     before = files_under(tmp_path)
     with pytest.raises(UserError, match="is not a valid name"):
-        NeuronSearch(**tiny(tiny_model_dir, results, run_id=run_id)).run(progress=False)
-    assert files_under(tmp_path) == before
-    assert not Path("/tmp/absolute-run").exists()
+        NeuronSearch(**tiny(tiny_model_dir, results, run_id=str(absolute) if run_id == "ABSOLUTE" else run_id)).run(progress=False)
+    assert files_under(tmp_path) == before and not absolute.exists()
 
 
 def test_a_run_id_that_is_a_path_is_refused_by_every_command(capsys, finished):
