@@ -23,7 +23,7 @@ def _knob(default, help: str, **metadata):
 # useful setting, low enough that a typo cannot ask for an absurd allocation or overflow.
 LIMITS = {
     "neuron": 10**7, "layer": 10**4, "batch_size": 4096, "max_prompt_tokens": 4096, "top_k": 1000,
-    "population": 256, "children": 256, "gradient_top_k": 4096, "swaps": 64, "edits": 256,
+    "population": 256, "children": 256, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
     "iterations": 10**7, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
     "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
 }  # fmt: skip
@@ -176,8 +176,12 @@ class SearchContext:
         "(the original tool measured one prompt per iteration).",
     )
     min_improvement: float = _knob(0.001, "A rise of the best activation smaller than this is no improvement.")
-    iterations: int = _knob(100, "Stop after this many iterations (one batch each).")
-    max_prompts: int = _knob(0, "Stop after this many measured prompts (0: no limit).")
+    iterations: int = _knob(1000, "Stop after this many iterations (one batch each); a cap, as the default budget is --max-prompts.")
+    max_prompts: int = _knob(
+        2000,
+        "Stop after exactly this many measured prompts, seeds included (0: no limit). The default budget: "
+        "every quality figure in the README and bench/RESULTS.md is at 2,000.",
+    )
     max_llm_calls: int = _knob(
         0,
         "Stop after this many LLM calls: the proposer's and, with --explain-every, the hypotheses' "
