@@ -14,7 +14,7 @@ from services.storage.run_folder import run_id_for
 from services.dataset.exemplars import exemplars, write_exemplars
 from services.runtime import Services, context_of, services_for
 from services.search.seeds import BUILTIN_SEEDS
-from state import Candidate, Member, SearchState, bump, empty_stats
+from state import Candidate, Member, Record, SearchState, Stats, bump, empty_stats
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +34,7 @@ def seed(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
         write_exemplars(real, ctx.results_dir)
         prompts += [r["prompt"] for r in real.records]
     candidates = [Candidate(prompt=p, source="seed") for p in prompts]
-    return SearchState(
-        run_id=run_id,
-        iteration=0,
-        source="seed",
-        candidates=candidates,
-        accepted=[],
-        measured=[],
-        rejected_similar=[],
-        top=[],
-        bottom=[],
-        population=[],
-        best=None,
-        hypothesis="",
-        explanation="",
-        stats=bump(empty_stats(), generated=len(candidates)),
-        attempts=0,
-        since_improvement=0,
-        batch_started=time.time(),
-        elapsed=0.0,
-        route="continue",
-        stop_reason="",
-    )
+    return _starting(run_id, 0, candidates, [], [], [], bump(empty_stats(), generated=len(candidates)))
 
 
 def _continued(run_id: str, last: int, services: Services, ctx: SearchContext) -> SearchState:
@@ -75,21 +54,30 @@ def _continued(run_id: str, last: int, services: Services, ctx: SearchContext) -
         "Run %s has %d stored prompts but no checkpoint of its search: it continues after iteration %d, from the stored records.",
         run_id, len(store), last,
     )  # fmt: skip
+    bottom = store.ranked(ctx.top_k, highest=False)
+    return _starting(run_id, last + 1, [], top, bottom, population, bump(empty_stats(), **store.stats()))
+
+
+def _starting(
+    run_id: str, iteration: int, candidates: list[Candidate], top: list[Record], bottom: list[Record],
+    population: list[Member], stats: Stats,
+) -> SearchState:  # fmt: skip
+    """A run's first state in this graph: the seed batch to measure, and what is known so far."""
     return SearchState(
         run_id=run_id,
-        iteration=last + 1,
+        iteration=iteration,
         source="seed",
-        candidates=[],
+        candidates=candidates,
         accepted=[],
         measured=[],
         rejected_similar=[],
         top=top,
-        bottom=store.ranked(ctx.top_k, highest=False),
+        bottom=bottom,
         population=population,
         best=top[0] if top else None,
         hypothesis="",
         explanation="",
-        stats=bump(empty_stats(), **store.stats()),
+        stats=stats,
         attempts=0,
         since_improvement=0,
         batch_started=time.time(),
