@@ -198,13 +198,25 @@ def sweep_command(argv: list[str], console) -> int:
     from services.reports.sweep_index import write_index
     from services.storage.run_folder import new_run_id
     from services.sweep.neuron_spec import parse_neurons
-    from services.sweep.scheduler import run_sweep
+    from services.sweep.scheduler import explanation_calls, run_sweep, worker_threads
     from services.sweep.shared_tops import SharedTops
     from services.sweep.sweep_folder import TABLE_FILE, SweepPlan, read_plan, sweep_dir, write_plan
     from services.sweep.worker import layer_width
 
-    args = sweep_parser().parse_args(argv)
+    p = sweep_parser()
+    for action in p._actions:  # a sweep's default differs from a single search's
+        if "--explain" in action.option_strings:
+            action.help = (
+                "Explain each neuron after its search (the LLM's one sentence, scored beside a control: about "
+                "{0} LLM calls a neuron, up to {1} with real text, fewer with a small --max-prompts) (default: off "
+                "in a sweep; `run.py explain RUN_ID` explains one neuron later).".format(*explanation_calls({"max_prompts": 0}))
+            )
+    args = p.parse_args(argv)
     settings = settings_from(args)
+    if "threads" in settings:
+        from services.runtime import check_threads
+
+        check_threads(settings["threads"])  # before any worker would refuse it
     results_dir = settings.pop("results_dir", SearchContext.results_dir)
     if args.resume:
         if args.neurons:
@@ -216,6 +228,7 @@ def sweep_command(argv: list[str], console) -> int:
                 raise UserError(f"Sweep {plan.sweep_id} measures with its own --{name}; leave --{name} out to resume it.")
         settings.pop("layer", None)
         plan.settings.update(settings)
+        plan.settings.setdefault("explain", False)  # a sweep explains its neurons only when asked (--explain)
         if args.shared is not None:
             plan.shared = args.shared
     else:
@@ -223,6 +236,9 @@ def sweep_command(argv: list[str], console) -> int:
             raise UserError("Say which neurons to sweep: --neurons SPEC (e.g. 0:64, 12,840,1001 or all).")
         layer = settings.pop("layer", SearchContext.layer)
         settings.setdefault("seed_prompts", ())
+        # Unlike a single search, a sweep explains its neurons only when asked: each explanation is a few
+        # dozen LLM calls, longer than a small neuron's whole search with the embedded LLM.
+        settings.setdefault("explain", False)
         validate(SearchContext(**settings, layer=layer))  # bad settings are reported before any model loads
         sweep_id = args.sweep_id or "sweep-" + new_run_id()
         folder = sweep_dir(results_dir, sweep_id)  # a sweep id that is not a plain name is refused here
@@ -241,8 +257,18 @@ def sweep_command(argv: list[str], console) -> int:
     write_plan(folder, plan)
     if plan.shared:
         SharedTops.create(folder / TABLE_FILE, plan.neurons, plan.shared_top).close()
-    where = "no Ray" if args.ray == "off" else f"Ray {args.ray}, {args.workers} worker(s)"
+    threads = worker_threads(plan.settings, args.ray, args.workers)
+    each = f", {threads} torch thread(s) each" if threads else ""
+    where = "no Ray" if args.ray == "off" else f"Ray {args.ray}, {args.workers} worker(s){each}"
     console.print(Text.assemble("Sweep ", (plan.sweep_id, "bold"), f": layer {plan.layer}, {len(plan.neurons)} neurons, {where}, shared measurements {'on' if plan.shared else 'off'}"))
+    if plan.settings.get("explain"):
+        console.print(
+            "Explaining each neuron: about {} LLM calls a neuron (up to {} when real text the explainer did not see "
+            "scores it too), after its search, with --llm {}; --no-explain leaves it out, and `run.py explain RUN_ID` "
+            "explains one neuron later.".format(*explanation_calls(plan.settings), plan.settings.get("llm", SearchContext.llm)),
+            highlight=False,
+            markup=False,
+        )
     outcome = run_sweep(folder, args.ray, args.workers, None if args.quiet else SweepProgress(console))
     paths = write_index(folder)
     done = [s for s in outcome.statuses if s.status == "done" and s.best is not None]

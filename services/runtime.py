@@ -7,6 +7,7 @@ one run folder and are rebuilt from the store when a run is resumed.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 
 from context import SearchContext, as_context
+from services.errors import UserError
 from services.search.prompt_index import PromptIndex, load_embedder
 from services.llm.proposer import Proposer
 from services.storage.files import inside
@@ -41,6 +43,50 @@ class Services:
 def run_dir(ctx: SearchContext, run_id: str) -> Path:
     """The run's folder in ctx.results_dir; a run id that is not a plain name is a UserError."""
     return inside(ctx.results_dir, run_id)
+
+
+MAX_THREADS = 1024  # context.LIMITS['threads']
+
+# torch's own thread count in this process before any run set one: what --threads 0 means.
+_torch_default_threads: int | None = None
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the container's or the affinity mask's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int) -> None:
+    """A UserError unless `threads` is a thread count --threads takes."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
+        raise UserError(
+            f"--threads takes a whole number from 0 (torch's default: all cores) to {MAX_THREADS}, not {threads!r}; "
+            "with several searches on one machine, give each cores / searches."
+        )
+
+
+def use_threads(threads: int) -> int:
+    """Make torch (and the embedded LLM, when it loads after this) use `threads` threads in this
+    process; 0 keeps torch's default (all cores, or OMP_NUM_THREADS where set, as in a 1-CPU Ray
+    actor). Returns the count torch uses now. Processes that share a machine (two searches side by
+    side, a sweep's workers) each take cores / processes, else their threads fight over the cores."""
+    global _torch_default_threads
+    import torch
+
+    from services.llm import embedded_llm
+
+    check_threads(threads)
+    if _torch_default_threads is None:
+        _torch_default_threads = torch.get_num_threads()
+    wanted = threads or _torch_default_threads
+    if torch.get_num_threads() != wanted:  # a run's nodes each call services_for: set once, not per node
+        torch.set_num_threads(wanted)
+    # llama.cpp ignores OMP_NUM_THREADS (Ray sets it to a 1-CPU actor's 1): it takes torch's count then too.
+    embedded_llm.set_threads(threads or (wanted if os.environ.get("OMP_NUM_THREADS") else 0))
+    return torch.get_num_threads()
 
 
 @cache
@@ -79,6 +125,7 @@ _loading = threading.Lock()
 def services_for(ctx: SearchContext, run_id: str) -> Services:
     """The run's services; the first call loads the models and checks layer and neuron."""
     with _loading:
+        use_threads(ctx.threads)  # before the model measures anything
         subject = subject_model(ctx.model, ctx.device)
         subject.validate(ctx.layer, ctx.neuron)
         index, store, proposer, opened_at = _open_run(run_dir(ctx, run_id).resolve(), ctx, subject.device)

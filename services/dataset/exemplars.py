@@ -5,7 +5,8 @@ max over each snippet's tokens, BOS excluded, as a search measures with `--posit
 the scan is cached per (model, layer, corpus, snippet cap) under the cache folder: after the
 first neuron of a layer, the others cost only the re-measurement of their top-k snippets, which
 gives their per-token values, and their cross-entropy under the model (how readable the model finds
-them), so a run's report can place them beside its own prompts.
+them), so a run's report can place them beside its own prompts. A file lock makes the scan of a layer
+happen once however many processes ask for it at once: the first scans, the others wait and read it.
 
 A scan that is not in the cache shows its progress from its first second: on the console it is
 given (`run.py exemplars`), else a bar on standard error when that is a terminal, else (a search's
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -94,10 +96,40 @@ def layer_scan(
 
     Read from the cache when this model, layer, corpus and cap were scanned before.
     """
-    cached = cached_layer_scan(subject, layer, source, max_snippets)
+    name = _scan_name(subject, layer, source, max_snippets)
+    folder = cache_root() / "exemplars" / name
+    cached = _read_scan(folder, subject.d_mlp)
     if cached is not None:
         return cached
-    folder = cache_root() / "exemplars" / _scan_name(subject, layer, source, max_snippets)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # One scan of a layer at a time, across processes (a sweep's workers, two runs side by side) and
+    # threads: a second caller waits for the first one's scan and reads it from the cache. The lock is
+    # the operating system's, so a process that dies while scanning releases it.
+    lock = FileLock(folder.parent / f".{name}.lock", thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        _say(
+            f"scanning layer {layer} of {model_slug(subject.name)}: another process is scanning it; waiting for "
+            "its scan, which is then read from the cache",
+            console,
+        )
+        lock.acquire()
+    try:
+        cached = _read_scan(folder, subject.d_mlp)
+        if cached is not None:
+            return cached
+        snippets, maxima = _scan(subject, layer, source, max_snippets, batch_size, console)
+        _write_scan(folder, source.description, snippets, maxima)
+    finally:
+        lock.release()
+    return snippets, maxima
+
+
+def _scan(
+    subject: SubjectModel, layer: int, source: CorpusSource, max_snippets: int, batch_size: int, console: Console | None
+) -> tuple[list[str], np.ndarray]:
+    """Cut the corpus and measure every neuron of the layer on every snippet, with progress shown."""
     with ScanProgress(f"scanning layer {layer} of {model_slug(subject.name)}", console) as progress:
         with subject.exclusive:  # the tokenizer may not be used by two threads at once
             snippets = build_snippets(source, subject.tokenizer, max_snippets)
@@ -109,8 +141,25 @@ def layer_scan(
             rows = order[start : start + batch_size]
             maxima[rows] = subject.layer_maxima([snippets[i] for i in rows], layer, batch_size)
             progress.advance(len(rows))
-    _write_scan(folder, source.description, snippets, maxima)
     return snippets, maxima
+
+
+def seed_corpus_scan(subject: SubjectModel, layer: int, console: Console | None = None) -> int:
+    """Make sure the scan a search's --seed-corpus reads (`exemplars`' defaults: the standard library,
+    DEFAULT_MAX_SNIPPETS) is in the cache, scanning it here if it is not; returns its snippet count.
+    A sweep calls it once before its workers start, so they read the scan instead of each making it."""
+    snippets, _ = layer_scan(subject, layer, corpus_source(None), DEFAULT_MAX_SNIPPETS, console=console)
+    return len(snippets)
+
+
+def _say(text: str, console: Console | None) -> None:
+    if console is not None:
+        console.print(text, highlight=False, markup=False)
+        return
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def cached_layer_scan(

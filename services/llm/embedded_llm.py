@@ -55,6 +55,21 @@ _load_lock = threading.Lock()
 _QUIET = -1
 
 
+# Threads llama.cpp uses for a model loaded from now on (0: every core this process may use); a
+# run's --threads sets it (services/runtime.py use_threads), so the LLM and torch share one count.
+_threads = 0
+
+
+def set_threads(threads: int) -> None:
+    """The thread count of models loaded after this call (one already loaded keeps its own)."""
+    global _threads
+    _threads = max(0, int(threads))
+
+
+def _thread_count() -> int:
+    return _threads or _cpu_count()
+
+
 def _cpu_count() -> int:
     """Cores this process may use (the container's share, not the host's)."""
     try:
@@ -99,8 +114,8 @@ def _params(model_path: str) -> Any:
     params.n_ctx = N_CTX
     params.n_parallel = 1  # one slot of N_CTX tokens
     params.fit_params = False  # keep N_CTX as asked (fitting may shrink it to the free memory)
-    params.cpuparams.n_threads = _cpu_count()
-    params.cpuparams_batch.n_threads = _cpu_count()
+    params.cpuparams.n_threads = _thread_count()
+    params.cpuparams_batch.n_threads = _thread_count()
     # Flash attention would be llama.cpp's automatic choice here; off, greedy answers are the same
     # token for token as llama-cpp-python's, so runs stay comparable with earlier results.
     params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED

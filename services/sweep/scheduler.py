@@ -8,6 +8,12 @@ search reached its budget: one whose worker was stopped mid-search (SIGTERM) goe
 the same way. A neuron whose search raises is marked failed with the message, and the others go on.
 Ctrl-C stops the sweep; `run.py sweep --resume SWEEP_ID` continues it.
 
+A sweep that seeds its searches from the corpus (--seed-corpus, on for the gradient strategy) scans the
+layer's corpus once, in this process, before any worker starts: the workers read the scan from the
+cache (and the cache's file lock makes a worker that finds no scan wait for one being made, never scan
+the same layer beside it). On local Ray each worker runs torch on cores // workers threads, so the
+workers do not fight over the cores; --threads sets another count.
+
 Every wait on Ray is bounded: an address where no Ray answers, more workers than the cluster can
 place, and a cluster that loses every worker end in a UserError that says what to do. `--ray local`
 starts Ray for this process alone, listening on 127.0.0.1 only.
@@ -66,8 +72,9 @@ def run_sweep(folder: Path, ray: str = "local", workers: int = 2, display: Sweep
         book.interrupted()
         todo = [s.neuron for s in book.all() if s.status != "done"]
         show = (lambda: display.update(book.all())) if display else (lambda: None)
-        show()
         try:
+            scan_corpus_first(folder, plan.settings, plan.layer, todo)  # before the live line: the scan shows its own
+            show()
             if ray == "off":
                 stopped = _in_this_process(folder, plan.settings, plan.layer, todo, book, show)
             else:
@@ -82,6 +89,62 @@ def run_sweep(folder: Path, ray: str = "local", workers: int = 2, display: Sweep
         if display:
             display.close()
         book.close()
+
+
+def scan_corpus_first(folder: Path, settings: dict, layer: int, todo: list[int]) -> bool:
+    """When the sweep's searches seed from the corpus and some neuron of `todo` has not started yet
+    (a started one has its seeds), make sure the layer's corpus scan is in the cache, scanning it in this
+    process (with --threads if given, else all its cores) before any worker starts. True if a scan was
+    needed, whether made here or found cached."""
+    from context import SearchContext, seeds_from_corpus
+    from services.dataset.exemplars import seed_corpus_scan
+    from services.runtime import subject_model, use_threads
+    from services.storage.run_folder import settings_file
+    from services.sweep.sweep_folder import neurons_dir
+
+    seeding = SearchContext(strategy=settings.get("strategy", SearchContext.strategy), seed_corpus=settings.get("seed_corpus"))
+    if not seeds_from_corpus(seeding) or all(settings_file(neurons_dir(folder) / str(n)).is_file() for n in todo):
+        return False
+    use_threads(settings.get("threads", 0))
+    subject = subject_model(settings.get("model", SearchContext.model), settings.get("device", SearchContext.device))
+    try:
+        subject.validate(layer, 0)
+    except UserError:  # a layer the model lacks: each neuron's search reports it, as without a scan
+        return False
+    seed_corpus_scan(subject, layer)
+    return True
+
+
+def worker_threads(settings: dict, ray: str, workers: int) -> int:
+    """torch threads of each worker: --threads if given; on local Ray the machine's cores // workers,
+    so the workers share the cores instead of fighting over them; else 0, torch's default (for a
+    worker on a cluster, Ray's: one thread for its one CPU)."""
+    from services.runtime import cpu_count
+
+    if settings.get("threads"):
+        return int(settings["threads"])
+    if ray == "local":
+        return max(1, cpu_count() // max(1, workers))
+    return 0
+
+
+# What one neuron's explanation asks the LLM (services/explain): the explainer once; then, for the
+# explanation and for a control sentence each, detection on the held-out prompts (up to 20 high and 20
+# low, those the explainer's 20 examples leave, 5 a call) and generation (2 calls); and where the layer's
+# scan holds real snippets the explainer did not see, detection on 10 + 10 of them (4 calls a sentence).
+_SHOWN, _HELD_OUT, _PER_CALL, _GENERATION_CALLS, _REAL_TEXT_CALLS = 20, 20, 5, 2, 4
+
+
+def explanation_calls(settings: dict) -> tuple[int, int]:
+    """About how many LLM calls one neuron's explanation makes with these sweep settings, without and
+    with the detection on real text (from --max-prompts: a small budget holds fewer prompts out)."""
+    from context import SearchContext
+
+    budget = settings.get("max_prompts", SearchContext.max_prompts) or 2 * _HELD_OUT + _SHOWN
+    held = min(_HELD_OUT, max(0, budget - _SHOWN) // 2)
+    detection = -(-2 * held // _PER_CALL)
+    calls = 1 + 2 * (detection + _GENERATION_CALLS)
+    return calls, calls + 2 * _REAL_TEXT_CALLS
 
 
 def plain(text: str) -> str:
@@ -182,10 +245,11 @@ def _on_ray(folder: Path, settings: dict, layer: int, todo: list[int], book: Sta
         actor = ray.remote(SweepWorker).options(
             num_cpus=1, num_gpus=min(1.0, gpus / workers) if use_gpu else 0, max_restarts=0, max_concurrency=1
         )
+        threads = worker_threads(settings, address, workers)
         starting: dict = {}  # a new worker's pid() call -> (the worker, when to give up on it)
 
         def launch() -> None:
-            handle = actor.remote(str(folder.resolve()))
+            handle = actor.remote(str(folder.resolve()), threads)
             handles.append(handle)
             starting[handle.pid.remote()] = (handle, time.monotonic() + WORKER_START_TIMEOUT_S)
 
@@ -342,7 +406,8 @@ def _start_ray(address: str, workers: int) -> None:
     if address == "local":
         try:
             with _loopback_only():
-                # One CPU per worker: each actor's torch then runs on one core (Ray sets OMP_NUM_THREADS).
+                # One CPU per worker (Ray sets OMP_NUM_THREADS=1 in each actor); a worker then sets its
+                # torch threads to cores // workers (worker_threads).
                 ray.init(
                     address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                     logging_level="ERROR", _temp_dir=_ray_temp_dir(),

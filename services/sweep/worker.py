@@ -30,15 +30,20 @@ def neuron_settings(folder: Path, neuron: int) -> dict[str, Any]:
         "sweep_table": str(folder / TABLE_FILE) if plan.shared else "",
     }
     settings["seed_prompts"] = tuple(settings.get("seed_prompts", ()))
+    # A sweep explains its neurons only when asked (--explain): each explanation costs a few dozen LLM calls.
+    settings.setdefault("explain", False)
     return settings
 
 
-def run_neuron(folder: Path, neuron: int) -> dict[str, Any]:
+def run_neuron(folder: Path, neuron: int, threads: int = 0) -> dict[str, Any]:
     """Run (or resume) neuron `neuron` of the sweep to its end; returns what the scheduler records.
+    `threads`: the torch threads of a worker that shares its machine, unless the sweep set --threads.
 
     `finished` is true only when the search reached its budget or its target; a search stopped
     before that (`stopped`: SIGTERM or Ctrl-C reached the process running it) is left to resume."""
     settings = neuron_settings(folder, neuron)
+    if threads and not settings.get("threads"):
+        settings["threads"] = threads
     if settings_file(neurons_dir(folder) / str(neuron)).is_file():
         resumed = {k: v for k, v in settings.items() if k not in ("run_id", "results_dir", "seed_prompts")}
         search = NeuronSearch.resume(str(neuron), settings["results_dir"], **resumed)
@@ -70,18 +75,25 @@ def run_neuron(folder: Path, neuron: int) -> dict[str, Any]:
 
 def layer_width(settings: dict[str, Any], layer: int) -> int:
     """d_mlp of the layer, from the subject model this process loads for its searches anyway."""
+    from context import SearchContext
     from services.runtime import subject_model
 
-    subject = subject_model(settings.get("model", "gpt2"), settings.get("device", "auto"))
+    subject = subject_model(settings.get("model", SearchContext.model), settings.get("device", SearchContext.device))
     subject.validate(layer, 0)
     return subject.d_mlp
 
 
 class SweepWorker:
-    """A Ray actor: loads the subject model once (on its first neuron) and runs neurons one after another."""
+    """A Ray actor: loads the subject model once (on its first neuron) and runs neurons one after another,
+    with `threads` torch threads (0: torch's default there, which Ray makes 1 for a 1-CPU actor)."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, threads: int = 0) -> None:
+        from services.runtime import use_threads
+
         self.folder = Path(folder)
+        self.threads = threads
+        if threads:
+            use_threads(threads)
 
     def pid(self) -> int:
         return os.getpid()
@@ -90,4 +102,4 @@ class SweepWorker:
         return layer_width(settings, layer)
 
     def run(self, neuron: int) -> dict[str, Any]:
-        return run_neuron(self.folder, neuron)
+        return run_neuron(self.folder, neuron, self.threads)
