@@ -337,7 +337,7 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--top-k must be at least 1")
     if ctx.max_prompt_tokens < 1:
         problems.append("--max-prompt-tokens must be at least 1")
-    for name in ("iterations", "max_prompts", "max_llm_calls", "time_limit", "patience", "max_attempts", "explain_every"):
+    for name in ("iterations", "max_prompts", "max_llm_calls", "time_limit", "patience", "max_attempts", "explain_every", "threads"):
         if getattr(ctx, name) < 0:
             problems.append(f"--{name.replace('_', '-')} cannot be negative")
     if not 0.0 <= ctx.similarity_threshold <= 1.0:

@@ -188,7 +188,17 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="SWEEP_ID", help="Continue this sweep: done neurons are skipped, interrupted ones resume from their checkpoints.")
     p.add_argument("--sweep-id", metavar="NAME", help="Name of the new sweep's folder under --results-dir (default: sweep- and a new id).")
     p.add_argument("--quiet", action="store_true", help="No live progress line.")
-    add_search_options(p, skip=("neuron", "run_id", "sweep_table"))
+    add_search_options(p, skip=("neuron", "run_id", "sweep_table", "explain"))
+    from services.sweep.scheduler import explanation_calls
+
+    p.add_argument(
+        "--explain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Explain each neuron after its search (the LLM's one sentence, scored beside a control: about "
+        "{0} LLM calls a neuron, up to {1} with real text, fewer with a small --max-prompts) (default: off "
+        "in a sweep; `run.py explain RUN_ID` explains one neuron later).".format(*explanation_calls({"max_prompts": 0})),
+    )
     return p
 
 
@@ -203,15 +213,7 @@ def sweep_command(argv: list[str], console) -> int:
     from services.sweep.sweep_folder import TABLE_FILE, SweepPlan, read_plan, sweep_dir, write_plan
     from services.sweep.worker import layer_width
 
-    p = sweep_parser()
-    for action in p._actions:  # a sweep's default differs from a single search's
-        if "--explain" in action.option_strings:
-            action.help = (
-                "Explain each neuron after its search (the LLM's one sentence, scored beside a control: about "
-                "{0} LLM calls a neuron, up to {1} with real text, fewer with a small --max-prompts) (default: off "
-                "in a sweep; `run.py explain RUN_ID` explains one neuron later).".format(*explanation_calls({"max_prompts": 0}))
-            )
-    args = p.parse_args(argv)
+    args = sweep_parser().parse_args(argv)
     settings = settings_from(args)
     if "threads" in settings:
         from services.runtime import check_threads
