@@ -24,7 +24,7 @@ def _knob(default, help: str, **metadata):
 LIMITS = {
     "neuron": 10**7, "layer": 10**4, "batch_size": 4096, "max_prompt_tokens": 4096, "top_k": 1000,
     "population": 256, "children": 256, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
-    "iterations": 10**7, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
+    "iterations": 10**9, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
     "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
 }  # fmt: skip
 

@@ -122,12 +122,24 @@ def _open_run(
 _loading = threading.Lock()
 
 
+def checked_subject(ctx: SearchContext) -> SubjectModel:
+    """The run's subject model, loaded once per process (a second search that asks while it loads waits
+    for it), with the run's layer and neuron checked against it."""
+    with _loading:
+        return _checked_subject(ctx)
+
+
+def _checked_subject(ctx: SearchContext) -> SubjectModel:
+    use_threads(ctx.threads)  # before the model measures anything
+    subject = subject_model(ctx.model, ctx.device)
+    subject.validate(ctx.layer, ctx.neuron)
+    return subject
+
+
 def services_for(ctx: SearchContext, run_id: str) -> Services:
     """The run's services; the first call loads the models and checks layer and neuron."""
     with _loading:
-        use_threads(ctx.threads)  # before the model measures anything
-        subject = subject_model(ctx.model, ctx.device)
-        subject.validate(ctx.layer, ctx.neuron)
+        subject = _checked_subject(ctx)
         index, store, proposer, opened_at = _open_run(run_dir(ctx, run_id).resolve(), ctx, subject.device)
     return Services(subject=subject, index=index, store=store, proposer=proposer, opened_at=opened_at)
 

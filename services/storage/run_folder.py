@@ -22,7 +22,7 @@ from typing import Any
 
 from context import SearchContext, validate
 from services.errors import UserError
-from services.runtime import release_run, run_dir, subject_model
+from services.runtime import checked_subject, release_run, run_dir
 from services.storage.files import folder_lock, write_atomic
 
 # The settings that define what a run measures: a resumed run may not change them.
@@ -54,7 +54,7 @@ def open_run(ctx: SearchContext) -> Iterator[Path]:
     folder = run_dir(ctx, ctx.run_id)  # a run id that is not a plain name is refused here
     # Layer and neuron are checked against the model before the folder gets its first file, so a typo
     # leaves nothing behind (the model is cached: the search reuses it).
-    subject_model(ctx.model, ctx.device).validate(ctx.layer, ctx.neuron)
+    checked_subject(ctx)
     with _storage_errors(folder), run_lock(folder):
         settings = dataclasses.asdict(ctx)
         saved = _saved_settings(folder)
