@@ -8,11 +8,9 @@ unreachable address is tried in a process of its own, with no Ray running there.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,7 +24,7 @@ import run
 from services.errors import UserError
 from services.sweep import scheduler
 from services.sweep.sweep_folder import SweepPlan, sweep_dir, write_plan
-from test_sweep import NEURONS, records, statuses, sweep_args
+from test_sweep import NEURONS, records, signal_a_worker_mid_neuron, statuses, sweep_args
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[")
@@ -126,26 +124,7 @@ def test_a_worker_stopped_by_sigterm_leaves_its_neuron_to_finish(local_ray, tiny
     folder = sweep_dir(tmp_path, "sigterm")
     seen: dict = {}
 
-    def stop_a_worker_mid_neuron() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline and "pid" not in seen:
-            time.sleep(0.05)
-            if not (folder / "sweep.sqlite").is_file():
-                continue
-            for s in statuses(folder).values():
-                run_dir = folder / "neurons" / str(s.neuron)
-                if s.status != "running" or not (run_dir / "records.sqlite").is_file():
-                    continue
-                try:
-                    rows = records(run_dir)
-                except sqlite3.Error:
-                    continue
-                if any(i >= 2 for i, *_ in rows):  # seeds and two batches saved: mid-neuron
-                    seen.update(neuron=s.neuron, pid=s.worker)
-                    os.kill(s.worker, signal.SIGTERM)
-                    return
-
-    stopper = threading.Thread(target=stop_a_worker_mid_neuron)
+    stopper = threading.Thread(target=signal_a_worker_mid_neuron, args=(folder, signal.SIGTERM, seen))
     stopper.start()
     code = run.main(sweep_args(tiny_model_dir, tmp_path, "sigterm", "--ray", "local", "--workers", "2", iterations=BUDGET))
     stopper.join()

@@ -133,30 +133,33 @@ def test_a_sweep_on_two_ray_workers_finds_what_one_process_finds(tiny_model_dir,
         assert (on_ray / name).is_file()
 
 
+def signal_a_worker_mid_neuron(folder: Path, sig: int, seen: dict) -> None:
+    """Wait (at most 300 s) until a running neuron of the sweep in `folder` has saved its seeds and two
+    batches, then send its worker `sig`; `seen` gets the neuron, the worker's pid and the rows saved."""
+    deadline = time.time() + 300
+    while time.time() < deadline and "pid" not in seen:
+        time.sleep(0.05)
+        if not (folder / "sweep.sqlite").is_file():
+            continue
+        for s in statuses(folder).values():
+            run_dir = folder / "neurons" / str(s.neuron)
+            if s.status != "running" or not (run_dir / "records.sqlite").is_file():
+                continue
+            try:
+                rows = records(run_dir)
+            except sqlite3.Error:
+                continue
+            if any(i >= 2 for i, *_ in rows):  # seeds and two batches saved: mid-neuron
+                seen.update(neuron=s.neuron, pid=s.worker, rows=rows)
+                os.kill(s.worker, sig)
+                return
+
+
 def test_a_worker_killed_mid_neuron_costs_only_its_batch_in_flight(tiny_model_dir, tmp_path, ray_instance):
     folder = sweep_dir(tmp_path, "killed")
     seen: dict = {}
 
-    def kill_a_worker_mid_neuron() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline and "pid" not in seen:
-            time.sleep(0.05)
-            if not (folder / "sweep.sqlite").is_file():
-                continue
-            for s in statuses(folder).values():
-                run_dir = folder / "neurons" / str(s.neuron)
-                if s.status != "running" or not (run_dir / "records.sqlite").is_file():
-                    continue
-                try:
-                    rows = records(run_dir)
-                except sqlite3.Error:
-                    continue
-                if any(i >= 2 for i, *_ in rows):  # seeds and two gradient batches saved: mid-neuron
-                    seen.update(neuron=s.neuron, pid=s.worker, rows=rows)
-                    os.kill(s.worker, signal.SIGKILL)
-                    return
-
-    killer = threading.Thread(target=kill_a_worker_mid_neuron)
+    killer = threading.Thread(target=signal_a_worker_mid_neuron, args=(folder, signal.SIGKILL, seen))
     killer.start()
     code = run.main(sweep_args(tiny_model_dir, tmp_path, "killed", "--ray", "local", "--workers", "2", iterations=8))
     killer.join()
