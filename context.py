@@ -23,7 +23,7 @@ def _knob(default, help: str, **metadata):
 # useful setting, low enough that a typo cannot ask for an absurd allocation or overflow.
 LIMITS = {
     "neuron": 10**7, "layer": 10**4, "batch_size": 4096, "max_prompt_tokens": 4096, "top_k": 1000,
-    "population": 256, "children": 256, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
+    "population": 256, "children": 256, "lead_children": 1024, "combine": 64, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
     "iterations": 10**9, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
     "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
 }  # fmt: skip
@@ -107,18 +107,30 @@ class SearchContext:
         choices=("llm", "gradient", "mixed"),
     )
     population: int = _knob(8, "Prompts the gradient search keeps and improves, one per fluency weight.")
-    children: int = _knob(4, "Token-swap children the gradient proposes per population member and iteration.")
+    children: int = _knob(4, "Token-swap children the gradient proposes per readable slot (fluency weight > 0) and iteration.")
+    lead_children: int = _knob(
+        32,
+        "Token-swap children of the lead (the slot of fluency weight 0, which keeps the highest activation) per "
+        "iteration, ranked by the activation's gradient alone; measured for the activation only, and for the "
+        "cross-entropy too when one beats the lead.",
+    )
     gradient_top_k: int = _knob(64, "A swap picks among this many tokens, those the gradient ranks highest at its position.")
     swaps: int = _knob(1, "Tokens each gradient child changes.")
+    combine: int = _knob(
+        4,
+        "When children of the lead beat it, this many more children next iteration stack their swaps onto the new "
+        "lead, best first (the new lead plus the second-best swap, plus the second and third, ...; 0: none).",
+    )
     edits: int = _knob(
         2,
         "More children per population member that insert a token (drawn from the gradient's top tokens there) "
         "or delete one, before the peak, so a prompt's length can change (0: fixed lengths, as in EPO).",
     )
     fluency_range: str = _knob(
-        "0.1,10",
+        "0,10",
         "LOW,HIGH: the population's fluency weights, log-spaced; slot i keeps the prompt with the lowest "
-        "-activation + weight_i * cross-entropy (0,0 ignores fluency).",
+        "-activation + weight_i * cross-entropy. A LOW of 0 makes slot 0 the lead (the highest activation, "
+        "grown by --lead-children); 0,0 ignores fluency.",
     )
     fluency_gradient: bool = _knob(
         True,
@@ -351,10 +363,10 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--strategy is llm, gradient or mixed")
     if ctx.position not in ("max", "last"):
         problems.append("--position is max or last")
-    if ctx.population < 1 or ctx.children < 1 or ctx.gradient_top_k < 1 or ctx.swaps < 1:
-        problems.append("--population, --children, --gradient-top-k and --swaps must be at least 1")
-    if ctx.edits < 0:
-        problems.append("--edits cannot be negative")
+    if ctx.population < 1 or ctx.children < 1 or ctx.lead_children < 1 or ctx.gradient_top_k < 1 or ctx.swaps < 1:
+        problems.append("--population, --children, --lead-children, --gradient-top-k and --swaps must be at least 1")
+    if ctx.edits < 0 or ctx.combine < 0:
+        problems.append("--edits and --combine cannot be negative")
     try:
         fluency_weights(ctx)
     except ValueError:

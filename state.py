@@ -19,6 +19,8 @@ class Candidate(TypedDict):
 
     prompt: str
     source: Source
+    # A child of the gradient search's lead: its cross-entropy is measured only if it beats the lead.
+    lead: NotRequired[bool]
 
 
 class Measurement(TypedDict):
@@ -51,7 +53,7 @@ class Member(TypedDict):
     ids: list[int]  # its tokens, BOS excluded: what the gradient is taken over
     activation: float
     peak: int  # index into ids of the measured value
-    xent: float  # cross-entropy under the subject model: lower reads more like real text
+    xent: float | None  # cross-entropy under the subject model (lower reads more like real text); None: not measured
 
 
 class Stats(TypedDict):
@@ -85,6 +87,7 @@ class SearchState(TypedDict, total=False):
     top: list[Record]  # the top-k records, highest first
     bottom: list[Record]  # the bottom-k records, lowest first
     population: list[Member]  # the gradient search's slots, one per fluency weight (empty for --strategy llm)
+    lead_parent: Member | None  # the lead whose children the latest gradient batch holds
     best: Record | None
     hypothesis: str  # the latest --explain-every explanation and its score, shown to the LLM ("" before one)
     explanation: str  # the run's final explanation (explanation.json holds its scores)

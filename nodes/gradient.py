@@ -20,9 +20,9 @@ import torch
 from langgraph.runtime import Runtime
 
 from context import SearchContext, fluency_weights
-from services.model.gradient import allowed_tokens, member_gradients, propose_children, propose_edits
+from services.model.gradient import allowed_tokens, member_swaps, propose_children, propose_edits, stacked_swaps
 from services.runtime import context_of, services_for
-from state import Candidate, SearchState, bump
+from state import Candidate, Member, SearchState, bump
 
 
 def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
@@ -35,33 +35,55 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     rng = torch.Generator().manual_seed(ctx.seed * 1_000_003 + stats["gradient_batches"])
     allow_added = ctx.allow_added_tokens
     allowed = allowed_tokens(subject, ctx.ascii_only, allow_added)
-    # One gradient (and one set of fluency gains) per distinct member: a prompt may hold several
-    # slots, and one that stayed since the last iteration is remembered from then.
-    distinct = list(dict.fromkeys(tuple(m["ids"]) for m in population))
-    computed = member_gradients(subject, [list(ids) for ids in distinct], ctx.layer, ctx.neuron, ctx.position, ctx.fluency_gradient)
-    by_ids = dict(zip(distinct, computed))
+    # One gradient (and one set of fluency gains) per distinct member and slot weight: a prompt may
+    # hold several slots, and one that stayed since the last iteration is remembered from then. The
+    # lead ranks by the activation alone (weight 0): no fluency gains for it.
+    weights = [w if ctx.fluency_gradient else 0.0 for w in fluency_weights(ctx)]
+    ranked = member_swaps(
+        subject, [(m["ids"], w) for m, w in zip(population, weights)], ctx.layer, ctx.neuron, ctx.position, allowed,
+        ctx.gradient_top_k,
+    )  # fmt: skip
 
     def tried(row: list[int]) -> bool:  # measured before: the filter would drop it as a duplicate
         return subject.decode(row) in services.index
 
-    children: dict[str, None] = {}  # two members (one prompt in two slots) may propose the same child
-    for member, weight in zip(population, fluency_weights(ctx)):
-        grad, gain = by_ids[tuple(member["ids"])]
-        if gain is not None and weight > 0:
-            grad = grad + weight * gain
-        ids = member["ids"]
-        positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(ids))
+    # Prompt -> whether only the lead proposed it. Two members (one prompt in two slots) may propose
+    # the same child; one also proposed by a readable slot needs its cross-entropy measured.
+    children: dict[str, bool] = {}
+    lead_slot = next((i for i, w in enumerate(fluency_weights(ctx)) if w == 0), None)
+    if lead_slot is not None:
+        for row in _stacked(state, population[lead_slot], ctx, subject, allowed):
+            children[subject.decode(row)] = True
+    for member, swaps, lead in zip(population, ranked, (w == 0 for w in fluency_weights(ctx))):
+        positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(member["ids"]))
         rows = propose_children(
-            subject, ids, grad, allowed, rng, ctx.children, ctx.gradient_top_k, ctx.swaps, positions, tried, allow_added
-        )
+            subject, swaps, rng, ctx.lead_children if lead else ctx.children, ctx.gradient_top_k, ctx.swaps, positions,
+            tried, allow_added,
+        )  # fmt: skip
         if ctx.edits:
-            rows += propose_edits(
-                subject, ids, grad, allowed, rng, ctx.edits, ctx.gradient_top_k, positions, ctx.max_prompt_tokens, allow_added
-            )
-        children.update((subject.decode(row), None) for row in rows)
+            rows += propose_edits(subject, swaps, rng, ctx.edits, ctx.gradient_top_k, positions, ctx.max_prompt_tokens, allow_added)
+        for row in rows:
+            prompt = subject.decode(row)
+            children[prompt] = children.get(prompt, True) and lead
     return SearchState(
-        candidates=[Candidate(prompt=p, source="gradient") for p in children],
+        candidates=[Candidate(prompt=p, source="gradient", lead=lead) for p, lead in children.items()],
         source="gradient",
         attempts=0,
         stats=bump(stats, generated=len(children), gradient_batches=1),
+        lead_parent=population[lead_slot] if lead_slot is not None else None,
     )
+
+
+def _stacked(state: SearchState, lead: Member, ctx: SearchContext, subject, allowed: torch.Tensor) -> list[list[int]]:
+    """--combine children of the lead: when the last batch was the gradient's and children of the lead
+    then (its parent) beat it, their swaps stacked onto the lead now, best first (`stacked_swaps`)."""
+    parent = state.get("lead_parent")
+    if not ctx.combine or parent is None or state.get("source") != "gradient" or parent["ids"] == lead["ids"]:
+        return []
+    beat = [
+        (m["activation"], m["prompt"])
+        for m, c in zip(state.get("measured", []), state.get("accepted", []))
+        if c.get("lead") and not m["error"] and m["activation"] > parent["activation"]
+    ]
+    improved = [subject.token_ids(prompt, ctx.allow_added_tokens) for _, prompt in sorted(beat, reverse=True)]
+    return stacked_swaps(subject, parent["ids"], lead["ids"], improved, ctx.combine, allowed, ctx.allow_added_tokens)

@@ -2,7 +2,10 @@
 
 With the gradient in the search (--strategy gradient or mixed) each prompt's cross-entropy is
 measured too, in the same forward pass run on to the logits: the population's slots weigh it, and
-the report draws activation against it. In a sweep (--sweep-table), the same passes read every
+the report draws activation against it. A child of the lead (the slot of fluency weight 0) is
+measured to the neuron's layer only, which costs a fraction of the pass through Gemma's 262k-token
+head; its cross-entropy is measured in a second pass only when it beats the lead, the one case in
+which the population takes it (the lead) and the front or the readable point could need it. In a sweep (--sweep-table), the same passes read every
 neuron of the sweep, and each prompt enters the shared table of those whose top prompts it ranks among.
 
 With --max-prompts, a batch larger than what is left of the budget is cut to it (its first
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
+import numpy as np
+
+from context import SearchContext, fluency_weights
 from nodes.stagnation_check import prompts_left
 from services.errors import UserError
 from services.runtime import context_of, services_for, shared_tops
@@ -29,16 +34,33 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
         accepted = accepted[:left]  # the last batch is trimmed: the budget is never overshot
     prompts = [c["prompt"] for c in accepted]
     table = shared_tops(ctx.sweep_table) if ctx.sweep_table else None
-    measured, shared = services.subject.measure_shared(
-        prompts,
-        ctx.layer,
-        ctx.neuron,
-        table.neurons if table else (),
-        ctx.position,
-        batch_size=ctx.batch_size,
-        fluency=ctx.strategy != "llm",
-        allow_added_tokens=ctx.allow_added_tokens,
-    )
+    fluency = ctx.strategy != "llm"
+    weights = fluency_weights(ctx) if fluency else []
+    lead = [m["activation"] for m, w in zip(state.get("population", []), weights) if w == 0]
+    cheap = [bool(lead) and c.get("lead", False) for c in accepted]
+    measured: list = [None] * len(prompts)
+    shared = np.full((len(prompts), len(table.neurons) if table else 0), np.nan, dtype=np.float32)
+    for with_xent in (True, False):
+        at = [i for i, c in enumerate(cheap) if c != with_xent]
+        if not at:
+            continue
+        part, part_shared = services.subject.measure_shared(
+            [prompts[i] for i in at],
+            ctx.layer,
+            ctx.neuron,
+            table.neurons if table else (),
+            ctx.position,
+            batch_size=ctx.batch_size,
+            fluency=fluency and with_xent,
+            allow_added_tokens=ctx.allow_added_tokens,
+        )
+        for i, m, row in zip(at, part, part_shared):
+            measured[i], shared[i] = m, row
+    beat = [m for m, c in zip(measured, cheap) if c and not m["error"] and m["activation"] > max(lead)]
+    if beat:
+        rows = [services.subject.token_ids(m["prompt"], ctx.allow_added_tokens) for m in beat]
+        for m, xent in zip(beat, services.subject.cross_entropy(rows, batch_size=ctx.batch_size)):
+            m["xent"] = xent
     errors = {m["error"] for m in measured}
     # One bad prompt is recorded and the search goes on; the same error for every prompt of a batch
     # is the model or the machine failing, and would fail every batch after it too.

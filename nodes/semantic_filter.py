@@ -17,7 +17,7 @@ def semantic_filter(state: SearchState, runtime: Runtime[SearchContext]) -> Sear
     services = services_for(ctx, state["run_id"])
     # Cut to the token cap first, so the filter judges exactly what will be measured.
     cut = [
-        Candidate(prompt=services.subject.truncate(c["prompt"], ctx.max_prompt_tokens, ctx.allow_added_tokens), source=c["source"])
+        Candidate(c, prompt=services.subject.truncate(c["prompt"], ctx.max_prompt_tokens, ctx.allow_added_tokens))
         for c in state["candidates"]
     ]
     kept = [c for c in cut if c["prompt"].strip()]

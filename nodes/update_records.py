@@ -50,7 +50,6 @@ def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> Searc
         candidates = [
             Member(prompt=m["prompt"], ids=services.subject.token_ids(m["prompt"], ctx.allow_added_tokens), activation=m["activation"], peak=m["peak"], xent=m["xent"])
             for m in ok
-            if m["xent"] is not None
         ]
         population = update_population(population, candidates, fluency_weights(ctx))
     now = time.time()

@@ -17,10 +17,12 @@ from services.model.gradient import (
     allowed_tokens,
     embedding_scale,
     fluency_gains,
-    member_gradients,
+    member_swaps,
     propose_children,
     propose_edits,
+    rank_swaps,
     retokenizes,
+    stacked_swaps,
     token_gradients,
 )
 from services.model.subject_model import SubjectModel, _logsumexp_, _mean_losses, distinct_prefixes, predicting
@@ -142,7 +144,7 @@ def test_every_child_obeys_the_rules(tiny, ascii_only, swaps) -> None:
     row = tiny.token_ids(PROMPTS[2])
     _, (grad,) = token_gradients(tiny, [row], 1, 3, "max")
     positions = range(2, 9)
-    children = propose_children(tiny, row, grad, allowed, torch.Generator().manual_seed(0), 64, 32, swaps, positions)
+    children = propose_children(tiny, rank_swaps(row, grad, allowed, 32), torch.Generator().manual_seed(0), 64, 32, swaps, positions)
     assert len(children) >= 16, "nearly every child was rejected"
     assert len({tuple(c) for c in children} | {tuple(row)}) == len(children) + 1  # distinct, none the parent
     texts = tiny.tokenizer.batch_decode([[t] for t in range(len(tiny.tokenizer))])
@@ -165,7 +167,7 @@ def test_every_edit_inserts_or_deletes_one_token_where_allowed(tiny, ascii_only)
     row = tiny.token_ids(PROMPTS[2])
     _, (grad,) = token_gradients(tiny, [row], 1, 3, "max")
     positions, top_k = range(0, 6), 8
-    children = propose_edits(tiny, row, grad, allowed, torch.Generator().manual_seed(0), 64, top_k, positions, 64)
+    children = propose_edits(tiny, rank_swaps(row, grad, allowed, top_k), torch.Generator().manual_seed(0), 64, top_k, positions, 64)
     inserted = [c for c in children if len(c) == len(row) + 1]
     deleted = [c for c in children if len(c) == len(row) - 1]
     assert len(inserted) >= 8 and len(deleted) >= 3 and len(inserted) + len(deleted) == len(children)
@@ -183,9 +185,9 @@ def test_every_edit_inserts_or_deletes_one_token_where_allowed(tiny, ascii_only)
     for child in children:
         assert retokenizes(tiny, child)
     # A row at the token cap only shrinks; a row of one token only grows.
-    assert all(len(c) == len(row) - 1 for c in propose_edits(tiny, row, grad, allowed, torch.Generator().manual_seed(1), 16, top_k, positions, len(row)))
+    assert all(len(c) == len(row) - 1 for c in propose_edits(tiny, rank_swaps(row, grad, allowed, top_k), torch.Generator().manual_seed(1), 16, top_k, positions, len(row)))
     one = row[:1]
-    assert all(len(c) == 2 for c in propose_edits(tiny, one, grad[:1], allowed, torch.Generator().manual_seed(1), 8, top_k, range(1), 64))
+    assert all(len(c) == 2 for c in propose_edits(tiny, rank_swaps(one, grad[:1], allowed, top_k), torch.Generator().manual_seed(1), 8, top_k, range(1), 64))
 
 
 def test_children_take_the_top_of_the_gradient(tiny) -> None:
@@ -199,7 +201,7 @@ def test_children_take_the_top_of_the_gradient(tiny) -> None:
         scores[row[position]] = -torch.inf
         top = set(scores.topk(3).indices.tolist())
         generator = torch.Generator().manual_seed(position)
-        children = propose_children(tiny, row, grad, allowed, generator, 32, 3, 1, range(position, position + 1))
+        children = propose_children(tiny, rank_swaps(row, grad, allowed, 3), generator, 32, 3, 1, range(position, position + 1))
         assert children and {child[position] for child in children} <= top
 
 
@@ -220,7 +222,7 @@ def test_gemma_allowed_tokens_and_children(gemma) -> None:
     assert allowed[gemma.token_ids(" the")].all()
     row = gemma.token_ids("The quick brown fox jumps over the lazy dog")
     _, (grad,) = token_gradients(gemma, [row], 9, 840, "max")
-    children = propose_children(gemma, row, grad, allowed, torch.Generator().manual_seed(0), 16, 64, 1, range(len(row)))
+    children = propose_children(gemma, rank_swaps(row, grad, allowed, 64), torch.Generator().manual_seed(0), 16, 64, 1, range(len(row)))
     assert children
     for child in children:
         (changed,) = [i for i, (a, b) in enumerate(zip(child, row)) if a != b]
@@ -392,39 +394,81 @@ def test_a_heavy_fluency_weight_proposes_swaps_that_read_better(gemma) -> None:
         (gain,) = fluency_gains(gemma, [row])
         mean_after = {}
         for name, scores in {"activation only": grad, "weight 10": grad + 10 * gain}.items():
-            children = propose_children(gemma, row, scores, allowed, torch.Generator().manual_seed(0), 24, 16, 1)
+            children = propose_children(gemma, rank_swaps(row, scores, allowed, 16), torch.Generator().manual_seed(0), 24, 16, 1)
             mean_after[name] = sum(gemma.cross_entropy(children)) / len(children)
         assert mean_after["weight 10"] < mean_after["activation only"] - 0.5, (text, mean_after)
 
 
-def test_member_gradients_are_each_rows_own_and_computed_once(tiny, monkeypatch) -> None:
-    """A row's gradient and gains are what `token_gradients` and `fluency_gains` give it alone, bit
-    for bit, whichever rows come with it; a row asked for again is not computed again."""
+def test_member_swaps_are_each_rows_own_and_computed_once(tiny, monkeypatch) -> None:
+    """A member's ranked swaps are `rank_swaps` of its own gradient (plus the weight times its own
+    gains), bit for bit, whichever rows come with it; a (row, weight) asked for again is not computed
+    again, and one row in two slots takes one gradient pass."""
     rows = [tiny.token_ids(p) for p in PROMPTS]
+    allowed = allowed_tokens(tiny, ascii_only=True)
     monkeypatch.setattr(gradient_module, "_members", type(gradient_module._members)())
     calls: list[int] = []
     real = gradient_module.token_gradients
     monkeypatch.setattr(gradient_module, "token_gradients", lambda s, r, *a: calls.append(len(r)) or real(s, r, *a))
-    first = member_gradients(tiny, rows[:2], 1, 3, "max", fluency=True)
-    again = member_gradients(tiny, [rows[2], rows[1]], 1, 3, "max", fluency=True)
-    assert calls == [1, 1, 1]  # one pass per new row, none for rows[1] the second time
-    assert again[1][0] is first[1][0] and again[1][1] is first[1][1]
-    for row, (grad, gain) in zip(rows[:2] + rows[2:], first + again[:1]):
-        (alone,) = real(tiny, [row], 1, 3, "max")[1]
-        assert torch.equal(grad, alone)
-        assert torch.equal(gain, fluency_gains(tiny, [row])[0])
-    # Another neuron, layer or position is another gradient; the gains (the text's own) are shared.
-    other = member_gradients(tiny, [rows[0]], 1, 4, "max", fluency=True)
-    assert calls[-1] == 1 and len(calls) == 4 and other[0][1] is first[0][1]
-    assert not torch.equal(other[0][0], first[0][0])
-    assert member_gradients(tiny, [rows[0]], 1, 3, "max", fluency=False)[0][1] is None
+    first = member_swaps(tiny, [(rows[0], 0.0), (rows[1], 2.0), (rows[1], 0.0)], 1, 3, "max", allowed, 8)
+    assert calls == [1, 1]  # rows[1] in two slots: one gradient
+    again = member_swaps(tiny, [(rows[2], 2.0), (rows[1], 2.0)], 1, 3, "max", allowed, 8)
+    assert calls == [1, 1, 1] and again[1] is first[1]
+    for (row, weight), got in zip([(rows[0], 0.0), (rows[1], 2.0), (rows[1], 0.0), (rows[2], 2.0)], first + again[:1]):
+        (grad,) = real(tiny, [row], 1, 3, "max")[1]
+        score = grad + weight * fluency_gains(tiny, [row])[0] if weight else grad
+        want = rank_swaps(row, score, allowed, 8)
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.scores, want.scores)
+        assert torch.equal(got.current, want.current) and got.row == tuple(row)
+    # Another neuron is another gradient.
+    other = member_swaps(tiny, [(rows[0], 0.0)], 1, 4, "max", allowed, 8)
+    assert len(calls) == 4 and not torch.equal(other[0].scores, first[0].scores)
+
+
+def test_ranked_swaps_hold_the_top_of_the_scores_and_little_memory(gemma) -> None:
+    """Per position the allowed tokens of highest score, best first, one more than top_k (the row's
+    own token may be among them); a 9-token Gemma row's ranked swaps are kilobytes, not the 9 MB
+    of its gradient."""
+    allowed = allowed_tokens(gemma, ascii_only=True)
+    row = gemma.token_ids("The quick brown fox jumps over the lazy dog")
+    _, (grad,) = token_gradients(gemma, [row], 9, 840, "max")
+    ranked = rank_swaps(row, grad, allowed, 16)
+    assert ranked.tokens.shape == (len(row), 17) and ranked.nbytes < 4096 < grad.nbytes // 1000
+    for p in range(len(row)):
+        masked = grad[p].masked_fill(~allowed, -torch.inf)
+        assert ranked.tokens[p].tolist() == masked.topk(17).indices.tolist()
+        assert float(ranked.current[p]) == float(grad[p, row[p]])
 
 
 def test_member_memo_keeps_to_its_bytes(tiny, monkeypatch) -> None:
     monkeypatch.setattr(gradient_module, "_members", type(gradient_module._members)())
     rows = [tiny.token_ids(p) for p in PROMPTS]
-    one = member_gradients(tiny, [rows[0]], 1, 3, "max", fluency=False, max_bytes=1)
-    member_gradients(tiny, [rows[1]], 1, 3, "max", fluency=False)
+    allowed = allowed_tokens(tiny, ascii_only=True)
+    one = member_swaps(tiny, [(rows[0], 0.0)], 1, 3, "max", allowed, 8, max_bytes=1)
+    member_swaps(tiny, [(rows[1], 0.0)], 1, 3, "max", allowed, 8)
     memo = gradient_module._members[tiny]
     assert len(memo.entries) == 1 and memo.bytes == next(iter(memo.entries.values())).nbytes  # rows[0] dropped
-    assert member_gradients(tiny, [rows[0]], 1, 3, "max", fluency=False)[0][0] is not one[0][0]
+    assert member_swaps(tiny, [(rows[0], 0.0)], 1, 3, "max", allowed, 8)[0] is not one[0]
+
+
+def test_stacked_swaps_add_the_measured_winners_swaps_to_the_new_lead(tiny) -> None:
+    """The parent's children that beat it each changed one token; the new lead is the best of them.
+    Stacked children add the others' swaps to it, best first and cumulatively, skipping a swap at
+    the lead's own position, an edit (another length) and a child with two changes."""
+    allowed = allowed_tokens(tiny, ascii_only=True)
+    parent = tiny.token_ids("The quick brown fox jumps over the lazy dog.")
+    token = lambda text: tiny.token_ids(text)[0]  # noqa: E731
+    swap = lambda row, p, t: row[:p] + [t] + row[p + 1 :]  # noqa: E731
+    lead = swap(parent, 1, token(" slow"))
+    improved = [
+        lead,
+        swap(parent, 3, token(" cat")),
+        swap(parent, 1, token(" red")),  # the lead's position: already changed
+        parent[:5] + parent[6:],  # an edit
+        swap(swap(parent, 2, token(" red")), 4, token(" runs")),  # two changes
+        swap(parent, 6, token(" a")),
+    ]
+    rows = stacked_swaps(tiny, parent, lead, improved, 4, allowed)
+    assert rows == [swap(lead, 3, token(" cat")), swap(swap(lead, 3, token(" cat")), 6, token(" a"))]
+    assert stacked_swaps(tiny, parent, lead, improved, 1, allowed) == rows[:1]
+    assert stacked_swaps(tiny, parent, lead, improved, 0, allowed) == []
+    assert stacked_swaps(tiny, parent, lead[:-1], improved, 4, allowed) == []  # the lead changed length

@@ -16,7 +16,7 @@ SEEDS = ("The quick brown fox jumps over the lazy dog.", "1, 2, 4, 8, 16, 32", "
 def gradient_search(tiny_model_dir, tmp_path, **settings) -> NeuronSearch:
     base = dict(
         model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
-        builtin_seeds=False, seed_prompts=SEEDS, seed_corpus=False, population=4, children=4, results_dir=str(tmp_path),
+        builtin_seeds=False, seed_prompts=SEEDS, seed_corpus=False, population=4, children=4, lead_children=4, results_dir=str(tmp_path),
         run_id="grad",
     )  # fmt: skip
     return NeuronSearch(**{**base, **settings})
@@ -40,6 +40,18 @@ def test_each_slot_keeps_the_lowest_loss_of_its_weight():
 def test_fluency_weights_are_log_spaced_over_the_range():
     weights = fluency_weights(SearchContext(population=5, fluency_range="0.1,10"))
     assert weights[0] == 0.1 and abs(weights[-1] - 10) < 1e-9 and abs(weights[2] - 1.0) < 1e-9
+    lead, *readable = fluency_weights(SearchContext())  # the default: a lead of weight 0, then 0.1 .. 10
+    assert lead == 0 and len(readable) == 7 and readable[-1] == pytest.approx(10)
+
+
+def test_the_lead_keeps_the_highest_activation_and_unweighed_prompts_hold_no_readable_slot():
+    weights = [0.0, 1.0]
+    fluent = member("fluent", 1.0, 2.0)
+    unweighed = Member(prompt="strong", ids=[1], activation=9.0, peak=0, xent=None)
+    population = update_population([], [fluent, unweighed], weights)
+    assert [m["prompt"] for m in population] == ["strong", "fluent"]
+    with pytest.raises(ValueError):
+        slot_loss(unweighed, 1.0)
 
 
 def test_the_gradient_strategy_raises_the_best_activation_without_any_llm(tiny_model_dir, tmp_path):
@@ -50,8 +62,16 @@ def test_the_gradient_strategy_raises_the_best_activation_without_any_llm(tiny_m
     children = [r for r in result.records if r["source"] == "gradient" and r["activation"] is not None]
     assert children and max(r["activation"] for r in children) > max(r["activation"] for r in seeds)
     assert result.best[1] > max(r["activation"] for r in seeds)
-    # Every prompt measured in a gradient run has its cross-entropy, and the population is bounded.
-    assert all(r["xent"] is not None and r["xent"] > 0 for r in result.records if r["activation"] is not None)
+    # A prompt's cross-entropy is measured unless it is a child of the lead that did not beat the lead
+    # (the run's best so far): every prompt that raised the best has one, and the population is bounded.
+    measured = [r for r in result.records if r["activation"] is not None]
+    assert all(r["xent"] is None or r["xent"] > 0 for r in measured)
+    for iteration in sorted({r["iteration"] for r in measured}):
+        before = max((r["activation"] for r in measured if r["iteration"] < iteration), default=float("-inf"))
+        for r in measured:
+            if r["iteration"] == iteration and (r["activation"] > before or r["source"] != "gradient"):
+                assert r["xent"] is not None, r
+    assert any(r["xent"] is None for r in measured), "no child of the lead was spared its cross-entropy"
     assert 1 <= len(result.state["population"]) <= 4
 
 
@@ -126,7 +146,7 @@ def test_the_fluency_gradient_steers_the_readable_slots_and_leaves_a_zero_weight
             tiny_model_dir, tmp_path, iterations=4, fluency_gradient=fluency_gradient, fluency_range=fluency_range,
             run_id=f"{name}-{fluency_gradient}",
         ).run(progress=False)  # fmt: skip
-        return [r for r in result.records if r["source"] == "gradient" and r["xent"] is not None]
+        return [r for r in result.records if r["source"] == "gradient" and r["activation"] is not None]
 
     # Weight 0: the fluency term is multiplied away, so the same children, to the token.
     assert [r["prompt"] for r in children(True, "0,0", "zero")] == [r["prompt"] for r in children(False, "0,0", "zero")]

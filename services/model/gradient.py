@@ -18,6 +18,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -173,22 +174,54 @@ def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int 
     return out
 
 
+@dataclass(frozen=True)
+class RankedSwaps:
+    """A row's best swaps by one score (the activation's gradient, plus a fluency weight times the
+    fluency gains): per text position, the allowed tokens with the highest scores, best first, and
+    the score of the row's own token there. A swap old -> new is predicted to add
+    scores[p, j] - current[p] where tokens[p, j] = new. Kept instead of the [len(row), d_vocab]
+    scores they come from (21 MB for a 20-token row of Gemma's 262k vocabulary), so a population
+    costs kilobytes, whatever its length."""
+
+    tokens: torch.Tensor  # [len(row), k] long: allowed tokens, highest score first
+    scores: torch.Tensor  # [len(row), k] float
+    current: torch.Tensor  # [len(row)] float: the score of the row's own token
+    row: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return self.tokens.nbytes + self.scores.nbytes + self.current.nbytes
+
+
+def rank_swaps(row: list[int], score: torch.Tensor, allowed: torch.Tensor, top_k: int) -> RankedSwaps:
+    """The `top_k + 1` allowed tokens a position with the highest `score` ([len(row), d_vocab]; one
+    more than asked, since a row's own token may be among them and a swap never keeps it)."""
+    if score.shape[0] != len(row):
+        raise ValueError(f"scores for {score.shape[0]} positions, row of {len(row)}")
+    allowed = allowed.to(score.device)
+    k = min(top_k + 1, int(allowed.sum()))
+    if k < 1:
+        raise ValueError("no allowed token to swap in")
+    values, tokens = score.masked_fill(~allowed, -torch.inf).topk(k, dim=-1)
+    current = score.gather(1, torch.tensor(row, device=score.device)[:, None])[:, 0]
+    return RankedSwaps(tokens.cpu(), values.float().cpu(), current.float().cpu(), tuple(row))
+
+
 class _MemberMemo:
-    """Least recently used first, bounded by the bytes its tensors hold (Gemma's 262k vocabulary makes
-    a 20-token member's gradient 21 MB)."""
+    """Least recently used first, bounded by the bytes its values hold."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.entries: OrderedDict[tuple, RankedSwaps] = OrderedDict()
         self.bytes = 0
 
-    def get(self, key: tuple) -> torch.Tensor | None:
+    def get(self, key: tuple) -> RankedSwaps | None:
         found = self.entries.get(key)
         if found is not None:
             self.entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple, value: torch.Tensor) -> None:
+    def put(self, key: tuple, value: RankedSwaps) -> None:
         if key in self.entries:
             return
         self.entries[key] = value
@@ -198,41 +231,50 @@ class _MemberMemo:
             self.bytes -= dropped.nbytes
 
 
-def member_gradients(
+def member_swaps(
     subject: SubjectModel,
-    rows: list[list[int]],
+    members: list[tuple[list[int], float]],
     layer: int,
     neuron: int,
     position: str,
-    fluency: bool,
-    max_bytes: int = 1 << 30,
-) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Per row, its `token_gradients` gradient and (with `fluency`) its `fluency_gains`, each computed
-    for the row alone and remembered per model for the next call.
+    allowed: torch.Tensor,
+    top_k: int,
+    max_bytes: int = 64 << 20,
+) -> list[RankedSwaps]:
+    """Per (row, fluency weight), the row's `rank_swaps` by its `token_gradients` gradient plus the
+    weight times its `fluency_gains` (a weight of 0: the gradient alone, and no gains computed),
+    each computed for the row alone and remembered per model for the next call.
 
     A population member usually stays for many iterations (a slot changes only when a child beats
     it), so most rows here were asked for before. Computed alone, a row's values never depend on
     which other rows were asked with it, or on whether they were remembered: a resumed run proposes
-    the same children as one that never stopped. At most `max_bytes` are kept, the least recently
-    used dropped first. The tensors returned are shared: never change them in place.
+    the same children as one that never stopped. The full [len(row), d_vocab] gradient and gains
+    live only inside this call; at most `max_bytes` of ranked swaps are kept, the least recently
+    used dropped first.
     """
     with _members_lock:
         memo = _members.setdefault(subject, _MemberMemo(max_bytes))
-    out: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    for row in rows:
-        grad_key = ("gradient", layer, neuron, position, tuple(row))
-        gain_key = ("fluency", tuple(row))
+    allowed_key = hash(allowed.cpu().numpy().tobytes())
+    grads: dict[tuple[int, ...], torch.Tensor] = {}
+    gains: dict[tuple[int, ...], torch.Tensor] = {}
+    out: list[RankedSwaps] = []
+    for row, weight in members:
+        key = (layer, neuron, position, tuple(row), float(weight), top_k, allowed_key)
         with _members_lock:
-            grad, gain = memo.get(grad_key), memo.get(gain_key) if fluency else None
-        if grad is None:
-            (grad,) = token_gradients(subject, [row], layer, neuron, position)[1]
-        if fluency and gain is None:
-            (gain,) = fluency_gains(subject, [row])
-        with _members_lock:
-            memo.put(grad_key, grad)
-            if gain is not None:
-                memo.put(gain_key, gain)
-        out.append((grad, gain))
+            found = memo.get(key)
+        if found is None:
+            ids = tuple(row)
+            if ids not in grads:
+                (grads[ids],) = token_gradients(subject, [list(row)], layer, neuron, position)[1]
+            score = grads[ids]
+            if weight > 0:
+                if ids not in gains:
+                    (gains[ids],) = fluency_gains(subject, [list(row)])
+                score = score + weight * gains[ids]
+            found = rank_swaps(list(row), score, allowed, top_k)
+            with _members_lock:
+                memo.put(key, found)
+        out.append(found)
     return out
 
 
@@ -309,9 +351,7 @@ def retokenizes(subject: SubjectModel, row: list[int], allow_added_tokens: bool 
 
 def propose_children(
     subject: SubjectModel,
-    row: list[int],
-    grad: torch.Tensor,
-    allowed: torch.Tensor,
+    ranked: RankedSwaps,
     rng: torch.Generator,
     children: int,
     top_k: int,
@@ -320,39 +360,40 @@ def propose_children(
     tried: Callable[[list[int]], bool] | None = None,
     allow_added_tokens: bool = False,
 ) -> list[list[int]]:
-    """Up to `children` distinct children of a row of text tokens, each with `swaps` tokens at
-    distinct positions (from `positions`, all by default) changed.
+    """Up to `children` distinct children of a row of text tokens (`ranked.row`), each with `swaps`
+    tokens at distinct positions (from `positions`, all by default) changed.
 
     The swaps are drawn uniformly from the `top_k` (position, token) pairs whose predicted gain,
-    grad[p, new] - grad[p, current], is highest over all the positions together: a position where
+    score[p, new] - score[p, current], is highest over all the positions together: a position where
     the gradient promises little gets few children or none, one where it promises much gets many
     (GCG draws a position uniformly first; at a budget of a few thousand prompts, ranking across
-    positions reached higher activations, bench/RESULTS.md section 15). Only allowed tokens, never
-    the current one, so no child equals the parent. With `tried` (has this row been measured?), a
-    child already measured is drawn again instead, a few times at most, so a member that stays in
-    the population keeps proposing new children. Children that do not retokenize exactly are
-    dropped, so fewer than `children` can come back (measured as `allow_added_tokens` says: the
-    same setting as `allowed`'s). `rng` is a CPU generator.
+    positions reached higher activations, bench/RESULTS.md section 15). Only allowed tokens (those
+    `ranked` was made from), never the current one, so no child equals the parent. With `tried`
+    (has this row been measured?), a child already measured is drawn again instead, a few times at
+    most, so a member that stays in the population keeps proposing new children. Children that do
+    not retokenize exactly are dropped, so fewer than `children` can come back (measured as
+    `allow_added_tokens` says). `rng` is a CPU generator.
     """
+    row = list(ranked.row)
     positions = range(len(row)) if positions is None else positions
     if not set(positions) <= set(range(len(row))):
         raise ValueError(f"positions {positions} reach outside the row's {len(row)} tokens")
     if not 1 <= swaps <= len(positions):
         raise ValueError(f"swaps must be between 1 and the {len(positions)} positions that may change, not {swaps}")
     where = torch.tensor(list(positions), dtype=torch.long)
-    current = torch.tensor(row)[where].to(grad.device)
-    gains = grad[where] - grad[where, current][:, None]
-    gains[:, ~allowed.to(gains.device)] = -torch.inf
-    gains[torch.arange(len(where)), current] = -torch.inf
+    candidates = ranked.tokens[where]
+    gains = ranked.scores[where] - ranked.current[where][:, None]
+    gains[candidates == torch.tensor(row)[where][:, None]] = -torch.inf  # never the current token
     # At most top_k / swaps pairs a position, so that a child can find `swaps` distinct positions
     # in the pool; never more pairs than there are allowed tokens other than the current ones.
-    per_position, tokens = gains.topk(min(-(-top_k // swaps), gains.shape[1]), dim=-1)
+    per_position, order = gains.topk(min(-(-top_k // swaps), gains.shape[1]), dim=-1)
+    tokens = candidates.gather(1, order)
     k = min(top_k, int(torch.isfinite(per_position).sum()))
     if k < 1:
         raise ValueError("no allowed token to swap in")
-    pool = per_position.flatten().topk(k).indices.cpu()
+    pool = per_position.flatten().topk(k).indices
     at = where[pool // per_position.shape[1]].tolist()
-    token = tokens.flatten().cpu()[pool].tolist()
+    token = tokens.flatten()[pool].tolist()
 
     proposed: dict[tuple[int, ...], None] = {}  # a dict keeps the order in which children were drawn
     for _ in range(children * 4):
@@ -374,9 +415,7 @@ def propose_children(
 
 def propose_edits(
     subject: SubjectModel,
-    row: list[int],
-    grad: torch.Tensor,
-    allowed: torch.Tensor,
+    ranked: RankedSwaps,
     rng: torch.Generator,
     count: int,
     top_k: int,
@@ -384,34 +423,71 @@ def propose_edits(
     max_tokens: int,
     allow_added_tokens: bool = False,
 ) -> list[list[int]]:
-    """Up to `count` distinct children of a row of text tokens that change its length: each inserts
-    a token before one of `positions` or deletes the token at one of them, with even chances.
+    """Up to `count` distinct children of a row of text tokens (`ranked.row`) that change its length:
+    each inserts a token before one of `positions` or deletes the token at one of them, with even
+    chances.
 
-    An inserted token is drawn uniformly from the `top_k` allowed tokens the gradient ranks highest
+    An inserted token is drawn uniformly from the `top_k` allowed tokens `ranked` scores highest
     at that position: what would best replace the token there is the gradient's guess at what best
     precedes it. Insertions stop at `max_tokens`; a row of one token is never emptied. With
     `--position max` the positions are those up to the peak, so a prompt gains or loses context
     where it can change the activation: a swap alone can never lengthen a prompt whose best real
     example peaks on its third token. Children that do not retokenize exactly are dropped.
     """
+    row = list(ranked.row)
     where = list(positions)
     if not where or not set(where) <= set(range(len(row))):
         raise ValueError(f"positions {positions} must be a non-empty part of the row's {len(row)} tokens")
     can_insert, can_delete = len(row) < max_tokens, len(row) > 1
     if not (can_insert or can_delete):
         return []
-    k = min(top_k, int(allowed.sum()))
+    k = min(top_k, ranked.tokens.shape[1])
     proposed: dict[tuple[int, ...], None] = {}
     for _ in range(count):
         at = where[int(torch.randint(len(where), (1,), generator=rng))]
         coin = bool(torch.randint(2, (1,), generator=rng))
         if can_insert and (coin or not can_delete):
-            scores = grad[at].masked_fill(~allowed.to(grad.device), -torch.inf)
-            choices = scores.topk(k).indices.cpu()
-            token = int(choices[int(torch.randint(k, (1,), generator=rng))])
+            token = int(ranked.tokens[at, int(torch.randint(k, (1,), generator=rng))])
             child = row[:at] + [token] + row[at:]
         else:
             child = row[:at] + row[at + 1 :]
         proposed[tuple(child)] = None
     rows = [list(child) for child in proposed]
     return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
+
+
+def stacked_swaps(
+    subject: SubjectModel,
+    parent: list[int],
+    lead: list[int],
+    improved: list[list[int]],
+    count: int,
+    allowed: torch.Tensor,
+    allow_added_tokens: bool = False,
+) -> list[list[int]]:
+    """Up to `count` children of `lead` that stack the swaps of children of `parent` which beat it
+    (`improved`, best first): lead + the first usable swap, lead + the first two, and so on.
+
+    A usable swap is one child's only change from the parent (same length, one position), at a
+    position where `lead` still holds the parent's token and no earlier swap went: each measured
+    swap raised the activation alone, so their sum is the natural next step (I-GCG's
+    multi-coordinate update). Only allowed tokens; children that do not retokenize exactly are
+    dropped.
+    """
+    if count < 1 or len(lead) != len(parent):
+        return []
+    swaps: dict[int, int] = {}
+    for child in improved:
+        if len(child) != len(parent):
+            continue
+        changed = [p for p, (a, b) in enumerate(zip(child, parent)) if a != b]
+        if len(changed) == 1 and (p := changed[0]) not in swaps and lead[p] == parent[p] and bool(allowed[child[p]]):
+            swaps[p] = child[p]
+    rows: list[list[int]] = []
+    row = list(lead)
+    for p, token in swaps.items():
+        row = row[:p] + [token] + row[p + 1 :]
+        rows.append(row)
+        if len(rows) == count:
+            break
+    return [row for row, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]

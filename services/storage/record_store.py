@@ -180,12 +180,17 @@ class RecordStore:
 
     def best_for_weight(self, weight: float) -> StoredRecord | None:
         """The measured record with the lowest -activation + weight * cross-entropy (a gradient population
-        slot's rule, services/search/population.py), among those whose cross-entropy was measured."""
-        row = self._db.execute(
-            "SELECT * FROM records WHERE activation IS NOT NULL AND xent IS NOT NULL "
-            "ORDER BY ? * xent - activation, iteration, slot LIMIT 1",
-            (weight,),
-        ).fetchone()
+        slot's rule, services/search/population.py): for a weight of 0 the highest activation, else
+        among the records whose cross-entropy was measured."""
+        if weight == 0:
+            query = "SELECT * FROM records WHERE activation IS NOT NULL ORDER BY -activation, iteration, slot LIMIT 1"
+            row = self._db.execute(query).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT * FROM records WHERE activation IS NOT NULL AND xent IS NOT NULL "
+                "ORDER BY ? * xent - activation, iteration, slot LIMIT 1",
+                (weight,),
+            ).fetchone()
         return self._record(row) if row else None
 
     def close(self) -> None:
