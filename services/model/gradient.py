@@ -193,19 +193,13 @@ class RankedSwaps:
         return self.tokens.nbytes + self.scores.nbytes + self.current.nbytes
 
 
-# A member whose pool of the best swaps is used up (every child drawn from it measured) draws from
-# a pool twice as large, then four and eight times: `propose_children`.
-WIDEN = (1, 2, 4, 8)
-
-
 def rank_swaps(row: list[int], score: torch.Tensor, allowed: torch.Tensor, top_k: int) -> RankedSwaps:
-    """The `top_k * WIDEN[-1] + 1` allowed tokens a position with the highest `score` ([len(row),
-    d_vocab]): enough for the widest pool `propose_children` draws from, and one more, since a row's
-    own token may be among them and a swap never keeps it."""
+    """The `top_k + 1` allowed tokens a position with the highest `score` ([len(row), d_vocab]; one
+    more than asked, since a row's own token may be among them and a swap never keeps it)."""
     if score.shape[0] != len(row):
         raise ValueError(f"scores for {score.shape[0]} positions, row of {len(row)}")
     allowed = allowed.to(score.device)
-    k = min(top_k * WIDEN[-1] + 1, int(allowed.sum()))
+    k = min(top_k + 1, int(allowed.sum()))
     if k < 1:
         raise ValueError("no allowed token to swap in")
     values, tokens = score.masked_fill(~allowed, -torch.inf).topk(k, dim=-1)
@@ -390,34 +384,31 @@ def propose_children(
     candidates = ranked.tokens[where]
     gains = ranked.scores[where] - ranked.current[where][:, None]
     gains[candidates == torch.tensor(row)[where][:, None]] = -torch.inf  # never the current token
+    # At most top_k / swaps pairs a position, so that a child can find `swaps` distinct positions
+    # in the pool; never more pairs than there are allowed tokens other than the current ones.
+    per_position, order = gains.topk(min(-(-top_k // swaps), gains.shape[1]), dim=-1)
+    tokens = candidates.gather(1, order)
+    k = min(top_k, int(torch.isfinite(per_position).sum()))
+    if k < 1:
+        raise ValueError("no allowed token to swap in")
+    pool = per_position.flatten().topk(k).indices
+    at = where[pool // per_position.shape[1]].tolist()
+    token = tokens.flatten()[pool].tolist()
+
     proposed: dict[tuple[int, ...], None] = {}  # a dict keeps the order in which children were drawn
-    for widen in WIDEN:
-        pool_size = top_k * widen
-        # At most pool_size / swaps pairs a position, so that a child can find `swaps` distinct
-        # positions in the pool; never more pairs than there are allowed tokens other than the current ones.
-        per_position, order = gains.topk(min(-(-pool_size // swaps), gains.shape[1]), dim=-1)
-        tokens = candidates.gather(1, order)
-        k = min(pool_size, int(torch.isfinite(per_position).sum()))
-        if k < 1:
-            raise ValueError("no allowed token to swap in")
-        pool = per_position.flatten().topk(k).indices
-        at = where[pool // per_position.shape[1]].tolist()
-        token = tokens.flatten()[pool].tolist()
-        for _ in range(children * 4):
-            if len(proposed) == children:
-                break
-            child, changed = list(row), set()
-            for j in torch.randperm(k, generator=rng).tolist():
-                if at[j] not in changed:
-                    changed.add(at[j])
-                    child[at[j]] = token[j]
-                    if len(changed) == swaps:
-                        break
-            if len(changed) < swaps or tuple(child) in proposed or (tried is not None and tried(child)):
-                continue  # (fewer positions than swaps in the pool, or drawn before)
-            proposed[tuple(child)] = None
-        if len(proposed) == children or k < pool_size:
-            break  # enough children, or the pool cannot grow
+    for _ in range(children * 4):
+        if len(proposed) == children:
+            break
+        child, changed = list(row), set()
+        for j in torch.randperm(k, generator=rng).tolist():
+            if at[j] not in changed:
+                changed.add(at[j])
+                child[at[j]] = token[j]
+                if len(changed) == swaps:
+                    break
+        if len(changed) < swaps or tuple(child) in proposed or (tried is not None and tried(child)):
+            continue  # (fewer positions than swaps in the pool, or drawn before)
+        proposed[tuple(child)] = None
     rows = [list(child) for child in proposed]
     return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
 
