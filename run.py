@@ -145,7 +145,7 @@ def main(argv: list[str]) -> int:
 def search_command(args: argparse.Namespace, console) -> int:
     from neuron_search import STOPPED_BY_USER, NeuronSearch
     from services.reports.display import RichProgress
-    from services.reports.report import RESULT_FILES
+    from services.reports.result_files import RESULT_FILES
     from services.reports.results import print_summary
 
     settings = settings_from(args)
@@ -343,7 +343,8 @@ def explain_command(argv: list[str], console) -> int:
 def exemplars_command(argv: list[str], console) -> int:
     from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, corpus_source
     from services.reports.display import exemplars_table
-    from services.dataset.exemplars import exemplars, write_exemplars
+    from services.dataset.exemplars import exemplars
+    from services.reports.exemplars_page import write_exemplars
     from services.model.subject_model import SubjectModel
 
     p = argparse.ArgumentParser(

@@ -11,7 +11,8 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext, fluency_weights, seeds_from_corpus
 from services.storage.run_folder import run_id_for
-from services.dataset.exemplars import exemplars, write_exemplars
+from services.dataset.exemplars import exemplars
+from services.reports.exemplars_page import write_exemplars
 from services.runtime import Services, context_of, services_for
 from services.search.seeds import BUILTIN_SEEDS
 from state import Candidate, Member, Record, SearchState, Stats, bump, empty_stats

@@ -125,7 +125,8 @@ def test_the_top_k_are_the_highest_by_an_independent_measurement(subject, small_
 
 
 def test_each_example_is_saved_with_its_cross_entropy_where_a_report_finds_it(subject, small_corpus, tmp_path):
-    from services.dataset.exemplars import read_exemplars, write_exemplars
+    from services.dataset.exemplars import read_exemplars
+    from services.reports.exemplars_page import write_exemplars
 
     result = exemplars(subject, 1, 17, small_corpus, top_k=4, max_snippets=0)
     path = write_exemplars(result, tmp_path / "results")["json"]

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from services.reports.display import RichProgress, SweepProgress, exemplars_table, records_table
 from services.reports.explanation_view import explanation_table
-from services.reports.report import write_results
+from services.reports.result_files import write_results
 from services.reports.results import print_summary
 from services.storage.record_store import RecordStore, StoredRecord
 
@@ -256,7 +256,7 @@ def test_a_results_write_that_fails_half_way_keeps_the_previous_files(tmp_path):
         import resource, signal, sys
         sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'tests')!r})
         from pathlib import Path
-        from services.reports.report import write_results
+        from services.reports.result_files import write_results
         from test_hostile_text import SETTINGS, stored
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
@@ -309,7 +309,8 @@ def test_results_files_are_replaced_only_once_complete(tmp_path, monkeypatch):
 
 
 def test_exemplars_explanation_and_sweep_index_are_replaced_only_once_complete(tmp_path, monkeypatch):
-    from services.dataset.exemplars import Exemplars, write_exemplars
+    from services.dataset.exemplars import Exemplars
+    from services.reports.exemplars_page import write_exemplars
     from services.explain import run_explanation
     from services.reports import sweep_index
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services.reports import report
-from services.reports.report import MAX_PLOT_POINTS, SOURCE_COLOURS, Summary, write_results
+from services.reports import record_summary
+from services.reports.page_style import SOURCE_COLOURS
+from services.reports.record_summary import MAX_PLOT_POINTS, Summary
+from services.reports.result_files import write_results
 from services.reports.results import write_run_results
 from services.storage.record_store import RecordStore, StoredRecord
 
@@ -237,8 +239,8 @@ def test_the_front_on_ties(pairs, expected):
 
 
 def test_the_front_and_the_samples_stay_bounded(monkeypatch):
-    monkeypatch.setattr(report, "MAX_FRONT", 64)
-    monkeypatch.setattr(report, "MAX_PLOT_POINTS", 100)
+    monkeypatch.setattr(record_summary, "MAX_FRONT", 64)
+    monkeypatch.setattr(record_summary, "MAX_PLOT_POINTS", 100)
     summary = Summary(top_n=3, bottom_n=3)
     n, largest = 20_000, 0
     for i in range(n):  # activation and cross-entropy rise together: every prompt joins the front
@@ -253,7 +255,8 @@ def test_the_front_and_the_samples_stay_bounded(monkeypatch):
 
 
 def exemplar_file(results_dir: Path, xents: list[float | None], top: float = 3.0) -> Path:
-    from services.dataset.exemplars import Exemplars, write_exemplars
+    from services.dataset.exemplars import Exemplars
+    from services.reports.exemplars_page import write_exemplars
 
     measurements = [
         {"prompt": f"real snippet {i} <b>", "activation": top - i * 0.2, "tokens": ["real", " snippet"],

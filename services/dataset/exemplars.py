@@ -17,7 +17,6 @@ with the time it expects to need still.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import math
 import os
@@ -34,11 +33,9 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from services.reports import report
 from services.model.bundled import cache_root
 from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
 from services.errors import UserError
-from services.storage.files import write_atomic
 from services.model.subject_model import EMBEDDED, SubjectModel
 from state import Measurement
 
@@ -332,7 +329,7 @@ def _write_scan(folder: Path, description: str, snippets: list[str], maxima: np.
 
 
 # ----------------------------------------------------------------------------------------------
-# Saving
+# Saved examples: where they are, and what exemplars.json holds
 
 
 def exemplar_folder(results_dir: str | Path, model: str, layer: int, neuron: int) -> Path:
@@ -354,25 +351,18 @@ def read_exemplars(results_dir: str | Path, model: str, layer: int, neuron: int)
     return document if document.get("records") else None
 
 
-def write_exemplars(result: Exemplars, results_dir: str | Path) -> dict[str, Path]:
-    """exemplars.json and exemplars.html in RESULTS_DIR/exemplars/<model>-L<layer>-N<neuron>/."""
-    folder = exemplar_folder(results_dir, result.model, result.layer, result.neuron)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": folder / "exemplars.json", "html": folder / "exemplars.html"}
-    records = [_record(r) for r in result.records]
-    document = {
+def exemplars_document(result: Exemplars) -> dict:
+    """What exemplars.json holds (services/reports/exemplars_page.py writes it, beside its page):
+    the scan's description and each top snippet with its peak token's text."""
+    return {
         "model": result.model,
         "layer": result.layer,
         "neuron": result.neuron,
         "corpus": result.corpus,
         "snippets_scanned": result.scanned,
         "max_tokens": MAX_TOKENS,
-        "records": records,
+        "records": [_record(r) for r in result.records],
     }
-    # Each replaced only once complete: a report reading exemplars.json never sees half of one.
-    write_atomic(paths["json"], json.dumps(document, indent=2, ensure_ascii=False))
-    write_atomic(paths["html"], render_html(result, records))
-    return paths
 
 
 def _record(m: Measurement) -> dict:
@@ -386,31 +376,3 @@ def _record(m: Measurement) -> dict:
         "values": m["values"],
         "xent": m.get("xent"),
     }
-
-
-def render_html(result: Exemplars, records: list[dict]) -> str:
-    """A self-contained page (no scripts, no external resources) with the run report's token colours."""
-    e = html.escape
-    scale = max((abs(v) for r in records for v in r["values"]), default=0.0) or 1.0
-    rows = "".join(
-        f'<tr><td class="rank">{rank}</td><td class="num">{r["activation"]:.3f}</td>'
-        f'<td>{report.token_label(r["token"])}</td><td class="prompt">{report.token_spans(r, scale)}</td></tr>'
-        for rank, r in enumerate(records, 1)
-    )
-    title = f"{result.model} · layer {result.layer} · neuron {result.neuron} · dataset examples"
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{e(title)}</title>\n<style>{report.CSS}</style>\n</head>\n<body>\n<main>\n"
-        '<header>\n<p class="kicker">Dataset examples</p>\n'
-        f'<h1>Neuron <span class="mono">L{result.layer}/N{result.neuron}</span> '
-        f'<span class="model">{e(result.model)}</span></h1>\n'
-        f'<div class="chips"><span class="chip"><b>corpus</b> {e(result.corpus)}</span>'
-        f'<span class="chip"><b>snippets scanned</b> {result.scanned:,}</span>'
-        f'<span class="chip"><b>snippet length</b> ≤ {MAX_TOKENS} tokens</span></div>\n</header>\n'
-        f'<section id="top">\n<h2>Top {len(records)} snippets</h2>\n'
-        + report.scale_legend(scale, "the largest |value| on this page")
-        + '<table class="prompts"><thead><tr><th>#</th><th class="num">Activation</th><th>Peak token</th>'
-        f"<th>Snippet</th></tr></thead><tbody>{rows}</tbody></table>\n</section>\n"
-        "</main>\n</body>\n</html>\n"
-    )

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text, TextType
 
 from context import SearchContext
-from services.reports.report import NEGATIVE_RGB, POSITIVE_RGB
+from services.reports.token_colours import NEGATIVE_RGB, POSITIVE_RGB
 from state import Measurement, Record, SearchState, Stats
 
 

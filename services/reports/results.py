@@ -16,7 +16,7 @@ from services.reports.explanation_view import explanation_table
 from services.errors import UserError
 from services.storage.record_store import RecordStore
 from services.storage.run_folder import read_settings
-from services.reports.report import write_results
+from services.reports.result_files import write_results
 from state import SearchState
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services.explain.run_explanation import read_explanation
-from services.reports.report import scale_legend, token_spans
+from services.reports.token_colours import scale_legend, token_spans
 from services.storage.files import atomic_open, write_atomic
 from services.storage.record_store import RecordStore
 from services.sweep.sweep_folder import StatusBook, neurons_dir, read_plan
