@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from filter_scaling import original_filter  # noqa: E402
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
+from original_prompt_parsing import parse_prompts  # noqa: E402
 
-from services.llm.prompt_parsing import parse_prompts  # noqa: E402
 from services.search.seeds import BUILTIN_SEEDS  # noqa: E402
 
 ORIGINAL_SYSTEM = """\

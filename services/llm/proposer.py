@@ -27,7 +27,8 @@ You help an interpretability researcher find text that makes one neuron of a lan
 fire as strongly as possible. You propose short, varied text snippets (prompts). You see which \
 prompts made the neuron fire most and least, and which were too similar to dull ones. Learn \
 from them: keep what the best prompts share, vary everything else, and explore new directions.
-Answer with the prompts only, one per line: no numbering, no quotes, no explanations."""
+Answer with JSON only: {"prompts": ["...", "..."]}, one string per prompt: no numbering, no \
+explanations."""
 
 REQUEST_TEMPLATE = """\
 Neuron {neuron} in layer {layer} of {model}.
@@ -39,14 +40,13 @@ Prompts that made it fire LEAST:
 {bottom}
 {rejected}
 Write {n} new prompts likely to make it fire even more than the best ones above. \
-One prompt per line, nothing else."""
+Answer with JSON only, exactly {n} prompts: {{"prompts": [...]}}"""
 
 
 def _table(records: Sequence[Record]) -> str:
     if not records:
         return "(none yet)"
-    # Quoted prompt first, numbers after: a small LLM that copies the layout still writes a
-    # prompt the parser can take (it drops a trailing parenthesis).
+    # The prompt quoted, as in the JSON answer asked for, and its numbers after it.
     return "\n".join(f'"{r["prompt"]}" (activation {r["activation"]:.3f}, peak at {r["token"]!r})' for r in records)
 
 
