@@ -109,7 +109,7 @@ class SearchContext:
     population: int = _knob(8, "Prompts the gradient search keeps and improves, one per fluency weight.")
     children: int = _knob(4, "Token-swap children the gradient proposes per readable slot (fluency weight > 0) and iteration.")
     lead_children: int = _knob(
-        32,
+        16,
         "Token-swap children of the lead (the slot of fluency weight 0, which keeps the highest activation) per "
         "iteration, ranked by the activation's gradient alone; measured for the activation only, and for the "
         "cross-entropy too when one beats the lead.",
