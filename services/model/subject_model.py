@@ -33,8 +33,9 @@ from state import Measurement
 log = logging.getLogger("neuron_search")
 
 EMBEDDED = "embedded"
-# Positions unembedded at a time when only a reduction of their logits is kept (`logits_blocks`).
-LOGITS_BLOCK = 512
+# Positions unembedded at a time when only a reduction of their logits is kept (`logits_blocks`):
+# for Gemma's 262k-token head a 256 MiB buffer, which bounds a run's memory (tests/test_memory.py).
+LOGITS_BLOCK = 256
 
 
 def resolve_device(device: str) -> str:
@@ -473,7 +474,7 @@ class SubjectModel:
 
     def _unembed(self, residual: torch.Tensor) -> torch.Tensor:
         """The unembedding of `residual` [positions, d_model]. A linear unembedding writes it into
-        a buffer the model keeps for the next call (a block of Gemma's logits is 512 MiB, and
+        a buffer the model keeps for the next call (a block of Gemma's logits is 256 MiB, and
         allocating that afresh for each block cost its page faults each time: bench/RESULTS.md
         section 15d). Call under `exclusive`: the next call writes over it."""
         head = self.bridge.unembed.original_component
@@ -636,7 +637,7 @@ def _mean_losses(blocks: Iterable[torch.Tensor], shared: torch.Tensor, tokens: t
 def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
     """`torch.logsumexp(logits, dim=-1)`, the same operations in the same order (so the same
     numbers), computed in `logits`' own memory, which it overwrites: a block of Gemma's logits
-    gets no 512 MiB temporary."""
+    gets no 256 MiB temporary."""
     top = logits.amax(dim=-1, keepdim=True)
     top.masked_fill_(top.isinf(), 0)  # as torch does: a row of -inf stays -inf, not NaN
     return logits.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
