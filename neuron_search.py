@@ -4,114 +4,36 @@
     result = NeuronSearch(model="gpt2", layer=9, neuron=840).run(iterations=200)
     result.best  # (prompt, activation)
 
-`run.py` is a thin command-line layer over this module. Importing it loads no model.
+`run.py` is a thin command-line layer over this module, and this module a thin one over the search
+itself (runs/search.py: the run's folder opened, the graph driven, what it found). Importing it loads
+no model.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import signal
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from context import SearchContext, as_context
-from graph import build_graph, steps_per_iteration
-from nodes.stagnation_check import stop_reason
-from services.reports.display import ProgressDisplay, RichProgress
-from services.explain.run_explanation import read_explanation
-from services.storage.record_store import RecordStore, StoredRecord
-from services.storage.files import inside
-from services.storage.run_folder import check_identity, new_run_id, open_run, read_settings
-from state import Record, SearchState
+from runs.lifecycle import resumed_settings
+from runs.search import STOPPED_BY_USER, SearchResult, check_setting_names, run_search
+from services.reports.display import ProgressDisplay
+from services.storage.run_folder import new_run_id
 
-STOPPED_BY_USER = "stopped by the user"  # the stop reason of a run that Ctrl-C or SIGTERM ended between batches
-
-
-class SearchResult:
-    """What a search found. `records` reads the run's record store, so nothing is lost to top-k."""
-
-    def __init__(self, run_dir: Path, state: SearchState, context: SearchContext) -> None:
-        self.run_dir = run_dir
-        self.run_id = run_dir.name
-        self.state = state
-        self.context = context
-
-    @property
-    def best(self) -> tuple[str, float] | None:
-        best = self.state.get("best")
-        return (best["prompt"], best["activation"]) if best else None
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return dict(self.state["stats"])
-
-    @property
-    def explanation(self) -> dict:
-        """What the neuron detects, as the run ended: {"explanation": the sentence, "scores": detection
-        and generation beside a control, ...} (explanation.json's final block; {} with --no-explain)."""
-        return read_explanation(self.run_dir).get("final", {})
-
-    @property
-    def stop_reason(self) -> str:
-        return self.state.get("stop_reason", "")
-
-    def top(self, n: int = 10) -> list[Record]:
-        """The n highest-activating prompts, highest first."""
-        return self._ranked(n, reverse=True)
-
-    def bottom(self, n: int = 10) -> list[Record]:
-        """The n lowest-activating prompts, lowest first."""
-        return self._ranked(n, reverse=False)
-
-    def _ranked(self, n: int, reverse: bool) -> list[Record]:
-        kept = self.state["top"] if reverse else self.state["bottom"]
-        if n <= len(kept):
-            return kept[:n]
-        store = RecordStore(self.run_dir / "records.sqlite")
-        try:
-            return store.ranked(n, highest=reverse)
-        finally:
-            store.close()
-
-    @property
-    def records(self) -> list[StoredRecord]:
-        """Every measured prompt: prompt, activation, per-token values, source, iteration."""
-        store = RecordStore(self.run_dir / "records.sqlite")
-        try:
-            return list(store)
-        finally:
-            store.close()
-
-    def to_dataframe(self):
-        """The records as a pandas DataFrame (needs pandas)."""
-        import pandas as pd
-
-        return pd.DataFrame(self.records)
+__all__ = ["STOPPED_BY_USER", "NeuronSearch", "SearchResult"]
 
 
 class NeuronSearch:
     """A search for prompts that drive one neuron; every SearchContext field is a keyword."""
 
     def __init__(self, **settings: Any) -> None:
-        known = {f.name for f in dataclasses.fields(SearchContext)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise TypeError(f"Unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        check_setting_names(settings)
         self.settings = settings
 
     @classmethod
     def resume(cls, run_id: str, results_dir: str = "results", **settings: Any) -> NeuronSearch:
         """A search that continues run `run_id` with its saved settings; budgets, the LLM and
         the other knobs may be changed, what is measured (model, layer, neuron, position) not."""
-        saved = read_settings(inside(results_dir, run_id), "to resume")
-        check_identity(run_id, saved, settings)
-        saved.update(settings, run_id=run_id, results_dir=results_dir)
-        saved["seed_prompts"] = tuple(saved["seed_prompts"])
-        return cls(**saved)
+        return cls(**resumed_settings(run_id, results_dir, settings))
 
     def context(self, **overrides: Any) -> SearchContext:
         settings = {**self.settings, **overrides}
@@ -126,89 +48,4 @@ class NeuronSearch:
         progress: True for a live progress line (terminal or notebook), False for none, or
         any object with `update(state, context)` and `close()`.
         """
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        ctx = self.context(**overrides)
-        report = RichProgress() if progress is True else (progress or None)
-        try:
-            with open_run(ctx) as run_dir:  # writes the results files as the search returns
-                connection = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
-                graph = build_graph().compile(checkpointer=SqliteSaver(connection))
-                config = {
-                    "configurable": {"thread_id": ctx.run_id},
-                    "recursion_limit": steps_per_iteration(ctx.max_attempts) + 5,
-                    "run_name": f"neuron-search L{ctx.layer} N{ctx.neuron}",
-                    "tags": ["neuron-search", f"layer:{ctx.layer}", f"neuron:{ctx.neuron}", f"model:{ctx.model}"],
-                    "metadata": {k: getattr(ctx, k) for k in ("model", "layer", "neuron", "llm", "run_id")},
-                }
-                try:
-                    state = self._drive(graph, config, ctx, report, connection)
-                finally:
-                    connection.close()
-        finally:
-            if report:  # after the results are written: a display that fails cannot cost them
-                report.close()
-        return SearchResult(run_dir, state, ctx)
-
-    def _drive(self, graph, config: dict, ctx: SearchContext, report, connection: sqlite3.Connection) -> SearchState:
-        """One graph invocation per iteration: each is its own LangSmith trace, and a stop
-        request (Ctrl-C, SIGTERM) takes effect between batches, never inside one."""
-        pending = graph.get_state(config)
-        inputs: dict | None = None if pending.values else {}
-        state: SearchState = pending.values
-        # No task left (not even one whose writes were saved before a kill): the run had ended.
-        if pending.values and not pending.tasks:
-            if stop_reason(state, ctx):
-                return state
-            # Resumed with a larger budget: it goes on from where it stopped, with stagnation_check
-            # deciding again (under this run's settings) where the search goes next.
-            graph.update_state(config, {"stop_reason": ""}, as_node="update_records")
-        with _stop_requests() as stop:
-            while True:
-                _drop_older_checkpoints(connection, ctx.run_id)
-                state = graph.invoke(inputs, config, context=ctx, interrupt_after=["stagnation_check"])
-                inputs = None
-                if report:
-                    report.update(state, ctx)
-                if state.get("route") == "done" or stop.is_set():
-                    break
-            if stop.is_set() and state.get("route") != "done":
-                return {**state, "stop_reason": STOPPED_BY_USER}
-            if graph.get_state(config).next:  # the explanation, after a finished search (--explain)
-                state = graph.invoke(None, config, context=ctx)
-        return state
-
-
-def _drop_older_checkpoints(connection: sqlite3.Connection, thread_id: str) -> None:
-    """Keep only the checkpoint the next iteration starts from (and those it will make).
-
-    SqliteSaver keeps every checkpoint, about six per iteration (~11 KB a measured prompt on disk);
-    a resume needs only the latest, and the record store holds the history. Freed pages are reused,
-    so the file stays the size of one iteration's checkpoints."""
-    latest = "SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ?"
-    with connection:
-        for table in ("checkpoints", "writes"):
-            connection.execute(
-                f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id < ({latest})", (thread_id, thread_id)
-            )
-
-
-@contextmanager
-def _stop_requests() -> Iterator[threading.Event]:
-    """The first Ctrl-C or SIGTERM asks to stop after the batch in flight; a second Ctrl-C stops at once."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def request_stop(signum, frame) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        return run_search(self.context(**overrides), progress)

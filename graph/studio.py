@@ -2,7 +2,7 @@
 
 The server calls `make_graph` for every use of the graph. To draw it or read its schemas it gets
 the graph as it is; to execute a run, the run's folder is opened first, exactly as `run.py` and
-`NeuronSearch` open it (services/run_folder.open_run: settings checked, so a bad form value is a
+`NeuronSearch` open it (runs/lifecycle.open_run: settings checked, so a bad form value is a
 clear error in Studio; the folder's lock, so two runs with one run_id cannot interleave; run.json,
 so `run.py --list` and `run.py report` see the run), and closed when the run ends, however it ends.
 Studio's server brings its own persistence, so this graph is compiled without a checkpointer.
@@ -22,8 +22,9 @@ from langgraph_sdk.runtime import ServerRuntime
 
 from context import SERVER_SETTINGS, SearchContext, as_context
 from graph.builder import build_graph
+from runs.lifecycle import open_run
 from services.errors import UserError
-from services.storage.run_folder import open_run, run_id_for
+from services.storage.run_folder import run_id_for
 
 graph = build_graph().compile(name="neuron-search")
 

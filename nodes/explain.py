@@ -11,7 +11,8 @@ from langgraph.runtime import Runtime
 from context import SearchContext
 from services.dataset.exemplars import real_text_holdout
 from services.explain.run_explanation import explain_run, llm_calls_of, measurer
-from services.runtime import context_of, run_dir, services_for
+from services.runtime import context_of, services_for
+from services.storage.run_folder import run_dir
 from state import SearchState, bump
 
 log = logging.getLogger("neuron_search")

@@ -8,7 +8,8 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext
 from services.explain.run_explanation import hypothesis, llm_calls_of, measurer
-from services.runtime import context_of, run_dir, services_for
+from services.runtime import context_of, services_for
+from services.storage.run_folder import run_dir
 from state import SearchState, bump
 
 

@@ -10,11 +10,12 @@ import time
 from langgraph.runtime import Runtime
 
 from context import SearchContext, fluency_weights, seeds_from_corpus
-from services.storage.run_folder import run_id_for
 from services.dataset.exemplars import exemplars
 from services.reports.exemplars_page import write_exemplars
 from services.runtime import Services, context_of, services_for
+from services.search.findings import ranked_findings
 from services.search.seeds import BUILTIN_SEEDS
+from services.storage.run_folder import run_id_for
 from state import Candidate, Member, Record, SearchState, Stats, bump, empty_stats
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _continued(run_id: str, last: int, services: Services, ctx: SearchContext) -
     after the store's last iteration (so no new row can take a stored row's key), with its top and
     bottom tables, counters and gradient population rebuilt from the store, and no seed measured again."""
     store = services.store
-    top = store.ranked(ctx.top_k)
+    top = ranked_findings(store, ctx.top_k)
     population = []
     if ctx.strategy != "llm":
         for weight in fluency_weights(ctx):
@@ -55,7 +56,7 @@ def _continued(run_id: str, last: int, services: Services, ctx: SearchContext) -
         "Run %s has %d stored prompts but no checkpoint of its search: it continues after iteration %d, from the stored records.",
         run_id, len(store), last,
     )  # fmt: skip
-    bottom = store.ranked(ctx.top_k, highest=False)
+    bottom = ranked_findings(store, ctx.top_k, highest=False)
     return _starting(run_id, last + 1, [], top, bottom, population, bump(empty_stats(), **store.stats()))
 
 

@@ -18,12 +18,12 @@ from langgraph.runtime import Runtime
 
 from context import SearchContext, as_context
 from services.errors import UserError
-from services.search.prompt_index import PromptIndex, load_embedder
 from services.llm.proposer import Proposer
-from services.storage.files import inside
-from services.storage.record_store import RecordStore
-from services.sweep.shared_tops import SharedTops
 from services.model.subject_model import SubjectModel
+from services.search.prompt_index import PromptIndex, load_embedder
+from services.storage.record_store import RecordStore
+from services.storage.run_folder import run_dir
+from services.storage.shared_tops import SharedTops
 
 
 def context_of(runtime: Runtime[SearchContext] | None) -> SearchContext:
@@ -38,11 +38,6 @@ class Services:
     store: RecordStore
     proposer: Proposer
     opened_at: float  # when this process opened the run: a resumed run's clock starts here
-
-
-def run_dir(ctx: SearchContext, run_id: str) -> Path:
-    """The run's folder in ctx.results_dir; a run id that is not a plain name is a UserError."""
-    return inside(ctx.results_dir, run_id)
 
 
 MAX_THREADS = 1024  # context.LIMITS['threads']

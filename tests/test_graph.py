@@ -140,8 +140,7 @@ def test_resuming_with_a_larger_top_k_brings_back_the_records_the_smaller_table_
     first = tiny_search(tiny_model_dir, tmp_path, scripted(fresh_answers(10)), iterations=3, top_k=3, run_id="grow").run(progress=False)
     assert len(first.state["top"]) == 3 and len(first.records) > 10
     resumed = NeuronSearch.resume("grow", results_dir=str(tmp_path), top_k=10, iterations=4).run(progress=False)
-    from services.search.findings import distinct_findings
-    from services.storage.record_store import as_record
+    from services.search.findings import as_record, distinct_findings
 
     measured = sorted((r for r in resumed.records if r["activation"] is not None), key=lambda r: -r["activation"])
     highest = distinct_findings(as_record(r) for r in measured)

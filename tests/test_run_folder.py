@@ -1,4 +1,4 @@
-"""services/run_folder.open_run: what every way into a search (CLI, API, Studio) does around it."""
+"""runs/lifecycle.open_run: what every way into a search (CLI, API, Studio) does around it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from context import SearchContext
 from helpers import fresh_answers, scripted, tiny_context
 from services import runtime
 from services.errors import UserError
-from services.storage.run_folder import open_run, run_id_for
+from runs.lifecycle import open_run
+from services.storage.run_folder import run_id_for
 
 
 def test_a_second_search_of_the_same_run_in_the_same_process_is_refused(tiny_model_dir, tmp_path):

@@ -20,8 +20,8 @@ from services.errors import UserError
 from services.model.subject_model import SubjectModel
 from services.reports.sweep_index import write_index
 from services.sweep.neuron_spec import parse_neurons
-from services.sweep.shared_tops import SharedTops
-from services.sweep.sweep_folder import StatusBook, sweep_dir
+from services.storage.shared_tops import SharedTops
+from services.storage.sweep_folder import StatusBook, sweep_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 NEURONS = [0, 1, 2]
@@ -61,7 +61,7 @@ def best_prompts(folder: Path) -> dict[int, tuple[str, float]]:
 def ray_instance():
     import ray
 
-    from services.sweep.scheduler import _start_ray
+    from runs.sweep_scheduler import _start_ray
 
     _start_ray("local", 2)  # as `--ray local` starts it: on 127.0.0.1 only
     yield ray

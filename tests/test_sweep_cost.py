@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import run
-from services.sweep.sweep_folder import sweep_dir
+from services.storage.sweep_folder import sweep_dir
 from test_sweep import records, statuses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def scan_test_ray(tmp_path, monkeypatch):
     in this process, and its own cache, corpus and logs."""
     import ray
 
-    from services.sweep import scheduler
+    from runs import sweep_scheduler as scheduler
 
     words = "alpha beta gamma delta river stone cloud seven ninety copper violet engine ledger orbit".split()
     corpus = tmp_path / "corpus.txt"
@@ -182,7 +182,7 @@ def test_a_sweep_explains_its_neurons_only_when_asked_and_then_says_what_it_cost
     assert sorted(explained) == ["0", "1"]  # --explain still explains every neuron
     assert "Explaining each neuron: about 21 LLM calls a neuron" in out, out  # its cost, said once
     assert out.count("LLM calls a neuron") == 1
-    from services.sweep.scheduler import explanation_calls
+    from runs.sweep_scheduler import explanation_calls
 
     # At --max-prompts 40 an explanation holds out 10 + 10 prompts: 1 + 2 x (4 + 2) calls, as measured on the bundled model.
     assert explanation_calls({"max_prompts": 40}) == (13, 21)

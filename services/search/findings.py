@@ -12,14 +12,12 @@ the whole prompt and only exact repeats fold.)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+from services.storage.record_store import RecordStore, StoredRecord
 from state import Record
 
-if TYPE_CHECKING:
-    from services.storage.record_store import StoredRecord
-
-R = TypeVar("R", "Record", "StoredRecord")
+R = TypeVar("R", Record, StoredRecord)
 
 
 def finding_key(record: Record | StoredRecord) -> tuple[str, float]:
@@ -40,3 +38,28 @@ def distinct_findings(records: Iterable[R]) -> list[R]:
         if key not in shortest or len(record["prompt"]) < len(shortest[key]["prompt"]):
             shortest[key] = record
     return list(shortest.values())
+
+
+def as_record(stored: StoredRecord) -> Record:
+    """A stored measured prompt as a row of the top/bottom tables."""
+    peak = stored.get("peak")
+    return Record(
+        prompt=stored["prompt"],
+        activation=stored["activation"],
+        token=stored["token"],
+        source=stored["source"],
+        iteration=stored["iteration"],
+        finding=stored["prompt"] if peak is None else "".join(stored["tokens"][: peak + 1]),
+    )
+
+
+def ranked_findings(store: RecordStore, k: int, highest: bool = True) -> list[Record]:
+    """The store's k distinct findings with the highest (or lowest) activations, in that order, each
+    in its shortest form."""
+    limit = 4 * k
+    while True:  # read more rows until k findings are found or the store is exhausted
+        rows = store.by_activation(limit, highest)
+        findings = distinct_findings([as_record(row) for row in rows])
+        if len(findings) >= k or len(rows) < limit:
+            return findings[:k]
+        limit *= 4

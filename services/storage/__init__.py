@@ -1,1 +1,1 @@
-"""What a run keeps on disk: the record store and the run's folder (lock, settings, opening and closing)."""
+"""What runs and sweeps keep on disk: the record store, a run's folder (paths, ids, run.json, lock), a sweep's folder and shared table."""

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
-from services.search.findings import distinct_findings
-from state import Measurement, Record, Source, Stats
+from state import Measurement, Source, Stats
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -165,18 +164,11 @@ class RecordStore:
         ).fetchone()
         return self._record(row) if row else None
 
-    def ranked(self, k: int, highest: bool = True) -> list[Record]:
-        """The k distinct findings with the highest (or lowest) activations, in that order, each in
-        its shortest form (services/search/findings.py)."""
+    def by_activation(self, limit: int, highest: bool = True) -> list[StoredRecord]:
+        """Up to `limit` measured records, highest (or lowest) activation first, then in the order measured."""
         order = "DESC" if highest else "ASC"
         query = f"SELECT * FROM records WHERE activation IS NOT NULL ORDER BY activation {order}, iteration, slot LIMIT ?"
-        limit = 4 * k
-        while True:  # read more rows until k findings are found or the store is exhausted
-            rows = self._db.execute(query, (limit,)).fetchall()
-            findings = distinct_findings([as_record(self._record(row)) for row in rows])
-            if len(findings) >= k or len(rows) < limit:
-                return findings[:k]
-            limit *= 4
+        return [self._record(row) for row in self._db.execute(query, (limit,)).fetchall()]
 
     def best_for_weight(self, weight: float) -> StoredRecord | None:
         """The measured record with the lowest -activation + weight * cross-entropy (a gradient population
@@ -196,15 +188,3 @@ class RecordStore:
     def close(self) -> None:
         self._db.close()
 
-
-def as_record(stored: StoredRecord) -> Record:
-    """A stored measured prompt as a row of the top/bottom tables."""
-    peak = stored.get("peak")
-    return Record(
-        prompt=stored["prompt"],
-        activation=stored["activation"],
-        token=stored["token"],
-        source=stored["source"],
-        iteration=stored["iteration"],
-        finding=stored["prompt"] if peak is None else "".join(stored["tokens"][: peak + 1]),
-    )

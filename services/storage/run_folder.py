@@ -1,15 +1,11 @@
-"""A run's folder, opened and closed the same way by every way into a search.
+"""A run's folder and its files: where it is, its id, run.json, its lock, and what a full disk means.
 
-`open_run` is what run.py, `NeuronSearch` and LangGraph Studio's server all do around a search:
-check the settings, take the folder's lock, check that a resumed run measures what it measured
-before, write run.json (which `run.py --list` and `run.py report` read); when the search returns,
-write results.json, records.csv and report.html; and at the end close the run's record store and
-forget its index, whatever way the search ended.
+The run's lifecycle around these (runs/lifecycle.py: check, lock, write run.json, search, report,
+release) is the one place that opens and closes a run; this module only names and keeps its files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import sqlite3
@@ -20,10 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from context import SearchContext, validate
+from context import SearchContext
 from services.errors import UserError
-from services.runtime import checked_subject, release_run, run_dir
-from services.storage.files import folder_lock, write_atomic
+from services.storage.files import folder_lock, inside, write_atomic
 
 # The settings that define what a run measures: a resumed run may not change them.
 IDENTITY = ("model", "layer", "neuron", "position")
@@ -39,58 +34,25 @@ def run_id_for(ctx: SearchContext, thread_id: str | None) -> str:
     return ctx.run_id or (f"studio-{thread_id}" if thread_id else new_run_id())
 
 
+def run_dir(ctx: SearchContext, run_id: str) -> Path:
+    """The run's folder in ctx.results_dir; a run id that is not a plain name is a UserError."""
+    return inside(ctx.results_dir, run_id)
+
+
 def settings_file(folder: Path) -> Path:
     return folder / "run.json"
-
-
-@contextmanager
-def open_run(ctx: SearchContext) -> Iterator[Path]:
-    """Hold run `ctx.run_id` for one search; yields its folder."""
-    validate(ctx)
-    if ctx.llm.startswith("ollama:"):
-        from services.llm.proposer import resolve_llm
-
-        resolve_llm(ctx.llm)  # a server that is down is reported now, before any model loads
-    folder = run_dir(ctx, ctx.run_id)  # a run id that is not a plain name is refused here
-    # Layer and neuron are checked against the model before the folder gets its first file, so a typo
-    # leaves nothing behind (the model is cached: the search reuses it).
-    checked_subject(ctx)
-    with _storage_errors(folder), run_lock(folder):
-        settings = dataclasses.asdict(ctx)
-        saved = _saved_settings(folder)
-        if saved is not None:
-            check_identity(ctx.run_id, saved, settings)
-        if saved != settings:  # written whole or not at all: a full disk never leaves it empty
-            write_atomic(settings_file(folder), json.dumps(settings, indent=2))
-        try:
-            yield folder
-            from services.reports.results import write_run_results
-
-            write_run_results(folder)
-        finally:
-            release_run(ctx, ctx.run_id)
-
-
-def check_identity(run_id: str, saved: dict, settings: dict) -> None:
-    for name in IDENTITY:
-        if name in settings and settings[name] != saved[name]:
-            raise UserError(
-                f"Run {run_id} was made with {name}={saved[name]!r}, not {settings[name]!r}: a resumed run "
-                "measures the same neuron of the same model. Leave --model/--layer/--neuron/--position out "
-                "to resume it, or start a new run."
-            )
 
 
 def read_settings(folder: Path, doing: str) -> dict[str, Any]:
     """A run's saved settings (run.json); a missing or damaged file is one clear UserError that says
     what it was needed for (`doing`: "to resume", "to report", ...)."""
-    saved = _saved_settings(folder)
+    saved = saved_settings(folder)
     if saved is None:
         raise UserError(f"There is no run {folder.name!r} in {folder.parent}/ {doing}. `python run.py --list` shows the runs there.")
     return saved
 
 
-def _saved_settings(folder: Path) -> dict[str, Any] | None:
+def saved_settings(folder: Path) -> dict[str, Any] | None:
     """run.json's settings, None when there is none; a damaged one (empty, cut short, not an object)
     raises a UserError that says how to go on."""
     path = settings_file(folder)
@@ -109,6 +71,11 @@ def _saved_settings(folder: Path) -> dict[str, Any] | None:
         f"had (`python run.py --run-id {folder.name} --results-dir {folder.parent} --model M --layer L --neuron N`): "
         "it continues after the stored measurements."
     )
+
+
+def write_settings(folder: Path, settings: dict[str, Any]) -> None:
+    """Write run.json whole or not at all: a full disk never leaves it empty."""
+    write_atomic(settings_file(folder), json.dumps(settings, indent=2))
 
 
 @contextmanager
@@ -137,7 +104,7 @@ _STORAGE_MESSAGES = ("disk is full", "readonly database", "disk i/o error", "una
 
 
 @contextmanager
-def _storage_errors(run_dir: Path) -> Iterator[None]:
+def storage_errors(run_dir: Path) -> Iterator[None]:
     """A full or read-only disk, before or during the search, ends in a message that says what was saved."""
     try:
         yield

@@ -1,1 +1,1 @@
-"""Sweeps of a layer: many neuron searches that share their measurements and run on Ray."""
+"""A sweep's `--neurons` spec. A sweep runs in runs/ (sweep_plan, sweep_scheduler, sweep_worker); its files are services/storage/'s."""

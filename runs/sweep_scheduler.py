@@ -34,9 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from context import SearchContext, seeds_from_corpus
+from runs.sweep_worker import SweepWorker, layer_width, run_neuron
+from services.dataset.exemplars import seed_corpus_scan
 from services.errors import UserError
-from services.sweep.sweep_folder import NeuronStatus, StatusBook, read_plan
-from services.sweep.worker import SweepWorker, layer_width, run_neuron
+from services.runtime import cpu_count, subject_model, use_threads
+from services.storage.run_folder import settings_file
+from services.storage.sweep_folder import NeuronStatus, StatusBook, neurons_dir, read_plan
 
 MAX_ATTEMPTS = 3  # workers a neuron may lose (or have stopped under it) before it counts as failed
 CONNECT_TIMEOUT_S = 10.0  # to open a connection to a Ray address, and again for its first answer
@@ -96,12 +100,6 @@ def scan_corpus_first(folder: Path, settings: dict, layer: int, todo: list[int])
     (a started one has its seeds), make sure the layer's corpus scan is in the cache, scanning it in this
     process (with --threads if given, else all its cores) before any worker starts. True if a scan was
     needed, whether made here or found cached."""
-    from context import SearchContext, seeds_from_corpus
-    from services.dataset.exemplars import seed_corpus_scan
-    from services.runtime import subject_model, use_threads
-    from services.storage.run_folder import settings_file
-    from services.sweep.sweep_folder import neurons_dir
-
     seeding = SearchContext(strategy=settings.get("strategy", SearchContext.strategy), seed_corpus=settings.get("seed_corpus"))
     if not seeds_from_corpus(seeding) or all(settings_file(neurons_dir(folder) / str(n)).is_file() for n in todo):
         return False
@@ -119,8 +117,6 @@ def worker_threads(settings: dict, ray: str, workers: int) -> int:
     """torch threads of each worker: --threads if given; on local Ray the machine's cores // workers,
     so the workers share the cores instead of fighting over them; else 0, torch's default (for a
     worker on a cluster, Ray's: one thread for its one CPU)."""
-    from services.runtime import cpu_count
-
     if settings.get("threads"):
         return int(settings["threads"])
     if ray == "local":
@@ -138,8 +134,6 @@ _SHOWN, _HELD_OUT, _PER_CALL, _GENERATION_CALLS, _REAL_TEXT_CALLS = 20, 20, 5, 2
 def explanation_calls(settings: dict) -> tuple[int, int]:
     """About how many LLM calls one neuron's explanation makes with these sweep settings, without and
     with the detection on real text (from --max-prompts: a small budget holds fewer prompts out)."""
-    from context import SearchContext
-
     budget = settings.get("max_prompts", SearchContext.max_prompts) or 2 * _HELD_OUT + _SHOWN
     held = min(_HELD_OUT, max(0, budget - _SHOWN) // 2)
     detection = -(-2 * held // _PER_CALL)
@@ -162,8 +156,6 @@ def _check_width(neurons: list[int], width: int) -> None:
 
 
 def _resume_command(folder: Path) -> str:
-    from context import SearchContext
-
     extra = "" if folder.parent == Path(SearchContext.results_dir) else f" --results-dir {folder.parent}"
     return f"python run.py sweep --resume {folder.name}{extra}"
 

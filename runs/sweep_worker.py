@@ -12,10 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from neuron_search import STOPPED_BY_USER, NeuronSearch
+from context import SearchContext, as_context
+from runs.lifecycle import resumed_settings
+from runs.search import STOPPED_BY_USER, check_setting_names, run_search
+from services.runtime import subject_model, use_threads
 from services.storage.run_folder import settings_file
-from services.sweep.shared_tops import SharedTops
-from services.sweep.sweep_folder import TABLE_FILE, neurons_dir, read_plan
+from services.storage.shared_tops import SharedTops
+from services.storage.sweep_folder import TABLE_FILE, neurons_dir, read_plan
 
 
 def neuron_settings(folder: Path, neuron: int) -> dict[str, Any]:
@@ -46,7 +49,7 @@ def run_neuron(folder: Path, neuron: int, threads: int = 0) -> dict[str, Any]:
         settings["threads"] = threads
     if settings_file(neurons_dir(folder) / str(neuron)).is_file():
         resumed = {k: v for k, v in settings.items() if k not in ("run_id", "results_dir", "seed_prompts")}
-        search = NeuronSearch.resume(str(neuron), settings["results_dir"], **resumed)
+        settings = resumed_settings(str(neuron), settings["results_dir"], resumed)
     else:
         if settings["sweep_table"]:
             table = SharedTops(settings["sweep_table"])
@@ -55,8 +58,8 @@ def run_neuron(folder: Path, neuron: int, threads: int = 0) -> dict[str, Any]:
             finally:
                 table.close()
             settings["seed_prompts"] = (*settings["seed_prompts"], *known)
-        search = NeuronSearch(**settings)
-    result = search.run(progress=False)
+    check_setting_names(settings)
+    result = run_search(as_context(settings), progress=False)
     best = result.best
     # Finished: the search itself ended at its budget (iterations, prompts, LLM calls, time) or target.
     # A search stopped between batches (SIGTERM or Ctrl-C to this process) has not: it resumes.
@@ -75,9 +78,6 @@ def run_neuron(folder: Path, neuron: int, threads: int = 0) -> dict[str, Any]:
 
 def layer_width(settings: dict[str, Any], layer: int) -> int:
     """d_mlp of the layer, from the subject model this process loads for its searches anyway."""
-    from context import SearchContext
-    from services.runtime import subject_model
-
     subject = subject_model(settings.get("model", SearchContext.model), settings.get("device", SearchContext.device))
     subject.validate(layer, 0)
     return subject.d_mlp
@@ -88,8 +88,6 @@ class SweepWorker:
     with `threads` torch threads (0: torch's default there, which Ray makes 1 for a 1-CPU actor)."""
 
     def __init__(self, folder: str, threads: int = 0) -> None:
-        from services.runtime import use_threads
-
         self.folder = Path(folder)
         self.threads = threads
         if threads:
