@@ -8,7 +8,7 @@ import time
 from langgraph.runtime import Runtime
 
 from context import SearchContext, fluency_weights
-from services.search.findings import distinct_findings
+from services.search.findings import distinct_findings, ranked_findings
 from services.storage.record_store import RecordStore
 from services.runtime import context_of, services_for
 from services.search.population import update_population
@@ -72,5 +72,5 @@ def _kept(kept: list[Record], new: list[Record], k: int, store: RecordStore, hig
     which holds every measured prompt: early in a run that costs nothing, and a run resumed with a
     larger --top-k gets back the records its smaller table had dropped."""
     if len(kept) < k:
-        return store.ranked(k, highest=highest)
+        return ranked_findings(store, k, highest=highest)
     return distinct_findings(sorted(kept + new, key=lambda r: r["activation"], reverse=highest))[:k]
