@@ -71,7 +71,11 @@ def test_the_gradient_strategy_raises_the_best_activation_without_any_llm(tiny_m
         for r in measured:
             if r["iteration"] == iteration and (r["activation"] > before or r["source"] != "gradient"):
                 assert r["xent"] is not None, r
-    assert any(r["xent"] is None for r in measured), "no child of the lead was spared its cross-entropy"
+    spared = sum(r["xent"] is None for r in measured)
+    assert spared, "no child of the lead was spared its cross-entropy"
+    # The report says how many prompts are off the chart and the front, and why.
+    page = (tmp_path / "grad" / "report.html").read_text()
+    assert f"The other {spared:,} measured prompts have none" in page
     assert 1 <= len(result.state["population"]) <= 4
 
 

@@ -242,9 +242,16 @@ def _pareto_note(summary: Summary, dataset: DatasetReference | None, settings: d
         reference = f"The dataset examples were saved without their cross-entropy: <code>{command}</code> again draws them here."
     else:
         reference = "No dataset examples to compare with (see the command under the headline)."
+    without = summary.measured - summary.with_xent
+    spared = (
+        f" The other {without:,} measured prompts have none and are on neither the chart nor the front: in a gradient "
+        "run, children of the lead that did not beat it (their cross-entropy is measured only when one does)."
+        if without and settings.get("strategy", "llm") != "llm"
+        else ""
+    )
     return (
         f'<p class="note">{summary.with_xent:,} prompts have a cross-entropy under the subject model (the mean '
-        f"next-token loss of their own tokens: lower reads more like real text), {shown}. {_e(front)} {reference}</p>"
+        f"next-token loss of their own tokens: lower reads more like real text), {shown}.{_e(spared)} {_e(front)} {reference}</p>"
     )
 
 
