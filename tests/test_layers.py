@@ -1,4 +1,4 @@
-"""The layers of docs/LAYERS.md run one way: a module imports its own folder and the layers below it, never one above.
+"""The layers of the README's "How the code is laid out" run one way: a module imports its own folder and the layers below it, never one above.
 
 Every .py file of the project is parsed, not imported, and every import counts: at the top of a file, under
 `if TYPE_CHECKING:`, or inside a function, so no import dodges a layer by hiding in a function. (An import
