@@ -10,14 +10,15 @@ from langgraph.runtime import Runtime
 from helpers import fresh_answers, scripted, tiny_context
 from neuron_search import NeuronSearch
 from nodes import semantic_filter
-from run import parser, settings_from
+from cli.main import parse
+from cli.options import settings_from
 from services.llm.proposer import chat_model
 from services.runtime import release_run, services_for
 from state import Candidate, empty_stats
 
 
 def cli_settings(*argv: str) -> dict:
-    return settings_from(parser().parse_args(list(argv)))
+    return settings_from(parse(list(argv)))
 
 
 def test_cli_options_become_settings_with_the_same_names(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import run
+from cli.main import help_text
 from services.storage.sweep_folder import sweep_dir
 from test_sweep import records, statuses
 
@@ -152,7 +153,7 @@ def test_threads_sets_torchs_thread_count_in_the_search_process(tiny_model_dir, 
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
-    assert "cores / processes" in " ".join(run.parser().format_help().split())  # --help says what to give
+    assert "cores / processes" in " ".join(help_text("search").split())  # --help says what to give
 
 
 def test_a_sweep_explains_its_neurons_only_when_asked_and_then_says_what_it_costs(tiny_model_dir, tmp_path, monkeypatch, capsys):
