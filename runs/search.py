@@ -1,11 +1,14 @@
 """One search from start to end: its folder opened (runs/lifecycle.py), the graph driven an iteration
-at a time with a SQLite checkpointer, and what it found. `NeuronSearch` (neuron_search.py) and a
+at a time with a SQLite checkpointer, the evidence that needs the model kept (evidence.json:
+services/evidence/run_evidence.py), and what it found. `NeuronSearch` (neuron_search.py) and a
 sweep's workers (runs/sweep_worker.py) run their searches here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import signal
 import sqlite3
 import threading
@@ -18,13 +21,18 @@ from context import SearchContext
 from graph import build_graph, steps_per_iteration
 from nodes.stagnation_check import stop_reason
 from runs.lifecycle import open_run
+from services.evidence.run_evidence import write_run_evidence
 from services.explain.run_explanation import read_explanation
 from services.reports.display import ProgressDisplay, RichProgress
+from services.reports.result_files import RESULT_FILES
+from services.runtime import checked_subject
 from services.search.findings import ranked_findings
 from services.storage.record_store import RecordStore, StoredRecord
 from state import Record, SearchState
 
 STOPPED_BY_USER = "stopped by the user"  # the stop reason of a run that Ctrl-C or SIGTERM ended between batches
+
+log = logging.getLogger("neuron_search")
 
 
 def check_setting_names(settings: Mapping[str, Any]) -> None:
@@ -58,6 +66,24 @@ class SearchResult:
         """What the neuron detects, as the run ended: {"explanation": the sentence, "scores": detection
         and generation beside a control, ...} (explanation.json's final block; {} with --no-explain)."""
         return read_explanation(self.run_dir).get("final", {})
+
+    @property
+    def evidence(self) -> dict:
+        """What the neuron peaks on and what it writes, as results.json's `evidence` holds it ({} when
+        the run's results.json cannot be read), services/evidence/evidence_block.py's `Evidence`:
+
+        - `peak_tokens`: `top_prompts` (over the top table's prompts) and `real_snippets` (over the
+          neuron's top real snippets; None where none are saved or cached), each {"label", "records",
+          "at_peak": [{"token", "count", "mean_activation", "max_activation"}], "before_peak":
+          [{"token", "count"}], "peak_first"}, most frequent first;
+        - `logit_effects`: {"promoted", "suppressed": [{"token", "id", "effect"}] (10 each, strongest
+          first), "method", "norms", ...} (services/evidence/logit_effects.py), or None.
+        """
+        try:
+            document = json.loads((self.run_dir / RESULT_FILES["json"]).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return (document.get("evidence") or {}) if isinstance(document, dict) else {}
 
     @property
     def stop_reason(self) -> str:
@@ -121,10 +147,21 @@ def run_search(ctx: SearchContext, progress: ProgressDisplay | bool = True) -> S
                 state = _drive(graph, config, ctx, report, connection)
             finally:
                 connection.close()
+            _keep_evidence(run_dir, ctx)  # before open_run writes the results, which read it
     finally:
         if report:  # after the results are written: a display that fails cannot cost them
             report.close()
     return SearchResult(run_dir, state, ctx)
+
+
+def _keep_evidence(run_dir: Path, ctx: SearchContext) -> None:
+    """Write the run's evidence.json (logit effects from the model's weights, a cached scan's top real
+    snippets). Evidence is extra: if it cannot be had, that is logged and the results are written
+    without it."""
+    try:
+        write_run_evidence(run_dir, checked_subject(ctx), ctx.layer, ctx.neuron)
+    except Exception as error:  # noqa: BLE001 (one line in the log; the run's results still get written)
+        log.warning("Run %s: no evidence.json (%s: %s)", ctx.run_id, type(error).__name__, error)
 
 
 def _drive(graph, config: dict, ctx: SearchContext, report, connection: sqlite3.Connection) -> SearchState:

@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("domain services", (
         ("services/runtime.py", "services/reports/"),  # the services a run needs, cached; pages and files from data
         ("services/explain/",),  # explanations and their scores
+        ("services/evidence/",),  # peak tokens, logit effects: what a neuron does, from records and weights
         ("services/llm/", "services/dataset/"),  # the proposers and structured answers; real text
         ("services/search/", "services/model/", "services/sweep/"),  # search rules; the subject model; --neurons
     )),

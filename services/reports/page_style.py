@@ -112,5 +112,11 @@ table.kv caption { text-align: left; font-weight: 600; color: var(--muted); font
 table.kv th { text-align: left; font-weight: 400; padding: 3px 0; border-bottom: 1px solid var(--line); }
 table.kv td { padding: 3px 0; border-bottom: 1px solid var(--line); }
 .empty { color: var(--muted); font-style: italic; }
+.evidence-card { margin-top: 18px; border-top: 1px solid var(--line); padding-top: 12px; }
+h3.evidence-title { font-size: 16px; margin: 0 0 10px; }
+.evidence h3 { font-size: 14px; margin: 0 0 2px; }
+.evidence + .evidence, .evidence + p.note { margin-top: 16px; }
+.evidence .stats { margin-top: 8px; }
+.evidence table.kv th.num { text-align: right; }
 @media (max-width: 800px) { section.cards, .stats { grid-template-columns: 1fr 1fr; } }
 """

@@ -13,6 +13,7 @@ from typing import Any
 
 from services.reports.charts import activation_chart, activation_chart_note, pareto_chart
 from services.reports.dataset_reference import DatasetReference, Readable, best_readable, rule_text
+from services.reports.evidence_view import evidence_html
 from services.reports.explanation_view import explanation_html, hypotheses_html
 from services.reports.page_style import CSS, source_pill
 from services.reports.page_style import escape as _e
@@ -32,12 +33,15 @@ def render_html(
     dataset: DatasetReference | None = None,
     results_dir: Path | None = None,
     explanation: dict | None = None,
+    evidence: dict | None = None,
 ) -> str:
     """The report page; `results_dir` (the run folder's parent) only words the hint on getting a
-    dataset reference when there is none; `explanation` is the run's explanation.json."""
+    dataset reference when there is none; `explanation` is the run's explanation.json; `evidence`
+    results.json's evidence block (services/evidence/evidence_block.py: peak tokens, logit effects)."""
     explanation = explanation or {}
     explained = explanation_html(explanation)
     timeline = hypotheses_html(explanation)
+    evidenced = evidence_html(evidence)
     marks = [int(h["iteration"]) for h in explanation.get("hypotheses", [])]
     scale = max(abs(summary.token_min), abs(summary.token_max)) or 1.0
     fluency = []
@@ -54,7 +58,7 @@ def render_html(
         *fluency,
         _section(
             f"Top {len(summary.top)} prompts",
-            scale_legend(scale) + _prompt_table(summary.top, scale) + _folded_note(summary.folded[0]),
+            scale_legend(scale) + _prompt_table(summary.top, scale) + _folded_note(summary.folded[0]) + evidenced,
         ),
         _section(
             f"Bottom {len(summary.bottom)} prompts",

@@ -3,7 +3,9 @@
 The record store is streamed once: the CSV is written row by row while the summary
 (services/reports/record_summary.py) keeps what results.json and the page need. A neuron's dataset
 examples (`run.py exemplars`, saved beside the run folders) are the baseline
-(services/reports/dataset_reference.py).
+(services/reports/dataset_reference.py). The `evidence` block (peak tokens, logit effects) is
+services/evidence/evidence_block.py's, from the top table's records, the dataset examples and the
+run's evidence.json.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from services.evidence.evidence_block import evidence_block
 from services.reports.dataset_reference import DatasetReference, best_readable
 from services.reports.record_summary import Summary
 from services.reports.report_page import render_html
@@ -36,11 +39,13 @@ def write_results(
     bucket_counts: dict[str, int] | None = None,
     dataset: dict | None = None,
     explanation: dict | None = None,
+    evidence: dict | None = None,
 ) -> dict[str, Path]:
     """Write results.json, records.csv and report.html into run_dir; return their paths by name.
 
     `dataset` is the neuron's exemplars.json as `run.py exemplars` saved it (None: there is none);
-    `explanation` the run's explanation.json (services/explain/run_explanation.py; None: none).
+    `explanation` the run's explanation.json (services/explain/run_explanation.py; None: none);
+    `evidence` the run's evidence.json (services/evidence/run_evidence.py writes it; None: none).
     """
     explanation = explanation or {}
     run_dir = Path(run_dir)
@@ -51,6 +56,7 @@ def write_results(
     buckets = dict(bucket_counts or {})
     statistics = _statistics(stats)
     reference = DatasetReference.from_document(dataset)
+    found = evidence_block(summary.top, dataset, evidence)
     # Each file is written beside itself and renamed into place: a failure (a full disk, a kill)
     # part of the way leaves the previous file whole, and no temporary file.
     write_atomic(
@@ -60,12 +66,15 @@ def write_results(
                 **_results_json(settings, statistics, buckets, summary, reference),
                 "explanation": explanation.get("final"),
                 "hypotheses": explanation.get("hypotheses", []),
+                "evidence": found,
             },
             indent=2,
             default=str,
         ),
     )
-    page = render_html(settings, statistics, buckets, summary, reference, results_dir=run_dir.parent, explanation=explanation)
+    page = render_html(
+        settings, statistics, buckets, summary, reference, results_dir=run_dir.parent, explanation=explanation, evidence=found
+    )
     write_atomic(paths["html"], page)
     return paths
 

@@ -52,6 +52,7 @@ def write_run_results(run_dir: Path) -> dict[str, Path]:
     results folder."""
     # Imported here: these modules load torch, which `run.py --list` has no need of.
     from services.dataset.exemplars import read_exemplars
+    from services.evidence.evidence_block import read_evidence
     from services.explain.run_explanation import read_explanation
 
     settings = read_settings(run_dir, "to report")
@@ -63,7 +64,14 @@ def write_run_results(run_dir: Path) -> dict[str, Path]:
         # A run saved before the store kept its counters has them only in its checkpoint.
         stats = store.stats() or dict(saved_state(run_dir).get("stats", {}))
         return write_results(
-            run_dir, settings, stats, iter(store), bucket_counts=buckets, dataset=dataset, explanation=read_explanation(run_dir)
+            run_dir,
+            settings,
+            stats,
+            iter(store),
+            bucket_counts=buckets,
+            dataset=dataset,
+            explanation=read_explanation(run_dir),
+            evidence=read_evidence(run_dir),
         )
     finally:
         store.close()

@@ -1,0 +1,86 @@
+"""The report's evidence block, under the top prompts: the tokens the neuron peaks on (over the top prompts and over its
+top real snippets) and the tokens its output promotes and suppresses (services/evidence/).
+
+Every token shown is untrusted text (written by an LLM, taken from real text, or a vocabulary entry
+of any model), so each is escaped and drawn as text, never as markup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.reports.page_style import escape as _e
+from services.reports.page_style import fmt as _fmt
+from services.reports.token_colours import token_label
+
+
+def evidence_html(evidence: dict[str, Any] | None) -> str:
+    """The evidence as one block (it closes the top prompts' section, whose prompts it summarises),
+    "" when there is no evidence at all."""
+    if not evidence:
+        return ""
+    peaks = evidence.get("peak_tokens") or {}
+    parts = [_peak_block(peaks.get("top_prompts"), "Top prompts")]
+    real = peaks.get("real_snippets")
+    parts.append(
+        _peak_block(real, "Real snippets")
+        if real
+        else '<p class="note">No real snippets of this neuron to count: <code>run.py exemplars</code> (or a '
+        "search with --seed-corpus) saves them.</p>"
+    )
+    parts.append(_logit_block(evidence.get("logit_effects")))
+    body = "\n".join(part for part in parts if part)
+    return f'<div class="evidence-card" id="evidence"><h3 class="evidence-title">What the neuron peaks on and writes</h3>{body}</div>'
+
+
+def _peak_block(table: dict[str, Any] | None, title: str) -> str:
+    if not table:
+        return ""
+    at = "".join(
+        f"<tr><th>{token_label(row['token'])}</th><td class=\"num\">{int(row['count'])}</td>"
+        f"<td class=\"num\">{_e(_fmt(float(row['mean_activation'])))}</td></tr>"
+        for row in table.get("at_peak", [])
+    ) or '<tr><td colspan="3" class="empty">none</td></tr>'
+    before = "".join(
+        f"<tr><th>{token_label(row['token'])}</th><td class=\"num\">{int(row['count'])}</td></tr>"
+        for row in table.get("before_peak", [])
+    ) or '<tr><td colspan="2" class="empty">none</td></tr>'
+    first = int(table.get("peak_first", 0))
+    first_note = f" {first} peak{'s' if first != 1 else ''} on the first token, with nothing before it." if first else ""
+    return (
+        f'<div class="evidence"><h3>{_e(title)}: peak tokens</h3>'
+        f'<p class="note">Over {_e(table.get("label", ""))}.{_e(first_note)}</p>'
+        '<div class="stats">'
+        '<table class="kv peak-tokens"><caption>At the peak</caption><thead><tr><th>token</th><th class="num">count</th>'
+        f'<th class="num">mean activation</th></tr></thead><tbody>{at}</tbody></table>'
+        '<table class="kv before-peak"><caption>Right before the peak</caption><thead><tr><th>token</th>'
+        f'<th class="num">count</th></tr></thead><tbody>{before}</tbody></table>'
+        "</div></div>"
+    )
+
+
+def _logit_block(effects: dict[str, Any] | None) -> str:
+    if not effects:
+        return (
+            '<div class="evidence"><h3>What the neuron writes</h3><p class="note">Not computed for this run: its '
+            "folder has no evidence.json (a search writes it when it ends, from the model's weights).</p></div>"
+        )
+
+    def rows(items: list[dict[str, Any]]) -> str:
+        return "".join(
+            f"<tr><th>{token_label(item['token'])}</th><td class=\"num\">{_e(_fmt(float(item['effect'])))}</td></tr>"
+            for item in items
+        ) or '<tr><td colspan="2" class="empty">none</td></tr>'
+
+    norms = ", then ".join(f"{n['name']} ({n['kind']}, {n['module']})" for n in effects.get("norms", [])) or "no norm"
+    return (
+        '<div class="evidence"><h3>What the neuron writes: its direct effect on the logits</h3>'
+        '<div class="stats">'
+        '<table class="kv promoted"><caption>Promoted</caption><thead><tr><th>token</th><th class="num">logit per unit</th>'
+        f"</tr></thead><tbody>{rows(effects.get('promoted', []))}</tbody></table>"
+        '<table class="kv suppressed"><caption>Suppressed</caption><thead><tr><th>token</th><th class="num">logit per unit</th>'
+        f"</tr></thead><tbody>{rows(effects.get('suppressed', []))}</tbody></table>"
+        "</div>"
+        f'<p class="note">{_e(effects.get("method", ""))}; through {_e(norms)}. Compare the values within this '
+        "neuron: the norms' per-token scales are left out.</p></div>"
+    )
