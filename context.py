@@ -10,9 +10,15 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 from services.errors import UserError
+
+# The knobs that take one of a few words: typed so that Studio's form offers them as a drop-down.
+Position = Literal["max", "last"]
+Fill = Literal["mutations", "none"]
+Strategy = Literal["llm", "gradient", "mixed"]
+CHOICES: dict[str, Any] = {"Position": Position, "Fill": Fill, "Strategy": Strategy}
 
 
 def _knob(default, help: str, **metadata):
@@ -70,11 +76,11 @@ class SearchContext:
         "searches share a machine (two runs side by side), give each cores / processes: their threads otherwise "
         "fight over the cores and each runs several times slower. A sweep's local Ray workers get cores // --workers.",
     )
-    position: str = _knob(
+    position: Position = _knob(
         "max",
         "How a prompt's per-token activations become one number: 'max' over its tokens, "
         "or the 'last' token's.",
-        choices=("max", "last"),
+        choices=get_args(Position),
     )
 
     # Who proposes prompts.
@@ -88,23 +94,23 @@ class SearchContext:
         "", "Your notes on what the neuron seems to detect; put into every LLM request."
     )
     batch_size: int = _knob(8, "Prompts the LLM proposes, and the model measures, per iteration.")
-    fill: str = _knob(
+    fill: Fill = _knob(
         "mutations",
         "What tops up an LLM batch that comes back with fewer than --batch-size usable prompts: "
         "'mutations' of the top prompts, or 'none' (measure only what the LLM wrote).",
-        choices=("mutations", "none"),
+        choices=get_args(Fill),
     )
     max_prompt_tokens: int = _knob(64, "Prompts are cut to this many tokens before measuring.")
     top_k: int = _knob(10, "How many top and bottom prompts are kept, shown to the LLM and printed.")
     seed: int = _knob(0, "Random seed of the fallback generator and of the LLM's sampling.")
 
     # The gradient search.
-    strategy: str = _knob(
+    strategy: Strategy = _knob(
         "gradient",
         "Who proposes prompts: 'gradient' (token swaps chosen by the subject model's gradient, no LLM needed; "
         "the best at 2,000 prompts in bench/RESULTS.md section 15g), 'llm' (the LLM, with mutations) or "
         "'mixed' (the two take turns, one budget).",
-        choices=("llm", "gradient", "mixed"),
+        choices=get_args(Strategy),
     )
     population: int = _knob(8, "Prompts the gradient search keeps and improves, one per fluency weight.")
     children: int = _knob(4, "Token-swap children the gradient proposes per readable slot (fluency weight > 0) and iteration.")
@@ -274,6 +280,7 @@ def as_context(value: Any) -> SearchContext:
 _KIND_WORDS = {
     "int": "a whole number", "float": "a number", "float | None": "a number or nothing", "bool": "true or false",
     "bool | None": "true, false or nothing", "str": "text", "tuple[str, ...]": "a list of texts",
+    **{kind: ", ".join(get_args(choices)[:-1]) + " or " + get_args(choices)[-1] for kind, choices in CHOICES.items()},
 }  # fmt: skip
 
 
@@ -301,6 +308,10 @@ def _coerce(kind: str, raw: Any) -> Any:
             raise TypeError(raw)
         return float(raw)
     if kind == "str":
+        if not isinstance(raw, str):
+            raise TypeError(raw)
+        return raw
+    if kind in CHOICES:  # one of its words: `validate` says which ones when it is not
         if not isinstance(raw, str):
             raise TypeError(raw)
         return raw
