@@ -3,7 +3,8 @@
 `open_run` is what run.py, `NeuronSearch`, a sweep's workers and LangGraph Studio's server all do
 around a search: check the settings, take the folder's lock, check that a resumed run measures what
 it measured before, write run.json (which `run.py --list` and `run.py report` read); when the search
-returns, write results.json, records.csv and report.html; and at the end close the run's record
+returns, write evidence.json (what needs the model: services/evidence/) and then results.json,
+records.csv and report.html; and at the end close the run's record
 store and forget its index, whatever way the search ended. The files themselves and their names are
 services/storage/run_folder.py's.
 """
@@ -11,6 +12,7 @@ services/storage/run_folder.py's.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,11 +20,14 @@ from typing import Any
 
 from context import SearchContext, validate
 from services.errors import UserError
+from services.evidence.run_evidence import write_run_evidence
 from services.llm.proposer import resolve_llm
 from services.reports.results import write_run_results
 from services.runtime import checked_subject, release_run
 from services.storage.files import inside
 from services.storage.run_folder import IDENTITY, read_settings, run_dir, run_lock, saved_settings, storage_errors, write_settings
+
+log = logging.getLogger("neuron_search")
 
 
 @contextmanager
@@ -44,9 +49,20 @@ def open_run(ctx: SearchContext) -> Iterator[Path]:
             write_settings(folder, settings)
         try:
             yield folder
+            _keep_evidence(folder, ctx)  # before the results, which read it
             write_run_results(folder)
         finally:
             release_run(ctx, ctx.run_id)
+
+
+def _keep_evidence(folder: Path, ctx: SearchContext) -> None:
+    """Write the run's evidence.json (logit effects from the model's weights, a cached scan's top real
+    snippets), for every search that opens a run: the CLI, the API, a sweep's worker and Studio.
+    Evidence is extra: if it cannot be had, that is logged and the results are written without it."""
+    try:
+        write_run_evidence(folder, checked_subject(ctx), ctx.layer, ctx.neuron)
+    except Exception as error:  # noqa: BLE001 (one line in the log; the run's results still get written)
+        log.warning("Run %s: no evidence.json (%s: %s)", ctx.run_id, type(error).__name__, error)
 
 
 def check_identity(run_id: str, saved: dict, settings: dict) -> None:

@@ -21,11 +21,9 @@ from context import SearchContext
 from graph import build_graph, steps_per_iteration
 from nodes.stagnation_check import stop_reason
 from runs.lifecycle import open_run
-from services.evidence.run_evidence import write_run_evidence
 from services.explain.run_explanation import read_explanation
 from services.reports.display import ProgressDisplay, RichProgress
 from services.reports.result_files import RESULT_FILES
-from services.runtime import checked_subject
 from services.search.findings import ranked_findings
 from services.storage.record_store import RecordStore, StoredRecord
 from state import Record, SearchState
@@ -147,21 +145,10 @@ def run_search(ctx: SearchContext, progress: ProgressDisplay | bool = True) -> S
                 state = _drive(graph, config, ctx, report, connection)
             finally:
                 connection.close()
-            _keep_evidence(run_dir, ctx)  # before open_run writes the results, which read it
     finally:
         if report:  # after the results are written: a display that fails cannot cost them
             report.close()
     return SearchResult(run_dir, state, ctx)
-
-
-def _keep_evidence(run_dir: Path, ctx: SearchContext) -> None:
-    """Write the run's evidence.json (logit effects from the model's weights, a cached scan's top real
-    snippets). Evidence is extra: if it cannot be had, that is logged and the results are written
-    without it."""
-    try:
-        write_run_evidence(run_dir, checked_subject(ctx), ctx.layer, ctx.neuron)
-    except Exception as error:  # noqa: BLE001 (one line in the log; the run's results still get written)
-        log.warning("Run %s: no evidence.json (%s: %s)", ctx.run_id, type(error).__name__, error)
 
 
 def _drive(graph, config: dict, ctx: SearchContext, report, connection: sqlite3.Connection) -> SearchState:
