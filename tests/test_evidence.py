@@ -205,8 +205,8 @@ def evidence_of(page: str) -> str:
 
 
 def test_a_gradient_runs_results_hold_both_evidence_fields(tiny_model_dir, tmp_path, monkeypatch):
-    """With the layer's scan of the default corpus cached (here a small corpus stands in for it) and no
-    exemplars.json, the real snippets are the scan's top ones, measured when the search ends."""
+    """A tiny gradient run's results.json holds the top prompts' peak tokens and the logit effects (with
+    a layer scan cached and no exemplars.json: no real-snippet table, see below)."""
     import services.dataset.exemplars as exemplars_module
     from services.dataset.corpus import corpus_source
     from services.runtime import subject_model
@@ -237,8 +237,9 @@ def test_a_gradient_runs_results_hold_both_evidence_fields(tiny_model_dir, tmp_p
     assert len(rows) == min(10, len(counts)) and all(counts[token] == count for token, count in rows)
     assert [count for _, count in rows] == sorted(counts.values(), reverse=True)[: len(rows)]
 
-    real = evidence["peak_tokens"]["real_snippets"]
-    assert real is not None and real["records"] == min(20, len(snippets)) and "real snippets" in real["label"]
+    # Measuring the cached scan's top snippets when a search ends is off (services/evidence/run_evidence.py:
+    # it raised a run's peak memory, tests/test_memory.py), so without exemplars.json there are none.
+    assert evidence["peak_tokens"]["real_snippets"] is None and len(snippets) > 0
 
     effects = evidence["logit_effects"]
     direct = logit_effects(subject, 1, 3)
@@ -248,7 +249,7 @@ def test_a_gradient_runs_results_hold_both_evidence_fields(tiny_model_dir, tmp_p
     page = (result.run_dir / "report.html").read_text()
     section = evidence_of(page)
     assert html.escape(direct["promoted"][0]["token"].replace("\n", "↵"), quote=True) in section
-    assert "Real snippets: peak tokens" in section and "Top prompts: peak tokens" in section
+    assert "Real snippets: peak tokens" not in section and "Top prompts: peak tokens" in section
 
 
 def test_the_report_shows_the_evidence_with_every_token_escaped(tmp_path):
