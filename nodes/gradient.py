@@ -38,9 +38,10 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     # One gradient (and one set of fluency gains) per distinct member and slot weight: a prompt may
     # hold several slots, and one that stayed since the last iteration is remembered from then. The
     # lead ranks by the activation alone (weight 0): no fluency gains for it.
-    weights = [w if ctx.fluency_gradient else 0.0 for w in fluency_weights(ctx)]
+    slot_weights = fluency_weights(ctx)
+    leads = [w == 0 for w in slot_weights]
     ranked = member_swaps(
-        subject, [(m["ids"], w) for m, w in zip(population, weights)], ctx.layer, ctx.neuron, ctx.position, allowed,
+        subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w in zip(population, slot_weights)], ctx.layer, ctx.neuron, ctx.position, allowed,
         ctx.gradient_top_k,
     )  # fmt: skip
 
@@ -50,11 +51,11 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     # Prompt -> whether only the lead proposed it. Two members (one prompt in two slots) may propose
     # the same child; one also proposed by a readable slot needs its cross-entropy measured.
     children: dict[str, bool] = {}
-    lead_slot = next((i for i, w in enumerate(fluency_weights(ctx)) if w == 0), None)
+    lead_slot = leads.index(True) if True in leads else None
     if lead_slot is not None:
         for row in _stacked(state, population[lead_slot], ctx, subject, allowed):
             children[subject.decode(row)] = True
-    for member, swaps, lead in zip(population, ranked, (w == 0 for w in fluency_weights(ctx))):
+    for member, swaps, lead in zip(population, ranked, leads):
         positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(member["ids"]))
         rows = propose_children(
             subject, swaps, rng, ctx.lead_children if lead else ctx.children, ctx.gradient_top_k, ctx.swaps, positions,

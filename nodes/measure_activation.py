@@ -36,8 +36,8 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
     table = shared_tops(ctx.sweep_table) if ctx.sweep_table else None
     fluency = ctx.strategy != "llm"
     weights = fluency_weights(ctx) if fluency else []
-    lead = [m["activation"] for m, w in zip(state.get("population", []), weights) if w == 0]
-    cheap = [bool(lead) and c.get("lead", False) for c in accepted]
+    lead = max((m["activation"] for m, w in zip(state.get("population", []), weights) if w == 0), default=None)
+    cheap = [lead is not None and c.get("lead", False) for c in accepted]
     measured: list = [None] * len(prompts)
     shared = np.full((len(prompts), len(table.neurons) if table else 0), np.nan, dtype=np.float32)
     for with_xent in (True, False):
@@ -56,7 +56,7 @@ def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> S
         )
         for i, m, row in zip(at, part, part_shared):
             measured[i], shared[i] = m, row
-    beat = [m for m, c in zip(measured, cheap) if c and not m["error"] and m["activation"] > max(lead)]
+    beat = [m for m, c in zip(measured, cheap) if c and not m["error"] and m["activation"] > lead]
     if beat:
         rows = [services.subject.token_ids(m["prompt"], ctx.allow_added_tokens) for m in beat]
         for m, xent in zip(beat, services.subject.cross_entropy(rows, batch_size=ctx.batch_size)):
