@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from services.errors import UserError
+from neuron_search.services.errors import UserError
 
 # The knobs that take one of a few words: typed so that Studio's form offers them as a drop-down.
 Position = Literal["max", "last"]

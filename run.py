@@ -13,7 +13,7 @@
 
 import sys
 
-from cli.main import main  # first: it loads .env before LangSmith reads its settings
+from neuron_search.cli.main import main  # first: it loads .env before LangSmith reads its settings
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -24,7 +22,7 @@ os.environ.setdefault("LANGSMITH_TRACING", "false")
 def tiny_model_dir(folder: str = "") -> str:
     """The tests' 2-layer random GPT-2 (the same weights every time), built in folder or else in a
     temporary one (for --smoke runs)."""
-    from tiny_model import build_tiny_gpt2
+    from neuron_search.testing.tiny_model import build_tiny_gpt2
 
     return str(build_tiny_gpt2(Path(folder or tempfile.mkdtemp(prefix="bench-tiny-gpt2-"))))
 
@@ -32,7 +30,7 @@ def tiny_model_dir(folder: str = "") -> str:
 def subject_folder(model: str) -> str:
     """The folder a subject model name boots from (for loading the same weights with plain transformers)."""
     if model == "embedded":
-        from services.model.bundled import embedded_subject_folder
+        from neuron_search.services.model.bundled import embedded_subject_folder
 
         return str(embedded_subject_folder())
     return model
@@ -40,8 +38,8 @@ def subject_folder(model: str) -> str:
 
 def corpus(n: int, vocabulary, seed: int = 0) -> list[str]:
     """n varied prompts: the built-in seeds, then fallback-generator prompts (fixed seed)."""
-    from services.search.random_prompts import random_prompts
-    from services.search.seeds import BUILTIN_SEEDS
+    from neuron_search.services.search.random_prompts import random_prompts
+    from neuron_search.services.search.seeds import BUILTIN_SEEDS
 
     prompts = list(BUILTIN_SEEDS)[:n]
     rng = random.Random(seed)

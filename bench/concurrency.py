@@ -25,7 +25,7 @@ import time
 import common  # noqa: F401 (sets up the import path and offline settings)
 from common import corpus, machine, tiny_model_dir
 
-from services.model.subject_model import SubjectModel
+from neuron_search.services.model.subject_model import SubjectModel
 
 
 def measure_all(subject: SubjectModel, prompts: list[str], layer: int, neuron: int, batch_size: int) -> list[dict]:

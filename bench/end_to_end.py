@@ -22,15 +22,15 @@ import common  # noqa: F401 (sets up the import path and offline settings)
 from common import Recorder, machine, measured_by_source, tiny_model_dir
 from original_loop import OriginalLoop
 
-from neuron_search import NeuronSearch
-from services.llm.embedded_llm import embedded_chat_model
-from services.search.prompt_index import load_embedder
-from services.runtime import subject_model
+from neuron_search.api import NeuronSearch
+from neuron_search.services.llm.embedded_llm import embedded_chat_model
+from neuron_search.services.search.prompt_index import load_embedder
+from neuron_search.services.runtime import subject_model
 
 
 def scripted_llm() -> str:
     """For --smoke: an instant proposer (the real LLM would take minutes)."""
-    from helpers import fresh_answers, scripted
+    from neuron_search.testing.helpers import fresh_answers, scripted
 
     return scripted(fresh_answers(400, per_answer=8))
 
@@ -49,7 +49,7 @@ def main() -> None:
         args.model, args.layer, args.neuron, args.seconds, args.rounds = tiny_model_dir(), 1, 3, 2.0, 1
         llm = scripted_llm()
 
-    from services.llm.proposer import chat_model
+    from neuron_search.services.llm.proposer import chat_model
 
     subject = subject_model(args.model, "cpu")
     original = OriginalLoop(

@@ -22,10 +22,10 @@ from pathlib import Path
 import common  # noqa: F401 (sets up the import path and offline settings)
 from common import machine, tiny_model_dir
 
-from services.dataset.exemplars import real_text_holdout
-from services.explain.run_explanation import explain_run, measurer
-from services.llm.proposer import resolve_llm
-from services.runtime import subject_model
+from neuron_search.services.dataset.exemplars import real_text_holdout
+from neuron_search.services.explain.run_explanation import explain_run, measurer
+from neuron_search.services.llm.proposer import resolve_llm
+from neuron_search.services.runtime import subject_model
 
 
 def _num(value: float | None) -> str:
@@ -39,9 +39,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a short run on the tiny model with a scripted LLM")
     args = parser.parse_args()
     if args.smoke:
-        from helpers import fresh_answers, scripted
+        from neuron_search.testing.helpers import fresh_answers, scripted
 
-        from neuron_search import NeuronSearch
+        from neuron_search.api import NeuronSearch
 
         args.llm = scripted(fresh_answers(50, per_answer=8))
         result = NeuronSearch(model=tiny_model_dir(), layer=1, neuron=3, device="cpu", llm=args.llm, strategy="llm", explain=False,

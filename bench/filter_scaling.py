@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.search.prompt_index import EF_CONSTRUCTION, EF_SEARCH, HNSW_M, PromptIndex  # noqa: E402
+from neuron_search.services.search.prompt_index import EF_CONSTRUCTION, EF_SEARCH, HNSW_M, PromptIndex  # noqa: E402
 
 DIM = 384
 BATCH = 32

@@ -18,9 +18,9 @@ import time
 import common  # noqa: F401 (sets up the import path and offline settings)
 from common import machine, measured_by_source, pick_neurons, tiny_model_dir
 
-from context import SearchContext
-from neuron_search import NeuronSearch
-from services.runtime import subject_model
+from neuron_search.context import SearchContext
+from neuron_search.api import NeuronSearch
+from neuron_search.services.runtime import subject_model
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     llm = "embedded"
     if args.smoke:
-        from helpers import fresh_answers, scripted
+        from neuron_search.testing.helpers import fresh_answers, scripted
 
         args.model, args.neurons, args.llm_calls = tiny_model_dir(), 1, 3
         llm = scripted(fresh_answers(50, per_answer=8))

@@ -17,7 +17,7 @@ import time
 import common  # noqa: F401 (sets up the import path and offline settings)
 from common import corpus, machine, tiny_model_dir
 
-from services.runtime import subject_model
+from neuron_search.services.runtime import subject_model
 
 
 def main() -> None:

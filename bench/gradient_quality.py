@@ -70,9 +70,9 @@ import common  # noqa: F401 (sets up the import path and offline settings)
 from common import best_curve, machine, pick_neurons, prompts_to_reach, subject_folder, tiny_model_dir
 from gcg_peers import NEUTRAL_START, check_hf_activation, hf_model, nanogcg_run, plain_gcg
 
-from neuron_search import STOPPED_BY_USER, NeuronSearch
-from services.dataset.exemplars import exemplars
-from services.runtime import subject_model
+from neuron_search.api import STOPPED_BY_USER, NeuronSearch
+from neuron_search.services.dataset.exemplars import exemplars
+from neuron_search.services.runtime import subject_model
 
 
 def best_at(records: list[dict], budget: int, max_xent: float | None = None) -> tuple[float, float | None]:
@@ -201,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     llm = "embedded"
     if args.smoke:
-        from helpers import fresh_answers, scripted
+        from neuron_search.testing.helpers import fresh_answers, scripted
 
         # In --results-dir, so that a second smoke run continues the first's runs (same model path).
         model = tiny_model_dir(f"{args.results_dir}/tiny-gpt2" if args.results_dir else "")

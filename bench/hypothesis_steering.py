@@ -20,9 +20,9 @@ import time
 import common  # noqa: F401 (sets up the import path and offline settings)
 from common import machine, pick_neurons, tiny_model_dir
 
-from neuron_search import NeuronSearch
-from services.explain.run_explanation import read_explanation
-from services.runtime import subject_model
+from neuron_search.api import NeuronSearch
+from neuron_search.services.explain.run_explanation import read_explanation
+from neuron_search.services.runtime import subject_model
 
 
 def _arm(args, llm, layer: int, neuron: int, explain_every: int, calls: int, results_dir: str) -> dict:
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     llm = "embedded"
     if args.smoke:
-        from helpers import fresh_answers, scripted
+        from neuron_search.testing.helpers import fresh_answers, scripted
 
         args.model, args.neurons, args.llm_calls, args.explain_every = tiny_model_dir(), 1, 8, 2
         llm = scripted(fresh_answers(60, per_answer=8))

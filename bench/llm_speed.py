@@ -17,7 +17,7 @@ import common  # noqa: F401 (sets up the import path and offline settings)
 from common import machine
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from services.llm.embedded_llm import _loaded, embedded_chat_model
+from neuron_search.services.llm.embedded_llm import _loaded, embedded_chat_model
 
 MESSAGES = [
     SystemMessage("You are a helpful assistant."),

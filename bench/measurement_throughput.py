@@ -26,7 +26,7 @@ import torch
 from common import corpus, device_name, machine, subject_folder, tiny_model_dir
 from original_loop import original_measure
 
-from services.model.subject_model import SubjectModel
+from neuron_search.services.model.subject_model import SubjectModel
 
 
 def padded(subject: SubjectModel, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,8 +30,8 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from neuron_search import NeuronSearch
-from services.llm.proposer import register_chat_model
+from neuron_search.api import NeuronSearch
+from neuron_search.services.llm.proposer import register_chat_model
 
 
 def word_list() -> list[str]:

@@ -23,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from filter_scaling import original_filter  # noqa: E402
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 from original_prompt_parsing import parse_prompts  # noqa: E402
 
-from services.search.seeds import BUILTIN_SEEDS  # noqa: E402
+from neuron_search.services.search.seeds import BUILTIN_SEEDS  # noqa: E402
 
 ORIGINAL_SYSTEM = """\
 You help an interpretability researcher find text that makes one neuron of a language model \

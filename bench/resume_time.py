@@ -34,7 +34,7 @@ def write_store(folder: Path, prompts: int, seed: int = 0) -> None:
     """A record store of `prompts` measured prompts, all distinct, as the tool writes them."""
     from memory import word_list
 
-    from services.storage.record_store import RecordStore
+    from neuron_search.services.storage.record_store import RecordStore
 
     words = word_list()
     rng = random.Random(seed)
@@ -59,8 +59,8 @@ def write_store(folder: Path, prompts: int, seed: int = 0) -> None:
 
 def measure(model: str, results_dir: str, threshold: float) -> dict:
     """In this process: load the subject model, then time the resume up to its first filter decision."""
-    from context import SearchContext
-    from services.runtime import release_run, services_for, subject_model
+    from neuron_search.context import SearchContext
+    from neuron_search.services.runtime import release_run, services_for, subject_model
 
     ctx = SearchContext(
         model=model, layer=1, neuron=3, device="cpu", results_dir=results_dir, run_id=RUN_ID, similarity_threshold=threshold

@@ -60,7 +60,7 @@ def main() -> None:
         ])  # fmt: skip
         results = json.loads((Path(results_dir) / run_id / "results.json").read_text())
         rows.append((neuron, seconds, peak, results["statistics"]["measured"], results["best"]["activation"]))
-    from services.model.bundled import embedded_subject_folder
+    from neuron_search.services.model.bundled import embedded_subject_folder
 
     weights = (embedded_subject_folder() / "model.safetensors").stat().st_size / 2**30
     print(f"machine before: {before}\nmachine after:  {machine()}")

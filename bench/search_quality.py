@@ -27,11 +27,11 @@ import common  # noqa: F401 (sets up the import path and offline settings)
 from common import best_curve, machine, measured_by_source, pick_neurons, prompts_to_reach, tiny_model_dir
 from original_loop import OriginalLoop
 
-from neuron_search import NeuronSearch
-from services.search.prompt_index import load_embedder
-from services.search.random_prompts import random_prompts
-from services.runtime import subject_model
-from services.search.seeds import BUILTIN_SEEDS
+from neuron_search.api import NeuronSearch
+from neuron_search.services.search.prompt_index import load_embedder
+from neuron_search.services.search.random_prompts import random_prompts
+from neuron_search.services.runtime import subject_model
+from neuron_search.services.search.seeds import BUILTIN_SEEDS
 
 
 def random_search(subject, layer: int, neuron: int, budget: int, seed: int) -> list[float]:
@@ -62,13 +62,13 @@ def main() -> None:
     args = parser.parse_args()
     llm = "embedded"
     if args.smoke:
-        from helpers import fresh_answers, scripted
+        from neuron_search.testing.helpers import fresh_answers, scripted
 
         args.model, args.neurons, args.prompts = tiny_model_dir(), 1, 40
         llm = scripted(fresh_answers(200, per_answer=8))
     methods = args.methods.split(",")
 
-    from services.llm.proposer import chat_model
+    from neuron_search.services.llm.proposer import chat_model
 
     subject = subject_model(args.model, "cpu")
     layer = subject.n_layers // 2 if args.layer is None else args.layer

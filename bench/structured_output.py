@@ -24,10 +24,10 @@ import original_prompt_parsing
 from common import machine
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from context import SearchContext
-from nodes.generate import SCHEMA_MAX_CHARS
-from services.llm import prompt_parsing
-from services.llm.proposer import REQUEST_TEMPLATE, build_request, chat_model, constrained, prompts_schema
+from neuron_search.context import SearchContext
+from neuron_search.nodes.generate import SCHEMA_MAX_CHARS
+from neuron_search.services.llm import prompt_parsing
+from neuron_search.services.llm.proposer import REQUEST_TEMPLATE, build_request, chat_model, constrained, prompts_schema
 
 TOP = [("1, 2, 4, 8, 16, 32", 2.31, " 32"), ("The year 1969 was", 1.87, " 1969"), ("Call 555-0199 now", 1.52, "0199"), ("x = 3.14159", 1.20, "159")]
 BOTTOM = [("Once upon a time", -0.12, " time"), ("Hello, how are you?", -0.08, "?")]
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     llm = "embedded"
     if args.smoke:
-        from helpers import fresh_answers, scripted
+        from neuron_search.testing.helpers import fresh_answers, scripted
 
         llm, args.calls = scripted(fresh_answers(4, per_answer=args.batch_size)), 2
     ctx = SearchContext(model="embedded", layer=6, neuron=123, llm="embedded", batch_size=args.batch_size)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.text import Text
 
-from context import SearchContext, describe
-from services.errors import UserError
+from neuron_search.context import SearchContext, describe
+from neuron_search.services.errors import UserError
 
 from .options import add_search_options, settings_from
 
@@ -34,10 +34,10 @@ def configure_search(p: argparse.ArgumentParser) -> None:
 def run_search(args: argparse.Namespace, console) -> int:
     if args.list:
         return list_runs(Path(args.results_dir or SearchContext.results_dir), console)
-    from neuron_search import STOPPED_BY_USER, NeuronSearch
-    from services.reports.display import RichProgress
-    from services.reports.result_files import RESULT_FILES
-    from services.reports.results import print_summary
+    from neuron_search.api import STOPPED_BY_USER, NeuronSearch
+    from neuron_search.services.reports.display import RichProgress
+    from neuron_search.services.reports.result_files import RESULT_FILES
+    from neuron_search.services.reports.results import print_summary
 
     settings = settings_from(args)
     if args.resume:
@@ -69,7 +69,7 @@ def run_list(args: argparse.Namespace, console) -> int:
 def list_runs(results_dir: Path, console) -> int:
     from rich.table import Table
 
-    from services.reports.results import run_summary
+    from neuron_search.services.reports.results import run_summary
 
     table = Table(title=Text(f"Runs in {results_dir}/"), title_justify="left")
     for column in ("run id", "model", "layer", "neuron", "prompts", "best", "date"):
@@ -90,9 +90,9 @@ def configure_report(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace, console) -> int:
-    from services.reports.results import write_run_results
-    from services.storage.files import inside
-    from services.storage.run_folder import read_settings, run_lock
+    from neuron_search.services.reports.results import write_run_results
+    from neuron_search.services.storage.files import inside
+    from neuron_search.services.storage.run_folder import read_settings, run_lock
 
     run_dir = inside(args.results_dir, args.run_id)
     read_settings(run_dir, "to report")
@@ -113,14 +113,14 @@ def configure_explain(p: argparse.ArgumentParser) -> None:
 
 
 def run_explain(args: argparse.Namespace, console) -> int:
-    from services.dataset.exemplars import real_text_holdout
-    from services.explain.run_explanation import explain_run, measurer
-    from services.llm.proposer import resolve_llm
-    from services.reports.explanation_view import explanation_table
-    from services.reports.results import write_run_results
-    from services.runtime import subject_model
-    from services.storage.files import inside
-    from services.storage.run_folder import read_settings, run_lock
+    from neuron_search.services.dataset.exemplars import real_text_holdout
+    from neuron_search.services.explain.run_explanation import explain_run, measurer
+    from neuron_search.services.llm.proposer import resolve_llm
+    from neuron_search.services.reports.explanation_view import explanation_table
+    from neuron_search.services.reports.results import write_run_results
+    from neuron_search.services.runtime import subject_model
+    from neuron_search.services.storage.files import inside
+    from neuron_search.services.storage.run_folder import read_settings, run_lock
 
     run_dir = inside(args.results_dir, args.run_id)
     settings = read_settings(run_dir, "to explain")
@@ -142,7 +142,7 @@ def run_explain(args: argparse.Namespace, console) -> int:
 
 
 def exemplars_description() -> str:
-    from services.dataset.corpus import MAX_TOKENS
+    from neuron_search.services.dataset.corpus import MAX_TOKENS
 
     return (
         "Scan real text with the subject model and show the neuron's top snippets "
@@ -152,7 +152,7 @@ def exemplars_description() -> str:
 
 
 def configure_exemplars(p: argparse.ArgumentParser) -> None:
-    from services.dataset.corpus import DEFAULT_MAX_SNIPPETS
+    from neuron_search.services.dataset.corpus import DEFAULT_MAX_SNIPPETS
 
     p.add_argument("--neuron", type=int, default=SearchContext.neuron, metavar="N", help=f"{describe('neuron')} (default: {SearchContext.neuron})")
     p.add_argument("--layer", type=int, default=SearchContext.layer, metavar="L", help=f"{describe('layer')} (default: {SearchContext.layer})")
@@ -178,11 +178,11 @@ def configure_exemplars(p: argparse.ArgumentParser) -> None:
 
 
 def run_exemplars(args: argparse.Namespace, console) -> int:
-    from services.dataset.corpus import corpus_source
-    from services.dataset.exemplars import exemplars
-    from services.model.subject_model import SubjectModel
-    from services.reports.display import exemplars_table
-    from services.reports.exemplars_page import write_exemplars
+    from neuron_search.services.dataset.corpus import corpus_source
+    from neuron_search.services.dataset.exemplars import exemplars
+    from neuron_search.services.model.subject_model import SubjectModel
+    from neuron_search.services.reports.display import exemplars_table
+    from neuron_search.services.reports.exemplars_page import write_exemplars
 
     source = corpus_source(args.corpus)  # a mistyped path is reported before the model loads
     subject = SubjectModel.load(args.model, args.device)

@@ -22,8 +22,8 @@ from dotenv import load_dotenv
 # LangSmith reads its settings once, on first import: .env must be loaded before anything else.
 load_dotenv()
 
-from context import SearchContext  # noqa: E402
-from services.errors import UserError  # noqa: E402
+from neuron_search.context import SearchContext  # noqa: E402
+from neuron_search.services.errors import UserError  # noqa: E402
 
 from . import commands, sweep  # noqa: E402
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.logging import RichHandler
 
-    from services.reports.display import error_text
+    from neuron_search.services.reports.display import error_text
 
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False, show_time=False)])

@@ -14,8 +14,8 @@ import re
 from functools import cache
 from pathlib import Path
 
-from context import SearchContext, describe
-from services.errors import UserError
+from neuron_search.context import SearchContext, describe
+from neuron_search.services.errors import UserError
 
 MAX_HINT_BYTES = 64 * 1024
 
@@ -137,7 +137,7 @@ def settings_from(args: argparse.Namespace) -> dict:
     if getattr(args, "hint", None) is not None:
         settings["hint"] = args.hint
     if getattr(args, "seed_prompts", None):
-        from services.search.seeds import read_seed_file
+        from neuron_search.services.search.seeds import read_seed_file
 
         settings["seed_prompts"] = read_seed_file(args.seed_prompts)
     if getattr(args, "no_builtin_seeds", False):

@@ -6,8 +6,8 @@ import argparse
 
 from rich.text import Text
 
-from context import SearchContext
-from services.errors import UserError
+from neuron_search.context import SearchContext
+from neuron_search.services.errors import UserError
 
 from .options import add_search_options, section_of, settings_from
 
@@ -20,8 +20,8 @@ DESCRIPTION = (
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from runs.sweep_scheduler import explanation_calls
-    from services.sweep.neuron_spec import HELP
+    from neuron_search.runs.sweep_scheduler import explanation_calls
+    from neuron_search.services.sweep.neuron_spec import HELP
 
     sweep = p.add_argument_group("The sweep")
     sweep.add_argument("--neurons", metavar="SPEC", help=f"The neurons to search: {HELP}.")
@@ -50,17 +50,17 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console) -> int:
-    from runs import sweep_plan
-    from runs.sweep_scheduler import explanation_calls, run_sweep, worker_threads
-    from runs.sweep_worker import layer_width
-    from services.reports.display import SweepProgress, error_text, top_neurons_table
-    from services.reports.sweep_index import write_index
-    from services.storage.shared_tops import SharedTops
-    from services.storage.sweep_folder import TABLE_FILE, read_plan, sweep_dir, write_plan
+    from neuron_search.runs import sweep_plan
+    from neuron_search.runs.sweep_scheduler import explanation_calls, run_sweep, worker_threads
+    from neuron_search.runs.sweep_worker import layer_width
+    from neuron_search.services.reports.display import SweepProgress, error_text, top_neurons_table
+    from neuron_search.services.reports.sweep_index import write_index
+    from neuron_search.services.storage.shared_tops import SharedTops
+    from neuron_search.services.storage.sweep_folder import TABLE_FILE, read_plan, sweep_dir, write_plan
 
     settings = settings_from(args)
     if "threads" in settings:
-        from services.runtime import check_threads
+        from neuron_search.services.runtime import check_threads
 
         check_threads(settings["threads"])  # before any worker would refuse it
     results_dir = settings.pop("results_dir", SearchContext.results_dir)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, console) -> int:
         folder = sweep_dir(results_dir, args.resume)
         plan = sweep_plan.resumed_plan(read_plan(folder), settings, args.shared)
     else:
-        from services.storage.run_folder import new_run_id
+        from neuron_search.services.storage.run_folder import new_run_id
 
         layer, settings = sweep_plan.new_sweep_settings(settings, args.neurons)
         sweep_id = args.sweep_id or "sweep-" + new_run_id()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
-from context import SearchContext
-from graph.routing import after_check, after_filter
-from nodes import (
+from neuron_search.context import SearchContext
+from neuron_search.graph.routing import after_check, after_filter
+from neuron_search.nodes import (
     explain,
     generate,
     gradient,
@@ -18,7 +18,7 @@ from nodes import (
     stagnation_check,
     update_records,
 )
-from state import SearchState
+from neuron_search.state import SearchState
 
 
 def build_graph() -> StateGraph:

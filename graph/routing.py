@@ -7,9 +7,9 @@ from typing import Literal
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.runtime import context_of
-from state import SearchState
+from neuron_search.context import SearchContext
+from neuron_search.services.runtime import context_of
+from neuron_search.state import SearchState
 
 
 def after_filter(

@@ -20,11 +20,11 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph_sdk.runtime import ServerRuntime
 
-from context import SERVER_SETTINGS, SearchContext, as_context
-from graph.builder import build_graph
-from runs.lifecycle import open_run
-from services.errors import UserError
-from services.storage.run_folder import run_id_for
+from neuron_search.context import SERVER_SETTINGS, SearchContext, as_context
+from neuron_search.graph.builder import build_graph
+from neuron_search.runs.lifecycle import open_run
+from neuron_search.services.errors import UserError
+from neuron_search.services.storage.run_folder import run_id_for
 
 graph = build_graph().compile(name="neuron-search")
 

@@ -8,12 +8,12 @@ import logging
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.dataset.exemplars import real_text_holdout
-from services.explain.run_explanation import explain_run, llm_calls_of, measurer
-from services.runtime import context_of, services_for
-from services.storage.run_folder import run_dir
-from state import SearchState, bump
+from neuron_search.context import SearchContext
+from neuron_search.services.dataset.exemplars import real_text_holdout
+from neuron_search.services.explain.run_explanation import explain_run, llm_calls_of, measurer
+from neuron_search.services.runtime import context_of, services_for
+from neuron_search.services.storage.run_folder import run_dir
+from neuron_search.state import SearchState, bump
 
 log = logging.getLogger("neuron_search")
 

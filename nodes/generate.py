@@ -13,12 +13,12 @@ import random
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.llm.prompt_parsing import parse_prompts
-from services.llm.proposer import build_request, prompts_schema
-from services.search.random_prompts import mutations
-from services.runtime import context_of, services_for
-from state import Candidate, SearchState, bump
+from neuron_search.context import SearchContext
+from neuron_search.services.llm.prompt_parsing import parse_prompts
+from neuron_search.services.llm.proposer import build_request, prompts_schema
+from neuron_search.services.search.random_prompts import mutations
+from neuron_search.services.runtime import context_of, services_for
+from neuron_search.state import Candidate, SearchState, bump
 
 # A prompt the LLM writes is a phrase or a few sentences; the bound lets a schema-constrained answer close.
 SCHEMA_MAX_CHARS = 240

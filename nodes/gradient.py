@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from langgraph.runtime import Runtime
 
-from context import SearchContext, fluency_weights
-from services.model.gradient import allowed_tokens, member_swaps, propose_children, propose_edits, stacked_swaps
-from services.runtime import context_of, services_for
-from state import Candidate, Member, SearchState, bump
+from neuron_search.context import SearchContext, fluency_weights
+from neuron_search.services.model.gradient import allowed_tokens, member_swaps, propose_children, propose_edits, stacked_swaps
+from neuron_search.services.runtime import context_of, services_for
+from neuron_search.state import Candidate, Member, SearchState, bump
 
 
 def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:

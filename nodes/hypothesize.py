@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.explain.run_explanation import hypothesis, llm_calls_of, measurer
-from services.runtime import context_of, services_for
-from services.storage.run_folder import run_dir
-from state import SearchState, bump
+from neuron_search.context import SearchContext
+from neuron_search.services.explain.run_explanation import hypothesis, llm_calls_of, measurer
+from neuron_search.services.runtime import context_of, services_for
+from neuron_search.services.storage.run_folder import run_dir
+from neuron_search.state import SearchState, bump
 
 
 def hypothesize(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:

@@ -18,11 +18,11 @@ from langgraph.runtime import Runtime
 
 import numpy as np
 
-from context import SearchContext, fluency_weights
-from nodes.stagnation_check import prompts_left
-from services.errors import UserError
-from services.runtime import context_of, services_for, shared_tops
-from state import SearchState
+from neuron_search.context import SearchContext, fluency_weights
+from neuron_search.nodes.stagnation_check import prompts_left
+from neuron_search.services.errors import UserError
+from neuron_search.services.runtime import context_of, services_for, shared_tops
+from neuron_search.state import SearchState
 
 
 def measure_activation(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:

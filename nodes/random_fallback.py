@@ -10,10 +10,10 @@ import random
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.search.random_prompts import random_prompts
-from services.runtime import context_of, services_for
-from state import Candidate, SearchState, bump
+from neuron_search.context import SearchContext
+from neuron_search.services.search.random_prompts import random_prompts
+from neuron_search.services.runtime import context_of, services_for
+from neuron_search.state import Candidate, SearchState, bump
 
 
 def random_fallback(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:

@@ -9,14 +9,14 @@ import time
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext, fluency_weights, seeds_from_corpus
-from services.dataset.exemplars import exemplars
-from services.reports.exemplars_page import write_exemplars
-from services.runtime import Services, context_of, services_for
-from services.search.findings import ranked_findings
-from services.search.seeds import BUILTIN_SEEDS
-from services.storage.run_folder import run_id_for
-from state import Candidate, Member, Record, SearchState, Stats, bump, empty_stats
+from neuron_search.context import SearchContext, fluency_weights, seeds_from_corpus
+from neuron_search.services.dataset.exemplars import exemplars
+from neuron_search.services.reports.exemplars_page import write_exemplars
+from neuron_search.services.runtime import Services, context_of, services_for
+from neuron_search.services.search.findings import ranked_findings
+from neuron_search.services.search.seeds import BUILTIN_SEEDS
+from neuron_search.services.storage.run_folder import run_id_for
+from neuron_search.state import Candidate, Member, Record, SearchState, Stats, bump, empty_stats
 
 log = logging.getLogger(__name__)
 

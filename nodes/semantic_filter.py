@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.runtime import context_of, services_for
-from state import Candidate, SearchState, bump
+from neuron_search.context import SearchContext
+from neuron_search.services.runtime import context_of, services_for
+from neuron_search.state import Candidate, SearchState, bump
 
 # How many recent near-copies the LLM is shown, so it learns what to avoid.
 REJECTED_SHOWN = 10

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext
-from services.runtime import context_of
-from state import SearchState
+from neuron_search.context import SearchContext
+from neuron_search.services.runtime import context_of
+from neuron_search.state import SearchState
 
 
 def prompts_left(state: SearchState, ctx: SearchContext) -> int | None:

@@ -7,12 +7,12 @@ import time
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext, fluency_weights
-from services.search.findings import distinct_findings, ranked_findings
-from services.storage.record_store import RecordStore
-from services.runtime import context_of, services_for
-from services.search.population import update_population
-from state import Member, Record, SearchState, bump
+from neuron_search.context import SearchContext, fluency_weights
+from neuron_search.services.search.findings import distinct_findings, ranked_findings
+from neuron_search.services.storage.record_store import RecordStore
+from neuron_search.services.runtime import context_of, services_for
+from neuron_search.services.search.population import update_population
+from neuron_search.state import Member, Record, SearchState, bump
 
 
 def update_records(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:

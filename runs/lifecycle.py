@@ -18,14 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from context import SearchContext, validate
-from services.errors import UserError
-from services.evidence.run_evidence import write_run_evidence
-from services.llm.proposer import resolve_llm
-from services.reports.results import write_run_results
-from services.runtime import checked_subject, release_run
-from services.storage.files import inside
-from services.storage.run_folder import IDENTITY, read_settings, run_dir, run_lock, saved_settings, storage_errors, write_settings
+from neuron_search.context import SearchContext, validate
+from neuron_search.services.errors import UserError
+from neuron_search.services.evidence.run_evidence import write_run_evidence
+from neuron_search.services.llm.proposer import resolve_llm
+from neuron_search.services.reports.results import write_run_results
+from neuron_search.services.runtime import checked_subject, release_run
+from neuron_search.services.storage.files import inside
+from neuron_search.services.storage.run_folder import IDENTITY, read_settings, run_dir, run_lock, saved_settings, storage_errors, write_settings
 
 log = logging.getLogger("neuron_search")
 

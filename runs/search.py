@@ -17,16 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from context import SearchContext
-from graph import build_graph, steps_per_iteration
-from nodes.stagnation_check import stop_reason
-from runs.lifecycle import open_run
-from services.explain.run_explanation import read_explanation
-from services.reports.display import ProgressDisplay, RichProgress
-from services.reports.result_files import RESULT_FILES
-from services.search.findings import ranked_findings
-from services.storage.record_store import RecordStore, StoredRecord
-from state import Record, SearchState
+from neuron_search.context import SearchContext
+from neuron_search.graph import build_graph, steps_per_iteration
+from neuron_search.nodes.stagnation_check import stop_reason
+from neuron_search.runs.lifecycle import open_run
+from neuron_search.services.explain.run_explanation import read_explanation
+from neuron_search.services.reports.display import ProgressDisplay, RichProgress
+from neuron_search.services.reports.result_files import RESULT_FILES
+from neuron_search.services.search.findings import ranked_findings
+from neuron_search.services.storage.record_store import RecordStore, StoredRecord
+from neuron_search.state import Record, SearchState
 
 STOPPED_BY_USER = "stopped by the user"  # the stop reason of a run that Ctrl-C or SIGTERM ended between batches
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from context import SearchContext, validate
-from services.errors import UserError
-from services.storage.sweep_folder import NeuronStatus, SweepPlan
-from services.sweep.neuron_spec import parse_neurons
+from neuron_search.context import SearchContext, validate
+from neuron_search.services.errors import UserError
+from neuron_search.services.storage.sweep_folder import NeuronStatus, SweepPlan
+from neuron_search.services.sweep.neuron_spec import parse_neurons
 
 DEFAULT_SHARED_TOP = 20  # prompts kept per neuron in the sweep's shared table of top prompts
 FIXED_ON_RESUME = ("model", "layer", "position")  # what a neuron's activation means: a resumed sweep keeps them

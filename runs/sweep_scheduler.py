@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from context import SearchContext, seeds_from_corpus
-from runs.sweep_worker import SweepWorker, layer_width, run_neuron
-from services.dataset.exemplars import seed_corpus_scan
-from services.errors import UserError
-from services.runtime import cpu_count, subject_model, use_threads
-from services.storage.run_folder import settings_file
-from services.storage.sweep_folder import NeuronStatus, StatusBook, neurons_dir, read_plan
+from neuron_search.context import SearchContext, seeds_from_corpus
+from neuron_search.runs.sweep_worker import SweepWorker, layer_width, run_neuron
+from neuron_search.services.dataset.exemplars import seed_corpus_scan
+from neuron_search.services.errors import UserError
+from neuron_search.services.runtime import cpu_count, subject_model, use_threads
+from neuron_search.services.storage.run_folder import settings_file
+from neuron_search.services.storage.sweep_folder import NeuronStatus, StatusBook, neurons_dir, read_plan
 
 MAX_ATTEMPTS = 3  # workers a neuron may lose (or have stopped under it) before it counts as failed
 CONNECT_TIMEOUT_S = 10.0  # to open a connection to a Ray address, and again for its first answer

@@ -12,13 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from context import SearchContext, as_context
-from runs.lifecycle import resumed_settings
-from runs.search import STOPPED_BY_USER, check_setting_names, run_search
-from services.runtime import subject_model, use_threads
-from services.storage.run_folder import settings_file
-from services.storage.shared_tops import SharedTops
-from services.storage.sweep_folder import TABLE_FILE, neurons_dir, read_plan
+from neuron_search.context import SearchContext, as_context
+from neuron_search.runs.lifecycle import resumed_settings
+from neuron_search.runs.search import STOPPED_BY_USER, check_setting_names, run_search
+from neuron_search.services.runtime import subject_model, use_threads
+from neuron_search.services.storage.run_folder import settings_file
+from neuron_search.services.storage.shared_tops import SharedTops
+from neuron_search.services.storage.sweep_folder import TABLE_FILE, neurons_dir, read_plan
 
 
 def neuron_settings(folder: Path, neuron: int) -> dict[str, Any]:

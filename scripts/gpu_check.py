@@ -26,17 +26,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+sys.path.insert(0, str(ROOT / "bench"))  # scripts/ is not bench/: its shared settings and corpus
 
 import common  # noqa: E402,F401 (offline settings)
 import torch  # noqa: E402
 from common import corpus, device_name  # noqa: E402
-from helpers import fresh_answers, scripted  # noqa: E402
-from tiny_model import build_tiny_embedder, build_tiny_gpt2  # noqa: E402
+from neuron_search.testing.helpers import fresh_answers, scripted  # noqa: E402
+from neuron_search.testing.tiny_model import build_tiny_embedder, build_tiny_gpt2  # noqa: E402
 
-from neuron_search import NeuronSearch  # noqa: E402
-from services.model.gradient import token_gradients  # noqa: E402
-from services.model.subject_model import SubjectModel, resolve_device  # noqa: E402
+from neuron_search.api import NeuronSearch  # noqa: E402
+from neuron_search.services.model.gradient import token_gradients  # noqa: E402
+from neuron_search.services.model.subject_model import SubjectModel, resolve_device  # noqa: E402
 
 GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)
 TOLERANCE = 1e-3
@@ -122,7 +122,7 @@ def main() -> int:
     # 5. A sweep on the device: neurons per hour.
     swept = True
     if args.sweep_neurons:
-        import run
+        from neuron_search import run
 
         started = time.perf_counter()
         code = run.main([

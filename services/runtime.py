@@ -16,14 +16,14 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from context import SearchContext, as_context
-from services.errors import UserError
-from services.llm.proposer import Proposer
-from services.model.subject_model import SubjectModel
-from services.search.prompt_index import PromptIndex, load_embedder
-from services.storage.record_store import RecordStore
-from services.storage.run_folder import run_dir
-from services.storage.shared_tops import SharedTops
+from neuron_search.context import SearchContext, as_context
+from neuron_search.services.errors import UserError
+from neuron_search.services.llm.proposer import Proposer
+from neuron_search.services.model.subject_model import SubjectModel
+from neuron_search.services.search.prompt_index import PromptIndex, load_embedder
+from neuron_search.services.storage.record_store import RecordStore
+from neuron_search.services.storage.run_folder import run_dir
+from neuron_search.services.storage.shared_tops import SharedTops
 
 
 def context_of(runtime: Runtime[SearchContext] | None) -> SearchContext:
@@ -71,7 +71,7 @@ def use_threads(threads: int) -> int:
     global _torch_default_threads
     import torch
 
-    from services.llm import embedded_llm
+    from neuron_search.services.llm import embedded_llm
 
     check_threads(threads)
     if _torch_default_threads is None:

@@ -5,15 +5,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 # Tests never reach the hub: models come from the tests themselves or from installed packages.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LANGSMITH_TRACING", "false")
 os.environ.setdefault("LANGGRAPH_CLI_NO_ANALYTICS", "1")
 
-from tiny_model import build_tiny_gpt2  # noqa: E402
+from neuron_search.testing.tiny_model import build_tiny_gpt2  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import run  # noqa: E402 (first, so that .env is loaded before LangChain, as in `python run.py`)
-from helpers import fresh_answers  # noqa: E402
+from neuron_search import run  # noqa: E402 (first, so that .env is loaded before LangChain, as in `python run.py`)
+from neuron_search.testing.helpers import fresh_answers  # noqa: E402
 from langchain_core.language_models.fake_chat_models import FakeListChatModel  # noqa: E402
 
-from services.llm.proposer import register_chat_model  # noqa: E402
+from neuron_search.services.llm.proposer import register_chat_model  # noqa: E402
 
 NAME = "scripted"
 

@@ -8,10 +8,10 @@ import sqlite3
 import numpy as np
 import pytest
 
-from helpers import scripted
-from neuron_search import NeuronSearch
-from services.search.buckets import bucket_counts
-from services.reports.results import write_run_results
+from neuron_search.testing.helpers import scripted
+from neuron_search.api import NeuronSearch
+from neuron_search.services.search.buckets import bucket_counts
+from neuron_search.services.reports.results import write_run_results
 
 
 def counts(values: list[float]) -> dict[str, int]:

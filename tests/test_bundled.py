@@ -14,9 +14,9 @@ import pytest
 import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from services.model import bundled
-from services.model.bundled import embedded_llm_path, embedded_subject_folder
-from services.llm.embedded_llm import ChatLlamaCpp, embedded_chat_model
+from neuron_search.services.model import bundled
+from neuron_search.services.model.bundled import embedded_llm_path, embedded_subject_folder
+from neuron_search.services.llm.embedded_llm import ChatLlamaCpp, embedded_chat_model
 
 
 @pytest.fixture(scope="session")

@@ -10,15 +10,16 @@ import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
 
-import run
-from cli import main as cli_main
-from cli.main import COMMANDS, COMMON, help_text, parse
-from cli.options import option_of, section_of, sections
-from context import SearchContext
+from neuron_search import run
+from neuron_search.cli import main as cli_main
+from neuron_search.cli.main import COMMANDS, COMMON, help_text, parse
+from neuron_search.cli.options import option_of, section_of, sections
+from neuron_search.context import SearchContext
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,9 +103,29 @@ def test_run_py_is_the_cli_and_the_console_command_too():
     assert run.main is cli_main.main
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, name = scripts["neuron-search"].split(":")
-    assert module == "cli.main" and name == "main"
-    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert "cli" in found
+    assert module == "neuron_search.cli.main" and name == "main"
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    folders = {
+        ".".join(("neuron_search", *init.parent.relative_to(ROOT).parts))
+        for init in ROOT.glob("*/**/__init__.py")
+        if init.relative_to(ROOT).parts[0] not in {"tests", "bench", "build", "results"}
+    }
+    assert set(packages) == folders | {"neuron_search"}  # every folder of the code ships, no other
+
+
+def test_a_wheel_installs_one_namespaced_package_and_nothing_generic(tmp_path):
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("neuron_search-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert {name.split("/")[0] for name in names} == {"neuron_search", wheel.name.split("-py")[0] + ".dist-info"}
+    for module in ("state.py", "context.py", "run.py", "api.py", "__init__.py", "graph/builder.py", "cli/main.py"):
+        assert f"neuron_search/{module}" in names
+    assert not [name for name in names if name.startswith(("neuron_search/tests/", "neuron_search/bench/"))]
 
 
 def test_context_sections_cover_every_field_once_in_its_order():
@@ -211,8 +232,8 @@ def test_list_and_the_list_option_print_the_same_table(tmp_path, capsys):
 
 
 def test_a_new_sweep_plan():
-    from runs import sweep_plan
-    from services.errors import UserError
+    from neuron_search.runs import sweep_plan
+    from neuron_search.services.errors import UserError
 
     with pytest.raises(UserError, match="--neurons SPEC"):
         sweep_plan.new_sweep_settings({}, None)
@@ -231,9 +252,9 @@ def test_a_new_sweep_plan():
 
 
 def test_a_resumed_sweep_plan():
-    from runs import sweep_plan
-    from services.errors import UserError
-    from services.storage.sweep_folder import SweepPlan
+    from neuron_search.runs import sweep_plan
+    from neuron_search.services.errors import UserError
+    from neuron_search.services.storage.sweep_folder import SweepPlan
 
     stored = SweepPlan("s", 1, [0, 1, 2], {"model": "m", "position": "max", "max_prompts": 40}, shared=True, shared_top=5)
     with pytest.raises(UserError, match="leave --neurons out"):
@@ -250,8 +271,8 @@ def test_a_resumed_sweep_plan():
 
 
 def test_which_neurons_are_done_and_whether_to_resume():
-    from runs import sweep_plan
-    from services.storage.sweep_folder import NeuronStatus
+    from neuron_search.runs import sweep_plan
+    from neuron_search.services.storage.sweep_folder import NeuronStatus
 
     def status(neuron, state, best=1.0):
         return NeuronStatus(neuron, state, 1, None, best, "p", 8, 1.0, "boom" if state == "failed" else "")

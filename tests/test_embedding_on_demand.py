@@ -11,11 +11,11 @@ import zlib
 import numpy as np
 import pytest
 
-import services.runtime
-from helpers import fresh_answers, scripted
-from neuron_search import NeuronSearch
-from services.search.buckets import BUCKETS, bucket_codes, bucket_cuts
-from services.storage.record_store import RecordStore
+import neuron_search.services.runtime as runtime_module
+from neuron_search.testing.helpers import fresh_answers, scripted
+from neuron_search.api import NeuronSearch
+from neuron_search.services.search.buckets import BUCKETS, bucket_codes, bucket_cuts
+from neuron_search.services.storage.record_store import RecordStore
 
 
 class FakeEmbedder:
@@ -42,7 +42,7 @@ class FakeEmbedder:
 @pytest.fixture
 def embedder(monkeypatch) -> FakeEmbedder:
     fake = FakeEmbedder()
-    monkeypatch.setattr(services.runtime, "load_embedder", fake.load)
+    monkeypatch.setattr(runtime_module, "load_embedder", fake.load)
     return fake
 
 

@@ -13,15 +13,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from helpers import scripted
-from neuron_search import NeuronSearch
-from services.evidence.evidence_block import EVIDENCE_FILE, evidence_block
-from services.evidence.logit_effects import effect_vector, logit_effects
-from services.evidence.peak_tokens import peak_table
-from services.model.subject_model import SubjectModel
-from services.reports.result_files import write_results
-from services.storage.record_store import StoredRecord
-from tiny_model import build_tiny_gpt2
+from neuron_search.testing.helpers import scripted
+from neuron_search.api import NeuronSearch
+from neuron_search.services.evidence.evidence_block import EVIDENCE_FILE, evidence_block
+from neuron_search.services.evidence.logit_effects import effect_vector, logit_effects
+from neuron_search.services.evidence.peak_tokens import peak_table
+from neuron_search.services.model.subject_model import SubjectModel
+from neuron_search.services.reports.result_files import write_results
+from neuron_search.services.storage.record_store import StoredRecord
+from neuron_search.testing.tiny_model import build_tiny_gpt2
 
 HOSTILE = '<img src=x onerror="alert(1)">&amp;'  # a token is untrusted text, never markup
 
@@ -117,7 +117,7 @@ def expected_gpt2(folder: Path, layer: int, neuron: int) -> torch.Tensor:
 
 
 def expected_gemma(layer: int, neuron: int) -> torch.Tensor:
-    from services.model.bundled import embedded_subject_folder
+    from neuron_search.services.model.bundled import embedded_subject_folder
 
     down, post, final, embed = tensors(
         embedded_subject_folder(), f"model.layers.{layer}.mlp.down_proj.weight",
@@ -207,9 +207,9 @@ def evidence_of(page: str) -> str:
 def test_a_gradient_runs_results_hold_both_evidence_fields(tiny_model_dir, tmp_path, monkeypatch):
     """A tiny gradient run's results.json holds the top prompts' peak tokens and the logit effects (with
     a layer scan cached and no exemplars.json: no real-snippet table, see below)."""
-    import services.dataset.exemplars as exemplars_module
-    from services.dataset.corpus import corpus_source
-    from services.runtime import subject_model
+    import neuron_search.services.dataset.exemplars as exemplars_module
+    from neuron_search.services.dataset.corpus import corpus_source
+    from neuron_search.services.runtime import subject_model
 
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.txt"

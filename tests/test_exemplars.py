@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.model.bundled import cache_root
-from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, build_snippets, corpus_source, normalise
-from services.errors import UserError
-from services.dataset.exemplars import exemplars
-from services.model.subject_model import SubjectModel
+from neuron_search.services.model.bundled import cache_root
+from neuron_search.services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, build_snippets, corpus_source, normalise
+from neuron_search.services.errors import UserError
+from neuron_search.services.dataset.exemplars import exemplars
+from neuron_search.services.model.subject_model import SubjectModel
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = "the quick brown fox jumps over the lazy dog what is the capital of France Paris numbers like 3.14".split()
@@ -125,8 +125,8 @@ def test_the_top_k_are_the_highest_by_an_independent_measurement(subject, small_
 
 
 def test_each_example_is_saved_with_its_cross_entropy_where_a_report_finds_it(subject, small_corpus, tmp_path):
-    from services.dataset.exemplars import read_exemplars
-    from services.reports.exemplars_page import write_exemplars
+    from neuron_search.services.dataset.exemplars import read_exemplars
+    from neuron_search.services.reports.exemplars_page import write_exemplars
 
     result = exemplars(subject, 1, 17, small_corpus, top_k=4, max_snippets=0)
     path = write_exemplars(result, tmp_path / "results")["json"]
@@ -167,7 +167,7 @@ def test_run_py_exemplars_on_the_bundled_model(tmp_path):
     # A fresh scan cache, with the bundled model's converted folder linked in so it is not converted again.
     cache = tmp_path / "cache"
     cache.mkdir()
-    from services.model.bundled import embedded_subject_folder
+    from neuron_search.services.model.bundled import embedded_subject_folder
 
     (cache / "gemma3-270m").symlink_to(embedded_subject_folder())
     done = run_cli("--model", "embedded", "--layer", "9", "--neuron", "5", "--max-snippets", "64", "--top-k", "7",
@@ -209,7 +209,7 @@ def test_run_py_exemplars_help_explains_every_option():
 
 
 def test_a_corpus_cut_again_in_one_process_comes_from_memory_until_a_file_changes(tokenizer, tmp_path, monkeypatch):
-    from services.dataset import corpus
+    from neuron_search.services.dataset import corpus
 
     (tmp_path / "c.txt").write_text("one two three four\n\nfive six seven eight\n")
     first = build_snippets(corpus_source(tmp_path / "c.txt"), tokenizer, max_snippets=0)

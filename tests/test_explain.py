@@ -15,10 +15,10 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from helpers import WORDS, scripted
-from services.explain.examples import format_example, split_examples
-from services.explain.explainer import OPENING, SCHEMA, build_explain_request, explain
-from services.explain.scoring import (
+from neuron_search.testing.helpers import WORDS, scripted
+from neuron_search.services.explain.examples import format_example, split_examples
+from neuron_search.services.explain.explainer import OPENING, SCHEMA, build_explain_request, explain
+from neuron_search.services.explain.scoring import (
     CONTROL_EXPLANATION,
     auroc,
     balanced_accuracy,
@@ -27,8 +27,8 @@ from services.explain.scoring import (
     score_explanation,
     verdict_probabilities,
 )
-from services.explain.structured import ask_json
-from services.llm.proposer import register_chat_model
+from neuron_search.services.explain.structured import ask_json
+from neuron_search.services.llm.proposer import register_chat_model
 
 
 def record(prompt: str, values: list[float], iteration: int = 1) -> dict[str, Any]:
@@ -334,8 +334,8 @@ def test_the_explainer_sees_marked_examples():
 def test_ollama_gets_the_schema_without_the_pattern_it_may_reject_and_llama_cpp_gets_all_of_it():
     from langchain_ollama import ChatOllama
 
-    from services.llm.embedded_llm import ChatLlamaCpp
-    from services.llm.proposer import constrained
+    from neuron_search.services.llm.embedded_llm import ChatLlamaCpp
+    from neuron_search.services.llm.proposer import constrained
 
     sent = constrained(ChatOllama(model="llama3.1"), SCHEMA).format
     assert "pattern" not in json.dumps(sent) and sent["properties"]["explanation"]["type"] == "string"

@@ -9,9 +9,9 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from helpers import fresh_answers
-from neuron_search import NeuronSearch
-from services.llm.proposer import register_chat_model
+from neuron_search.testing.helpers import fresh_answers
+from neuron_search.api import NeuronSearch
+from neuron_search.services.llm.proposer import register_chat_model
 
 SENTENCE = "Greek letters next to numbers."
 
@@ -107,8 +107,8 @@ def test_the_hypothesis_reaches_the_generators_request_only_with_explain_every(t
 
 
 def test_a_cached_corpus_scan_adds_real_text_the_explainer_never_saw(tiny_model_dir, tmp_path, monkeypatch):
-    from services.dataset.exemplars import real_text_holdout
-    from services.runtime import subject_model
+    from neuron_search.services.dataset.exemplars import real_text_holdout
+    from neuron_search.services.runtime import subject_model
 
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))  # the scan's cache, not the user's
     llm = RoleAware(requests=[])

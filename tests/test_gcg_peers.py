@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from gcg_peers import NEUTRAL_START, Evaluator, PeerRun, disallowed_ids, plain_gcg  # noqa: E402
 from gradient_quality import best_at, fill_xent  # noqa: E402
 
-from services.model.gradient import allowed_tokens  # noqa: E402
-from services.model.subject_model import SubjectModel  # noqa: E402
+from neuron_search.services.model.gradient import allowed_tokens  # noqa: E402
+from neuron_search.services.model.subject_model import SubjectModel  # noqa: E402
 
 LAYER, NEURON = 1, 7
 

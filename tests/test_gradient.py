@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import services.model.gradient as gradient_module
+import neuron_search.services.model.gradient as gradient_module
 from transformers import AutoModelForCausalLM
 
-from services.model.gradient import (
+from neuron_search.services.model.gradient import (
     allowed_tokens,
     embedding_scale,
     fluency_gains,
@@ -25,7 +25,7 @@ from services.model.gradient import (
     stacked_swaps,
     token_gradients,
 )
-from services.model.subject_model import SubjectModel, _logsumexp_, _mean_losses, distinct_prefixes, predicting
+from neuron_search.services.model.subject_model import SubjectModel, _logsumexp_, _mean_losses, distinct_prefixes, predicting
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from context import SearchContext, fluency_weights, seeds_from_corpus
-from helpers import fresh_answers, scripted
-from neuron_search import NeuronSearch
-from services.search.population import slot_loss, update_population
-from state import Member
+from neuron_search.context import SearchContext, fluency_weights, seeds_from_corpus
+from neuron_search.testing.helpers import fresh_answers, scripted
+from neuron_search.api import NeuronSearch
+from neuron_search.services.search.population import slot_loss, update_population
+from neuron_search.state import Member
 
 SEEDS = ("The quick brown fox jumps over the lazy dog.", "1, 2, 4, 8, 16, 32", "What is the capital of France?")
 
@@ -92,7 +92,7 @@ def test_a_resumed_gradient_run_continues_from_its_population(tiny_model_dir, tm
 def test_a_resumed_gradient_run_measures_what_an_unbroken_one_does(tiny_model_dir, tmp_path, monkeypatch):
     """Members' gradients are remembered across iterations; a resumed process starts with none
     remembered, and still proposes the same children as a run that never stopped."""
-    import services.model.gradient as gradient_module
+    import neuron_search.services.model.gradient as gradient_module
 
     def measured(result) -> list[tuple[str, float]]:
         return [(r["prompt"], r["activation"]) for r in result.records]
@@ -113,8 +113,8 @@ def test_mixed_takes_turns_between_the_llm_and_the_gradient(tiny_model_dir, tmp_
 
 
 def test_seed_corpus_starts_the_search_from_the_neurons_top_real_text(tiny_model_dir, tmp_path, monkeypatch):
-    from services.dataset.exemplars import exemplars, read_exemplars
-    from services.runtime import subject_model
+    from neuron_search.services.dataset.exemplars import exemplars, read_exemplars
+    from neuron_search.services.runtime import subject_model
 
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))  # the scan's cache, not the user's
     # Unset, --seed-corpus is on for a gradient run; the report then finds the dataset max.
@@ -136,7 +136,7 @@ def test_seed_corpus_is_on_by_default_for_the_gradient_and_off_for_the_llm():
 
 
 def test_a_gradient_batch_with_nothing_new_goes_to_the_fallback_not_round_in_circles():
-    from graph.routing import after_filter
+    from neuron_search.graph.routing import after_filter
 
     state = {"accepted": [], "source": "gradient", "attempts": 0}
     assert after_filter(state, None) == "random_fallback"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from graph import build_graph
-from helpers import fresh_answers, scripted
-from neuron_search import NeuronSearch
-from services.storage.record_store import RecordStore
+from neuron_search.graph import build_graph
+from neuron_search.testing.helpers import fresh_answers, scripted
+from neuron_search.api import NeuronSearch
+from neuron_search.services.storage.record_store import RecordStore
 
 
 class Recorder:
@@ -140,7 +140,7 @@ def test_resuming_with_a_larger_top_k_brings_back_the_records_the_smaller_table_
     first = tiny_search(tiny_model_dir, tmp_path, scripted(fresh_answers(10)), iterations=3, top_k=3, run_id="grow").run(progress=False)
     assert len(first.state["top"]) == 3 and len(first.records) > 10
     resumed = NeuronSearch.resume("grow", results_dir=str(tmp_path), top_k=10, iterations=4).run(progress=False)
-    from services.search.findings import as_record, distinct_findings
+    from neuron_search.services.search.findings import as_record, distinct_findings
 
     measured = sorted((r for r in resumed.records if r["activation"] is not None), key=lambda r: -r["activation"])
     highest = distinct_findings(as_record(r) for r in measured)
@@ -151,7 +151,7 @@ def test_resuming_with_a_larger_top_k_brings_back_the_records_the_smaller_table_
 
 
 def test_a_prompt_and_its_tails_after_the_peak_are_one_finding_in_the_top_k(tiny_model_dir, tmp_path):
-    from services.model.subject_model import SubjectModel
+    from neuron_search.services.model.subject_model import SubjectModel
 
     subject = SubjectModel.load(str(tiny_model_dir), "cpu")
     # A prompt whose peak comes before its end, and tails after it that stay below the peak.

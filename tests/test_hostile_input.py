@@ -18,11 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 
-import run
-from context import SearchContext, as_context
-from helpers import fresh_answers, scripted
-from neuron_search import NeuronSearch
-from services.errors import UserError
+from neuron_search import run
+from neuron_search.context import SearchContext, as_context
+from neuron_search.testing.helpers import fresh_answers, scripted
+from neuron_search.api import NeuronSearch
+from neuron_search.services.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ def test_a_link_named_like_a_run_that_leads_outside_is_refused(tiny_model_dir, t
 
 def _run_factory(context: dict, thread_id: str = "t1") -> None:
     """What LangGraph's server does to execute a run: enter graph/studio.py's factory with the form."""
-    from graph.studio import make_graph
+    from neuron_search.graph.studio import make_graph
 
     runtime = SimpleNamespace(execution_runtime=SimpleNamespace(context=context))
 
@@ -222,7 +222,7 @@ def test_a_resume_without_a_checkpoint_keeps_every_measurement(tiny_model_dir, t
 
 
 def test_the_store_refuses_to_drop_a_measurement_under_a_used_key(tmp_path):
-    from services.storage.record_store import RecordStore
+    from neuron_search.services.storage.record_store import RecordStore
 
     def measured(prompt: str) -> dict:
         return dict(prompt=prompt, activation=1.0, tokens=["a"], values=[1.0], error="", peak=0, xent=None)
@@ -286,7 +286,7 @@ def test_list_writes_nothing(capsys, finished, tmp_path):
 
 
 def test_report_and_explain_wait_for_a_run_that_is_in_use(capsys, finished):
-    from services.storage.run_folder import run_lock
+    from neuron_search.services.storage.run_folder import run_lock
 
     with run_lock(finished / "done"):
         for command in (["report", "done"], ["explain", "done"]):

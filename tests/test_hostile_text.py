@@ -20,11 +20,11 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from services.reports.display import RichProgress, SweepProgress, exemplars_table, records_table
-from services.reports.explanation_view import explanation_table
-from services.reports.result_files import write_results
-from services.reports.results import print_summary
-from services.storage.record_store import RecordStore, StoredRecord
+from neuron_search.services.reports.display import RichProgress, SweepProgress, exemplars_table, records_table
+from neuron_search.services.reports.explanation_view import explanation_table
+from neuron_search.services.reports.result_files import write_results
+from neuron_search.services.reports.results import print_summary
+from neuron_search.services.storage.record_store import RecordStore, StoredRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ["[/url] closes nothing", "[bold]loud[/bold] words", "[link=x]click[/link] here", "a lone [/] and a \\"]
@@ -126,7 +126,7 @@ def status(neuron: int, best: float | None, prompt: str | None, state: str = "do
 
 
 def test_the_sweep_display_shows_prompts_and_errors_literally():
-    from services.reports.display import error_text, top_neurons_table  # new: for run.py's sweep summary
+    from neuron_search.services.reports.display import error_text, top_neurons_table  # new: for run.py's sweep summary
 
     statuses = [status(0, 2.0, HOSTILE[0]), status(1, 1.0, HOSTILE[1]), status(2, None, None, "failed", "boom [/url]")]
     c = console()
@@ -147,8 +147,8 @@ def test_the_sweep_display_shows_prompts_and_errors_literally():
 def test_a_search_whose_prompts_hold_markup_writes_and_prints_everything(tiny_model_dir, tmp_path, capsys, monkeypatch, quiet):
     """`python run.py` (in this process, so the scripted LLM can be registered) with and without
     --quiet: the LLM's prompts hold markup, are measured, shown literally, and every file is written."""
-    import run
-    from helpers import scripted
+    from neuron_search import run
+    from neuron_search.testing.helpers import scripted
 
     monkeypatch.setenv("COLUMNS", "300")
     answers = ["\n".join(f"{p} {i}" for p in HOSTILE) for i in range(50)]
@@ -182,7 +182,7 @@ def test_the_pages_escape_what_they_show(tmp_path):
 
 
 def test_the_sweep_index_escapes_what_it_shows(tmp_path):
-    from services.reports.sweep_index import render_index
+    from neuron_search.services.reports.sweep_index import render_index
 
     attack = '<img src=x onerror="alert(1)">'
     rows = [index_row(0, 1.0, attack, attack, error=attack)]
@@ -203,7 +203,7 @@ def test_the_sweep_index_page_survives_a_quote_in_its_address(tmp_path):
     """The fragment (#q=…&sort=…) is the page's input: a `"` in it must not stop the script."""
     from urllib.parse import quote
 
-    from services.reports.sweep_index import render_index
+    from neuron_search.services.reports.sweep_index import render_index
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium and os.environ.get("NEURON_SEARCH_CI"):
@@ -254,9 +254,8 @@ def test_a_results_write_that_fails_half_way_keeps_the_previous_files(tmp_path):
     script = textwrap.dedent(
         f"""
         import resource, signal, sys
-        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'tests')!r})
         from pathlib import Path
-        from services.reports.result_files import write_results
+        from neuron_search.services.reports.result_files import write_results
         from test_hostile_text import SETTINGS, stored
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
@@ -268,7 +267,7 @@ def test_a_results_write_that_fails_half_way_keeps_the_previous_files(tmp_path):
             sys.exit(3)
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT / "tests")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "new prompt" in (run_dir / "records.csv").read_text()  # the small file was written whole
     for name, content in before.items():
@@ -309,10 +308,10 @@ def test_results_files_are_replaced_only_once_complete(tmp_path, monkeypatch):
 
 
 def test_exemplars_explanation_and_sweep_index_are_replaced_only_once_complete(tmp_path, monkeypatch):
-    from services.dataset.exemplars import Exemplars
-    from services.reports.exemplars_page import write_exemplars
-    from services.explain import run_explanation
-    from services.reports import sweep_index
+    from neuron_search.services.dataset.exemplars import Exemplars
+    from neuron_search.services.reports.exemplars_page import write_exemplars
+    from neuron_search.services.explain import run_explanation
+    from neuron_search.services.reports import sweep_index
 
     measurement = {"prompt": "old", "activation": 1.0, "tokens": ["o", "ld"], "values": [0.1, 1.0], "peak": 1, "error": "", "xent": None}
     old = Exemplars("m", 1, 3, "corpus", 10, [measurement])

@@ -7,14 +7,14 @@ from dataclasses import replace
 import pytest
 from langgraph.runtime import Runtime
 
-from helpers import fresh_answers, scripted, tiny_context
-from neuron_search import NeuronSearch
-from nodes import semantic_filter
-from cli.main import parse
-from cli.options import settings_from
-from services.llm.proposer import chat_model
-from services.runtime import release_run, services_for
-from state import Candidate, empty_stats
+from neuron_search.testing.helpers import fresh_answers, scripted, tiny_context
+from neuron_search.api import NeuronSearch
+from neuron_search.nodes import semantic_filter
+from neuron_search.cli.main import parse
+from neuron_search.cli.options import settings_from
+from neuron_search.services.llm.proposer import chat_model
+from neuron_search.services.runtime import release_run, services_for
+from neuron_search.state import Candidate, empty_stats
 
 
 def cli_settings(*argv: str) -> dict:
@@ -115,7 +115,7 @@ def test_embedder_takes_a_local_folder(tiny_model_dir, tmp_path):
 def test_stats_every_prints_the_statistics_during_the_run(tiny_model_dir, tmp_path):
     from rich.console import Console
 
-    from services.reports.display import RichProgress
+    from neuron_search.services.reports.display import RichProgress
 
     console = Console(record=True, width=120)
     ctx = tiny_context(tiny_model_dir, tmp_path, scripted(fresh_answers(5)))

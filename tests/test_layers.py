@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("entry points", (
         ("scripts/", "bench/"),  # measure and check the project as a user would
+        ("testing/",),  # what tests and benches build: a tiny model, scripted LLM answers
         ("run.py",),  # the command line
         ("cli/",),  # run.py's options
-        ("neuron_search.py", "graph/studio.py"),  # the Python API; LangGraph Studio's graph factory
+        ("__init__.py",),  # the package: NeuronSearch, imported on first use
+        ("api.py", "graph/studio.py"),  # the Python API; LangGraph Studio's graph factory
     )),
     ("runs", (("runs/",),)),  # a run's lifecycle and a sweep's: open, lock, drive the graph, write the results, release
     ("graph", (
@@ -69,8 +71,12 @@ def project_files() -> list[str]:
 
 
 def module_file(name: str) -> str | None:
-    """The project file of module `name` ("services.storage.files"), None for another package's."""
-    base = ROOT.joinpath(*name.split("."))
+    """The project file of module `name` ("neuron_search.services.storage.files"), None for another package's."""
+    if name == "neuron_search":
+        return "__init__.py"
+    if not name.startswith("neuron_search."):
+        return None
+    base = ROOT.joinpath(*name.split(".")[1:])
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate.relative_to(ROOT).as_posix()
@@ -81,7 +87,7 @@ def module_file(name: str) -> str | None:
 def imports(path: str) -> list[tuple[int, str]]:
     """(line, file) of every project module that `path` imports, wherever in the file the import stands."""
     tree = ast.parse((ROOT / path).read_text(encoding="utf-8"), filename=path)
-    package = path.split("/")[:-1]
+    package = ["neuron_search", *path.split("/")[:-1]]
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

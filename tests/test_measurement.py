@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.model.bundled import embedded_subject_folder
-from services.model.subject_model import SubjectModel
+from neuron_search.services.model.bundled import embedded_subject_folder
+from neuron_search.services.model.subject_model import SubjectModel
 
 PROMPTS = [
     "Hi",
@@ -67,7 +67,7 @@ def test_batched_activations_match_a_plain_transformers_hook(subject, expected, 
 
 
 def test_sizes_are_read_from_the_model_and_checked(subject):
-    from services.errors import UserError
+    from neuron_search.services.errors import UserError
 
     assert (subject.n_layers, subject.d_mlp) == (18, 2048)
     with pytest.raises(UserError, match="18 layers"):

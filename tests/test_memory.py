@@ -21,9 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = r"""
 import json, os, resource, sys, tempfile
-sys.path.insert(0, os.getcwd())
-from neuron_search import NeuronSearch
-from services.runtime import subject_model
+from neuron_search.api import NeuronSearch
+from neuron_search.services.runtime import subject_model
 
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30

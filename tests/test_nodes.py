@@ -6,11 +6,11 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.runtime import Runtime
 
-from helpers import scripted, tiny_context
-from nodes import generate, measure_activation, random_fallback, seed, semantic_filter, stagnation_check, update_records
-from services.llm.proposer import register_chat_model
-from services.runtime import release_run, services_for
-from state import Candidate, Record, SearchState
+from neuron_search.testing.helpers import scripted, tiny_context
+from neuron_search.nodes import generate, measure_activation, random_fallback, seed, semantic_filter, stagnation_check, update_records
+from neuron_search.services.llm.proposer import register_chat_model
+from neuron_search.services.runtime import release_run, services_for
+from neuron_search.state import Candidate, Record, SearchState
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_seed_starts_a_run_with_the_builtin_and_extra_seeds(ctx):
 def test_seed_rejects_a_neuron_the_model_does_not_have(ctx):
     from dataclasses import replace
 
-    from services.errors import UserError
+    from neuron_search.services.errors import UserError
 
     with pytest.raises(UserError, match="d_mlp"):
         started(replace(ctx, neuron=10_000))
@@ -122,7 +122,7 @@ def test_generate_shows_the_llm_the_records_and_the_hint(ctx):
 def test_a_failing_llm_is_counted_and_the_run_goes_on(ctx, monkeypatch):
     from dataclasses import replace
 
-    import services.llm.proposer as proposer
+    import neuron_search.services.llm.proposer as proposer
 
     class Broken(FakeListChatModel):
         def _call(self, *args, **kwargs):

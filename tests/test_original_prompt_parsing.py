@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from original_prompt_parsing import MAX_PROMPT_CHARS, REFUSAL_MARKERS, parse_prompts  # noqa: E402
 

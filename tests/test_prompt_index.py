@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.errors import UserError
-from services.search.prompt_index import PromptIndex, Verdict, load_embedder
+from neuron_search.services.errors import UserError
+from neuron_search.services.search.prompt_index import PromptIndex, Verdict, load_embedder
 
 MID_ONLY = frozenset({"mid"})
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from services.llm.prompt_parsing import MAX_PROMPT_CHARS, REFUSAL_MARKERS, normalize_text, parse_prompts
-from services.llm.proposer import REQUEST_TEMPLATE, SYSTEM_PROMPT, prompts_schema
+from neuron_search.services.llm.prompt_parsing import MAX_PROMPT_CHARS, REFUSAL_MARKERS, normalize_text, parse_prompts
+from neuron_search.services.llm.proposer import REQUEST_TEMPLATE, SYSTEM_PROMPT, prompts_schema
 
 CASES = {
     # JSON, as the schema asks: {"prompts": [...]}.
@@ -100,7 +100,7 @@ def test_the_embedded_proposer_answers_json_of_exactly_the_batch():
     # A real call: llama.cpp turns the schema into a grammar, so even the 135M model writes the batch.
     from langchain_core.messages import HumanMessage
 
-    from services.llm.proposer import Proposer
+    from neuron_search.services.llm.proposer import Proposer
 
     answer = Proposer("embedded", 0.7).propose([HumanMessage("Write 3 short prompts about rivers.")], seed=0, schema=prompts_schema(3, 40))
     value = json.loads(answer, strict=False)  # the grammar lets a raw newline into a string

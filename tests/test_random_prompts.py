@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from services.search.random_prompts import COMMON_WORDS, random_prompts
+from neuron_search.services.search.random_prompts import COMMON_WORDS, random_prompts
 
 VOCAB = [" the", "ing", "123", " cat", ".", " Paris", "\n", " ", "ed", " über"]
 TOPS = [

@@ -20,10 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-import run
-from services.errors import UserError
-from runs import sweep_scheduler as scheduler
-from services.storage.sweep_folder import SweepPlan, sweep_dir, write_plan
+from neuron_search import run
+from neuron_search.services.errors import UserError
+from neuron_search.runs import sweep_scheduler as scheduler
+from neuron_search.services.storage.sweep_folder import SweepPlan, sweep_dir, write_plan
 from test_sweep import NEURONS, records, signal_a_worker_mid_neuron, statuses, sweep_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def test_an_unreachable_ray_address_is_a_clear_error_within_30_seconds(tiny_mode
 
 
 def test_local_ray_listens_on_loopback_only(local_ray):
-    from runs.sweep_worker import SweepWorker
+    from neuron_search.runs.sweep_worker import SweepWorker
 
     worker = local_ray.remote(SweepWorker).options(num_cpus=1).remote(str(ROOT))
     worker_pid = local_ray.get(worker.pid.remote(), timeout=120)  # a worker process, listening as workers do

@@ -25,15 +25,15 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-import run
+from neuron_search import run
 import scripted_run
-import services.llm.embedded_llm
-from helpers import WORDS, fresh_answers, scripted
-from neuron_search import NeuronSearch
-from services.llm import proposer
-from services.storage.record_store import RecordStore
-from services.reports.results import saved_state
-from services.model.subject_model import SubjectModel
+import neuron_search.services.llm.embedded_llm as embedded_llm_module
+from neuron_search.testing.helpers import WORDS, fresh_answers, scripted
+from neuron_search.api import NeuronSearch
+from neuron_search.services.llm import proposer
+from neuron_search.services.storage.record_store import RecordStore
+from neuron_search.services.reports.results import saved_state
+from neuron_search.services.model.subject_model import SubjectModel
 from test_cli import run_cli
 
 SEED = "The old lighthouse keeper watched the storm roll in."
@@ -379,7 +379,7 @@ def test_ollama_failing_mid_run_retries_then_switches_to_the_embedded_llm(then, 
     monkeypatch.setattr(proposer, "time", SimpleNamespace(sleep=waits.append))
     # A stand-in for the embedded LLM (llama.cpp would take minutes here).
     embedded = FakeListChatModel(responses=fresh_answers(10))
-    monkeypatch.setattr(services.llm.embedded_llm, "embedded_chat_model", lambda **_: embedded)
+    monkeypatch.setattr(embedded_llm_module, "embedded_chat_model", lambda **_: embedded)
 
     with caplog.at_level(logging.WARNING, logger="neuron_search"):
         result = tiny_search(tiny_model_dir, tmp_path, "ollama:standin", iterations=4).run(progress=False)
@@ -535,7 +535,7 @@ def test_a_batch_in_which_every_prompt_fails_the_same_way_stops_the_run_with_tha
     assert "Every prompt of iteration 0" in out and "CUDA error: an illegal memory access" in out
     assert "Traceback" not in out
     assert store_rows(tmp_path / "broken") == []  # nothing of the failed batch was stored
-    from services.search.seeds import BUILTIN_SEEDS
+    from neuron_search.services.search.seeds import BUILTIN_SEEDS
 
     # The seed batch, tried in chunks and then prompt by prompt; no LLM batch after it.
     assert sum(calls) == 2 * len(BUILTIN_SEEDS)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from services.reports import record_summary
-from services.reports.page_style import SOURCE_COLOURS
-from services.reports.record_summary import MAX_PLOT_POINTS, Summary
-from services.reports.result_files import write_results
-from services.reports.results import write_run_results
-from services.storage.record_store import RecordStore, StoredRecord
+from neuron_search.services.reports import record_summary
+from neuron_search.services.reports.page_style import SOURCE_COLOURS
+from neuron_search.services.reports.record_summary import MAX_PLOT_POINTS, Summary
+from neuron_search.services.reports.result_files import write_results
+from neuron_search.services.reports.results import write_run_results
+from neuron_search.services.storage.record_store import RecordStore, StoredRecord
 
 WORDS = [" the", " cat", " sat", " on", " mat", " Paris", " is", " capital", " of", " France", ",", ".",
          " quantum", " river", " bank", "\n", " 1984", " def", " return", " café", " über"]
@@ -255,8 +255,8 @@ def test_the_front_and_the_samples_stay_bounded(monkeypatch):
 
 
 def exemplar_file(results_dir: Path, xents: list[float | None], top: float = 3.0) -> Path:
-    from services.dataset.exemplars import Exemplars
-    from services.reports.exemplars_page import write_exemplars
+    from neuron_search.services.dataset.exemplars import Exemplars
+    from neuron_search.services.reports.exemplars_page import write_exemplars
 
     measurements = [
         {"prompt": f"real snippet {i} <b>", "activation": top - i * 0.2, "tokens": ["real", " snippet"],

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-import run
-from helpers import scripted
-from graph import steps_per_iteration
-from neuron_search import NeuronSearch
+from neuron_search import run
+from neuron_search.testing.helpers import scripted
+from neuron_search.graph import steps_per_iteration
+from neuron_search.api import NeuronSearch
 from scripted_run import register_scripted, start, stored_rows, tiny_args, wait_for_iteration
-from services.reports.results import saved_state
+from neuron_search.services.reports.results import saved_state
 
 
 @pytest.fixture(autouse=True)

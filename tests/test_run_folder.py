@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from context import SearchContext
-from helpers import fresh_answers, scripted, tiny_context
-from services import runtime
-from services.errors import UserError
-from runs.lifecycle import open_run
-from services.storage.run_folder import run_id_for
+from neuron_search.context import SearchContext
+from neuron_search.testing.helpers import fresh_answers, scripted, tiny_context
+from neuron_search.services import runtime
+from neuron_search.services.errors import UserError
+from neuron_search.runs.lifecycle import open_run
+from neuron_search.services.storage.run_folder import run_id_for
 
 
 def test_a_second_search_of_the_same_run_in_the_same_process_is_refused(tiny_model_dir, tmp_path):
@@ -33,7 +33,7 @@ def test_bad_settings_are_refused_before_the_folder_is_made(tiny_model_dir, tmp_
 
 
 def test_a_finished_search_leaves_run_json_and_the_results_and_releases_the_run(tiny_model_dir, tmp_path):
-    from graph import build_graph
+    from neuron_search.graph import build_graph
 
     ctx = tiny_context(tiny_model_dir, tmp_path, scripted(fresh_answers(4)), iterations=2)
     with open_run(ctx) as folder:

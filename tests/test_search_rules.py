@@ -16,17 +16,17 @@ import random
 
 import pytest
 
-from helpers import scripted
-from neuron_search import NeuronSearch
-from services.model.subject_model import SubjectModel
-from services.search.random_prompts import mutations, random_prompts
+from neuron_search.testing.helpers import scripted
+from neuron_search.api import NeuronSearch
+from neuron_search.services.model.subject_model import SubjectModel
+from neuron_search.services.search.random_prompts import mutations, random_prompts
 
 SEEDS = ("The quick brown fox jumps over the lazy dog.", "1, 2, 4, 8, 16, 32", "What is the capital of France?")
 
 
 @pytest.fixture(scope="module")
 def gemma() -> SubjectModel:
-    from services.runtime import subject_model
+    from neuron_search.services.runtime import subject_model
 
     return subject_model("embedded", "cpu")  # the instance a search in this process gets too
 
@@ -67,7 +67,7 @@ def test_whitespace_and_ordinary_text_are_tokenized_as_before(gemma):
 
 
 def test_the_gradient_may_never_propose_an_added_token(gemma):
-    from services.model.gradient import allowed_tokens
+    from neuron_search.services.model.gradient import allowed_tokens
 
     for ascii_only in (True, False):
         allowed = allowed_tokens(gemma, ascii_only)
@@ -105,7 +105,7 @@ def test_no_proposed_or_fallback_prompt_of_a_gradient_run_holds_an_added_token(g
     holds the token, and no child or fallback prompt is read as one."""
     import importlib
 
-    gradient_node = importlib.import_module("nodes.gradient")  # `nodes.gradient` is also the node function
+    gradient_node = importlib.import_module("neuron_search.nodes.gradient")  # `nodes.gradient` is also the node function
 
     proposed: list[list[int]] = []
     for name in ("propose_children", "propose_edits"):
@@ -138,8 +138,8 @@ def test_max_prompts_measures_exactly_that_many(tiny_model_dir, tmp_path):
 
 
 def test_the_scan_inside_a_search_prints_progress_when_not_on_a_terminal(tiny_model_dir, tmp_path, monkeypatch, capfd):
-    import services.dataset.exemplars as exemplars_module
-    from services.dataset.corpus import corpus_source
+    import neuron_search.services.dataset.exemplars as exemplars_module
+    from neuron_search.services.dataset.corpus import corpus_source
 
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.txt"
@@ -163,7 +163,7 @@ def test_the_scan_inside_a_search_prints_progress_when_not_on_a_terminal(tiny_mo
 def test_allowing_added_tokens_reads_and_proposes_them_but_never_bos(gemma):
     """The opt-in (a run's `allow_added_tokens`): added tokens are read and proposed as tokens; the
     tokenizer's own special tokens (BOS, EOS, padding, ...) still never are."""
-    from services.model.gradient import allowed_tokens
+    from neuron_search.services.model.gradient import allowed_tokens
 
     image, unused, bold = (gemma.tokenizer.convert_tokens_to_ids(t) for t in ("<start_of_image>", "<unused5>", "<b>"))
     ids = gemma.token_ids("a <start_of_image> <unused5> <b>x</b> <bos>", allow_added_tokens=True)

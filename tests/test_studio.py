@@ -173,7 +173,7 @@ def test_studio_draws_the_eight_nodes_and_the_conditional_edges(client, assistan
 
 
 def test_studio_form_shows_the_context_fields_with_defaults_and_help(client, assistant_id):
-    from context import SearchContext, describe
+    from neuron_search.context import SearchContext, describe
 
     schemas = client.assistants.get_schemas(assistant_id)
     # The form is built from context_schema; the server mirrors it into the deprecated config_schema.
@@ -233,7 +233,7 @@ def test_two_studio_runs_at_once_get_the_activations_each_gets_alone(client, tin
     """Two neurons at two layers, many padded batches each, in one server process at the same time."""
     import threading
 
-    from services.model.subject_model import SubjectModel
+    from neuron_search.services.model.subject_model import SubjectModel
 
     words = "alpha beta gamma delta river stone cloud seven ninety copper violet engine".split()
     seeds = [" ".join(words[(i * 7 + j) % len(words)] for j in range(1 + i % 9)) + f" {i}" for i in range(1500)]

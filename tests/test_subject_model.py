@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 
-from services.errors import UserError
-from services.model.subject_model import SubjectModel
+from neuron_search.services.errors import UserError
+from neuron_search.services.model.subject_model import SubjectModel
 
 WORDS = "alpha beta gamma delta river stone cloud seven ninety copper violet engine ledger orbit".split()
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-import run
-from services.errors import UserError
-from services.model.subject_model import SubjectModel
-from services.reports.sweep_index import write_index
-from services.sweep.neuron_spec import parse_neurons
-from services.storage.shared_tops import SharedTops
-from services.storage.sweep_folder import StatusBook, sweep_dir
+from neuron_search import run
+from neuron_search.services.errors import UserError
+from neuron_search.services.model.subject_model import SubjectModel
+from neuron_search.services.reports.sweep_index import write_index
+from neuron_search.services.sweep.neuron_spec import parse_neurons
+from neuron_search.services.storage.shared_tops import SharedTops
+from neuron_search.services.storage.sweep_folder import StatusBook, sweep_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 NEURONS = [0, 1, 2]
@@ -61,7 +61,7 @@ def best_prompts(folder: Path) -> dict[int, tuple[str, float]]:
 def ray_instance():
     import ray
 
-    from runs.sweep_scheduler import _start_ray
+    from neuron_search.runs.sweep_scheduler import _start_ray
 
     _start_ray("local", 2)  # as `--ray local` starts it: on 127.0.0.1 only
     yield ray
@@ -91,7 +91,7 @@ def test_the_shared_table_keeps_k_prompts_per_neuron_and_never_a_failed_one(tmp_
 
 
 def test_a_prompt_measured_for_one_neuron_enters_another_neurons_table_when_it_excites_it(tiny_model_dir, tmp_path):
-    from services.search.seeds import BUILTIN_SEEDS
+    from neuron_search.services.search.seeds import BUILTIN_SEEDS
 
     assert run.main(sweep_args(tiny_model_dir, tmp_path, "shared", "--ray", "off", "--shared-top", "5")) == 0
     folder = sweep_dir(tmp_path, "shared")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import run
-from cli.main import help_text
-from services.storage.sweep_folder import sweep_dir
+from neuron_search import run
+from neuron_search.cli.main import help_text
+from neuron_search.services.storage.sweep_folder import sweep_dir
 from test_sweep import records, statuses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,9 +33,9 @@ def _patches() -> list[tuple[object, str, object]]:
     and logs of scans and of torch's thread count."""
     import torch
 
-    import services.dataset.exemplars as exemplars_module
-    from services.dataset.corpus import corpus_source
-    from services.model.subject_model import SubjectModel
+    import neuron_search.services.dataset.exemplars as exemplars_module
+    from neuron_search.services.dataset.corpus import corpus_source
+    from neuron_search.services.model.subject_model import SubjectModel
 
     write_scan, layer_maxima, measure = exemplars_module._write_scan, SubjectModel.layer_maxima, SubjectModel.measure
 
@@ -76,7 +76,7 @@ def scan_test_ray(tmp_path, monkeypatch):
     in this process, and its own cache, corpus and logs."""
     import ray
 
-    from runs import sweep_scheduler as scheduler
+    from neuron_search.runs import sweep_scheduler as scheduler
 
     words = "alpha beta gamma delta river stone cloud seven ninety copper violet engine ledger orbit".split()
     corpus = tmp_path / "corpus.txt"
@@ -159,7 +159,7 @@ def test_threads_sets_torchs_thread_count_in_the_search_process(tiny_model_dir, 
 def test_a_sweep_explains_its_neurons_only_when_asked_and_then_says_what_it_costs(tiny_model_dir, tmp_path, monkeypatch, capsys):
     import importlib
 
-    explain_node = importlib.import_module("nodes.explain")  # the module (nodes exports its function by that name)
+    explain_node = importlib.import_module("neuron_search.nodes.explain")  # the module (nodes exports its function by that name)
     explained: list[str] = []
 
     def fake_explain_run(run_dir, llm_spec, measure, seed=0, real_text=None):
@@ -183,7 +183,7 @@ def test_a_sweep_explains_its_neurons_only_when_asked_and_then_says_what_it_cost
     assert sorted(explained) == ["0", "1"]  # --explain still explains every neuron
     assert "Explaining each neuron: about 21 LLM calls a neuron" in out, out  # its cost, said once
     assert out.count("LLM calls a neuron") == 1
-    from runs.sweep_scheduler import explanation_calls
+    from neuron_search.runs.sweep_scheduler import explanation_calls
 
     # At --max-prompts 40 an explanation holds out 10 + 10 prompts: 1 + 2 x (4 + 2) calls, as measured on the bundled model.
     assert explanation_calls({"max_prompts": 40}) == (13, 21)
@@ -194,9 +194,9 @@ def test_two_callers_that_find_no_scan_make_one_and_the_second_reads_it(tiny_mod
     a process does) that asks for a layer being scanned waits for that scan instead of making its own."""
     import threading
 
-    import services.dataset.exemplars as exemplars_module
-    from services.dataset.corpus import corpus_source
-    from services.model.subject_model import SubjectModel
+    import neuron_search.services.dataset.exemplars as exemplars_module
+    from neuron_search.services.dataset.corpus import corpus_source
+    from neuron_search.services.model.subject_model import SubjectModel
 
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.txt"

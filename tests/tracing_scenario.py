@@ -17,13 +17,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def main(model_dir: str, results_dir: str, iterations: int) -> None:
-    from helpers import fresh_answers, scripted
-    from neuron_search import NeuronSearch
+    from neuron_search.testing.helpers import fresh_answers, scripted
+    from neuron_search.api import NeuronSearch
 
     search = NeuronSearch(
         model=model_dir,

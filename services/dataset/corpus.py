@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.errors import UserError
+from neuron_search.services.errors import UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -250,7 +250,7 @@ def _split_ids(ids: list[int], tokenizer, max_tokens: int) -> list[str]:
 def _encode(texts: Sequence[str], tokenizer, offsets: bool = False, batch: int = 1024) -> list:
     """Tokenize as SubjectModel measures a prompt (no token added, the names of special and added
     tokens such as `<bos>` or Gemma's `<start_of_image>` kept as text: `encode_text`)."""
-    from services.model.subject_model import encode_text
+    from neuron_search.services.model.subject_model import encode_text
 
     out: list = []
     for start in range(0, len(texts), batch):

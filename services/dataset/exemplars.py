@@ -33,11 +33,11 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from services.model.bundled import cache_root
-from services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
-from services.errors import UserError
-from services.model.subject_model import EMBEDDED, SubjectModel
-from state import Measurement
+from neuron_search.services.model.bundled import cache_root
+from neuron_search.services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
+from neuron_search.services.errors import UserError
+from neuron_search.services.model.subject_model import EMBEDDED, SubjectModel
+from neuron_search.state import Measurement
 
 
 @dataclass

@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from services.evidence.peak_tokens import PeakTable, peak_table
+from neuron_search.services.evidence.peak_tokens import PeakTable, peak_table
 
 if TYPE_CHECKING:
-    from services.evidence.logit_effects import LogitEffects
+    from neuron_search.services.evidence.logit_effects import LogitEffects
 
 EVIDENCE_FILE = "evidence.json"
 

@@ -37,7 +37,7 @@ from typing import TypedDict
 
 import torch
 
-from services.model.subject_model import SubjectModel
+from neuron_search.services.model.subject_model import SubjectModel
 
 DEFAULT_K = 10
 

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.evidence.evidence_block import EVIDENCE_FILE
-from services.evidence.logit_effects import DEFAULT_K, logit_effects
-from services.model.subject_model import SubjectModel
-from services.storage.files import write_atomic
+from neuron_search.services.evidence.evidence_block import EVIDENCE_FILE
+from neuron_search.services.evidence.logit_effects import DEFAULT_K, logit_effects
+from neuron_search.services.model.subject_model import SubjectModel
+from neuron_search.services.storage.files import write_atomic
 
 
 

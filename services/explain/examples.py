@@ -13,8 +13,8 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 
-from services.search.findings import finding_key
-from services.storage.record_store import StoredRecord
+from neuron_search.services.search.findings import finding_key
+from neuron_search.services.storage.record_store import StoredRecord
 
 MARK_FRACTION = 0.3  # tokens at or above this fraction of the example's own max are marked (delphi)
 SCALE = 10  # activations are shown as integers 0..SCALE relative to the run's max

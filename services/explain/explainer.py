@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from services.explain.examples import format_example
-from services.explain.structured import ask_json
-from services.llm.prompt_parsing import normalize_text
-from services.llm.proposer import resolve_llm
-from services.storage.record_store import StoredRecord
+from neuron_search.services.explain.examples import format_example
+from neuron_search.services.explain.structured import ask_json
+from neuron_search.services.llm.prompt_parsing import normalize_text
+from neuron_search.services.llm.proposer import resolve_llm
+from neuron_search.services.storage.record_store import StoredRecord
 
 MAX_EXPLANATION_CHARS = 300  # one sentence; a bound also lets a grammar-constrained answer close
 EXPLANATION_MARK = "[EXPLANATION]:"

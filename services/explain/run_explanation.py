@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.explain.examples import split_examples
-from services.explain.explainer import explain
-from services.explain.scoring import generation_score, score_explanation
-from services.model.subject_model import SubjectModel
-from services.storage.files import write_atomic
-from services.storage.record_store import RecordStore, StoredRecord
+from neuron_search.services.explain.examples import split_examples
+from neuron_search.services.explain.explainer import explain
+from neuron_search.services.explain.scoring import generation_score, score_explanation
+from neuron_search.services.model.subject_model import SubjectModel
+from neuron_search.services.storage.files import write_atomic
+from neuron_search.services.storage.record_store import RecordStore, StoredRecord
 
 EXPLANATION_FILE = "explanation.json"
 

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from services.explain.structured import JsonAnswer, ask_json
-from services.llm.prompt_parsing import parse_prompts
-from services.llm.proposer import prompts_schema, resolve_llm
+from neuron_search.services.explain.structured import JsonAnswer, ask_json
+from neuron_search.services.llm.prompt_parsing import parse_prompts
+from neuron_search.services.llm.proposer import prompts_schema, resolve_llm
 
 CONTROL_EXPLANATION = "Common English words."
 MAX_GENERATED_CHARS = 120  # a prompt is a phrase or a sentence; the bound lets the JSON close

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from langchain_core.messages import BaseMessage
 
-from services.llm.proposer import chat_model, constrained
+from neuron_search.services.llm.proposer import chat_model, constrained
 
 log = logging.getLogger("neuron_search")
 

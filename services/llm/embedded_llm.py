@@ -33,7 +33,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from services.model.bundled import embedded_llm_path
+from neuron_search.services.model.bundled import embedded_llm_path
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun

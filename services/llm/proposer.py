@@ -12,9 +12,9 @@ import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from context import SearchContext
-from services.errors import UserError
-from state import Record
+from neuron_search.context import SearchContext
+from neuron_search.services.errors import UserError
+from neuron_search.state import Record
 
 log = logging.getLogger("neuron_search")
 
@@ -141,7 +141,7 @@ def chat_model(spec: str, temperature: float, seed: int | None) -> BaseChatModel
     if spec.startswith("custom:"):
         return _custom_models[spec[7:]]
     if spec == "embedded":
-        from services.llm.embedded_llm import embedded_chat_model
+        from neuron_search.services.llm.embedded_llm import embedded_chat_model
 
         return embedded_chat_model(temperature=temperature, seed=seed)
     from langchain_ollama import ChatOllama
@@ -173,7 +173,7 @@ def constrained(
     With `top_logprobs`, the copy also reports each answer token's likeliest alternatives with their
     log-probabilities in response_metadata["logprobs"] (llama.cpp does; Ollama does from 0.12.11, an
     older server leaves them out)."""
-    from services.llm.embedded_llm import ChatLlamaCpp
+    from neuron_search.services.llm.embedded_llm import ChatLlamaCpp
 
     if isinstance(model, ChatLlamaCpp):
         update = {"response_format": {"type": "json_object", "schema": schema}, "max_tokens": max_tokens, "top_logprobs": top_logprobs}

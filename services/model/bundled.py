@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from services.storage.files import write_atomic
+from neuron_search.services.storage.files import write_atomic
 
 log = logging.getLogger("neuron_search")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from services.errors import UserError
-from services.model.subject_model import SubjectModel, not_text_ids, predicting
+from neuron_search.services.errors import UserError
+from neuron_search.services.model.subject_model import SubjectModel, not_text_ids, predicting
 
 # Read once per model and kept for as long as the model lives.
 _scales: weakref.WeakKeyDictionary[SubjectModel, float] = weakref.WeakKeyDictionary()

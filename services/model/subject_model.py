@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from services.errors import UserError
-from state import Measurement
+from neuron_search.services.errors import UserError
+from neuron_search.state import Measurement
 
 log = logging.getLogger("neuron_search")
 
@@ -218,7 +218,7 @@ class SubjectModel:
         device = resolve_device(device)
         source = name
         if name == EMBEDDED:
-            from services.model.bundled import embedded_subject_folder
+            from neuron_search.services.model.bundled import embedded_subject_folder
 
             source = str(embedded_subject_folder())
         try:

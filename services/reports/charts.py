@@ -9,11 +9,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from services.reports.dataset_reference import DatasetReference, Readable
-from services.reports.page_style import BEST_COLOUR, OTHER_SOURCE_COLOUR, SOURCE_COLOURS, SOURCES
-from services.reports.page_style import escape as _e
-from services.reports.record_summary import Summary
-from services.storage.record_store import StoredRecord
+from neuron_search.services.reports.dataset_reference import DatasetReference, Readable
+from neuron_search.services.reports.page_style import BEST_COLOUR, OTHER_SOURCE_COLOUR, SOURCE_COLOURS, SOURCES
+from neuron_search.services.reports.page_style import escape as _e
+from neuron_search.services.reports.record_summary import Summary
+from neuron_search.services.storage.record_store import StoredRecord
 
 CHART_W, CHART_H = 1000, 380
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 20, 40, 48

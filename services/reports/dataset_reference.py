@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from services.reports.record_summary import Summary, finite
-from services.storage.record_store import StoredRecord
+from neuron_search.services.reports.record_summary import Summary, finite
+from neuron_search.services.storage.record_store import StoredRecord
 
 
 @dataclass(frozen=True)

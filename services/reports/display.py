@@ -16,9 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text, TextType
 
-from context import SearchContext
-from services.reports.token_colours import NEGATIVE_RGB, POSITIVE_RGB
-from state import Measurement, Record, SearchState, Stats
+from neuron_search.context import SearchContext
+from neuron_search.services.reports.token_colours import NEGATIVE_RGB, POSITIVE_RGB
+from neuron_search.state import Measurement, Record, SearchState, Stats
 
 
 class ProgressDisplay(Protocol):

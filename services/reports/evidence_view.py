@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.reports.page_style import escape as _e
-from services.reports.page_style import fmt as _fmt
-from services.reports.token_colours import token_label
+from neuron_search.services.reports.page_style import escape as _e
+from neuron_search.services.reports.page_style import fmt as _fmt
+from neuron_search.services.reports.token_colours import token_label
 
 
 def evidence_html(evidence: dict[str, Any] | None) -> str:

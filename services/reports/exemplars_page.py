@@ -8,11 +8,11 @@ import html
 import json
 from pathlib import Path
 
-from services.dataset.corpus import MAX_TOKENS
-from services.dataset.exemplars import Exemplars, exemplar_folder, exemplars_document
-from services.reports.page_style import CSS
-from services.reports.token_colours import scale_legend, token_label, token_spans
-from services.storage.files import write_atomic
+from neuron_search.services.dataset.corpus import MAX_TOKENS
+from neuron_search.services.dataset.exemplars import Exemplars, exemplar_folder, exemplars_document
+from neuron_search.services.reports.page_style import CSS
+from neuron_search.services.reports.token_colours import scale_legend, token_label, token_spans
+from neuron_search.services.storage.files import write_atomic
 
 
 def write_exemplars(result: Exemplars, results_dir: str | Path) -> dict[str, Path]:

@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from services.search.findings import distinct_findings
-from services.storage.record_store import StoredRecord
+from neuron_search.services.search.findings import distinct_findings
+from neuron_search.services.storage.record_store import StoredRecord
 
 MAX_PLOT_POINTS = 5_000
 # The top and bottom heaps keep this many times the rows shown, so that folding other forms of a

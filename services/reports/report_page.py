@@ -11,16 +11,16 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from services.reports.charts import activation_chart, activation_chart_note, pareto_chart
-from services.reports.dataset_reference import DatasetReference, Readable, best_readable, rule_text
-from services.reports.evidence_view import evidence_html
-from services.reports.explanation_view import explanation_html, hypotheses_html
-from services.reports.page_style import CSS, source_pill
-from services.reports.page_style import escape as _e
-from services.reports.page_style import fmt as _fmt
-from services.reports.record_summary import MAX_FRONT, MAX_PLOT_POINTS, Summary
-from services.reports.token_colours import scale_legend, token_label, token_spans
-from services.storage.record_store import StoredRecord
+from neuron_search.services.reports.charts import activation_chart, activation_chart_note, pareto_chart
+from neuron_search.services.reports.dataset_reference import DatasetReference, Readable, best_readable, rule_text
+from neuron_search.services.reports.evidence_view import evidence_html
+from neuron_search.services.reports.explanation_view import explanation_html, hypotheses_html
+from neuron_search.services.reports.page_style import CSS, source_pill
+from neuron_search.services.reports.page_style import escape as _e
+from neuron_search.services.reports.page_style import fmt as _fmt
+from neuron_search.services.reports.record_summary import MAX_FRONT, MAX_PLOT_POINTS, Summary
+from neuron_search.services.reports.token_colours import scale_legend, token_label, token_spans
+from neuron_search.services.storage.record_store import StoredRecord
 
 TITLE_KEYS = ("model", "layer", "neuron", "llm", "position")
 

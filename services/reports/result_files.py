@@ -16,12 +16,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from services.evidence.evidence_block import evidence_block
-from services.reports.dataset_reference import DatasetReference, best_readable
-from services.reports.record_summary import Summary
-from services.reports.report_page import render_html
-from services.storage.files import atomic_open, write_atomic
-from services.storage.record_store import StoredRecord
+from neuron_search.services.evidence.evidence_block import evidence_block
+from neuron_search.services.reports.dataset_reference import DatasetReference, best_readable
+from neuron_search.services.reports.record_summary import Summary
+from neuron_search.services.reports.report_page import render_html
+from neuron_search.services.storage.files import atomic_open, write_atomic
+from neuron_search.services.storage.record_store import StoredRecord
 
 CSV_COLUMNS = ("iteration", "slot", "source", "prompt", "activation", "token", "error", "xent", "tokens", "values")
 

@@ -10,14 +10,14 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from services.search.buckets import bucket_counts
-from services.reports.display import records_table, stats_table
-from services.reports.explanation_view import explanation_table
-from services.errors import UserError
-from services.storage.record_store import RecordStore
-from services.storage.run_folder import read_settings
-from services.reports.result_files import write_results
-from state import SearchState
+from neuron_search.services.search.buckets import bucket_counts
+from neuron_search.services.reports.display import records_table, stats_table
+from neuron_search.services.reports.explanation_view import explanation_table
+from neuron_search.services.errors import UserError
+from neuron_search.services.storage.record_store import RecordStore
+from neuron_search.services.storage.run_folder import read_settings
+from neuron_search.services.reports.result_files import write_results
+from neuron_search.state import SearchState
 
 
 def saved_state(run_dir: Path) -> SearchState:
@@ -51,9 +51,9 @@ def write_run_results(run_dir: Path) -> dict[str, Path]:
     neuron's dataset examples as the baseline when `run.py exemplars` saved them in the same
     results folder."""
     # Imported here: these modules load torch, which `run.py --list` has no need of.
-    from services.dataset.exemplars import read_exemplars
-    from services.evidence.evidence_block import read_evidence
-    from services.explain.run_explanation import read_explanation
+    from neuron_search.services.dataset.exemplars import read_exemplars
+    from neuron_search.services.evidence.evidence_block import read_evidence
+    from neuron_search.services.explain.run_explanation import read_explanation
 
     settings = read_settings(run_dir, "to report")
     activations, _ = _measured(run_dir)

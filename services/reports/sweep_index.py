@@ -16,11 +16,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from services.explain.run_explanation import read_explanation
-from services.reports.token_colours import scale_legend, token_spans
-from services.storage.files import atomic_open, write_atomic
-from services.storage.record_store import RecordStore
-from services.storage.sweep_folder import StatusBook, neurons_dir, read_plan
+from neuron_search.services.explain.run_explanation import read_explanation
+from neuron_search.services.reports.token_colours import scale_legend, token_spans
+from neuron_search.services.storage.files import atomic_open, write_atomic
+from neuron_search.services.storage.record_store import RecordStore
+from neuron_search.services.storage.sweep_folder import StatusBook, neurons_dir, read_plan
 
 CSV_COLUMNS = (
     "neuron", "status", "best", "dataset_max", "ratio", "best_prompt", "explanation", "detection",

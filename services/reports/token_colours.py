@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
-from services.reports.page_style import escape as _e
-from services.reports.page_style import fmt as _fmt
-from services.storage.record_store import StoredRecord
+from neuron_search.services.reports.page_style import escape as _e
+from neuron_search.services.reports.page_style import fmt as _fmt
+from neuron_search.services.storage.record_store import StoredRecord
 
 # Token highlight colours (Neuroscope-like): white -> orange for positive, white -> blue for negative.
 POSITIVE_RGB = (234, 88, 12)

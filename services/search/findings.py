@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-from services.storage.record_store import RecordStore, StoredRecord
-from state import Record
+from neuron_search.services.storage.record_store import RecordStore, StoredRecord
+from neuron_search.state import Record
 
 R = TypeVar("R", Record, StoredRecord)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from state import Member
+from neuron_search.state import Member
 
 
 def slot_loss(member: Member, weight: float) -> float:

@@ -28,8 +28,8 @@ from typing import Literal, NamedTuple
 import faiss
 import numpy as np
 
-from services.search.buckets import BUCKETS, bucket_codes, bucket_counts, bucket_cuts
-from services.errors import UserError
+from neuron_search.services.search.buckets import BUCKETS, bucket_codes, bucket_counts, bucket_cuts
+from neuron_search.services.errors import UserError
 
 # HNSW parameters, chosen with bench/filter_scaling.py on clustered random 384-d vectors (a harder
 # case than sentence embeddings, whose intrinsic dimension is lower). At 100k stored prompts,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.errors import UserError
+from neuron_search.services.errors import UserError
 
 BUILTIN_SEEDS: tuple[str, ...] = (
     # numbers and sequences

@@ -17,8 +17,8 @@ from typing import IO
 
 from filelock import FileLock, Timeout
 
-from context import check_name
-from services.errors import UserError
+from neuron_search.context import check_name
+from neuron_search.services.errors import UserError
 
 
 def inside(root: str | Path, name: str, what: str = "run id") -> Path:

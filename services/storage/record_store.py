@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
-from state import Measurement, Source, Stats
+from neuron_search.state import Measurement, Source, Stats
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from context import SearchContext
-from services.errors import UserError
-from services.storage.files import folder_lock, inside, write_atomic
+from neuron_search.context import SearchContext
+from neuron_search.services.errors import UserError
+from neuron_search.services.storage.files import folder_lock, inside, write_atomic
 
 # The settings that define what a run measures: a resumed run may not change them.
 IDENTITY = ("model", "layer", "neuron", "position")

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from services.errors import UserError
-from services.storage.files import inside, write_atomic
+from neuron_search.services.errors import UserError
+from neuron_search.services.storage.files import inside, write_atomic
 
 PLAN_FILE = "sweep.json"
 TABLE_FILE = "sweep.sqlite"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.errors import UserError
+from neuron_search.services.errors import UserError
 
 HELP = "START:STOP[:STEP] (0:2048, 0:2048:8), a comma-separated list (12,840,1001), or all"
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from context import SearchContext, as_context
-from runs.lifecycle import resumed_settings
-from runs.search import STOPPED_BY_USER, SearchResult, check_setting_names, run_search
-from services.reports.display import ProgressDisplay
-from services.storage.run_folder import new_run_id
+from neuron_search.context import SearchContext, as_context
+from neuron_search.runs.lifecycle import resumed_settings
+from neuron_search.runs.search import STOPPED_BY_USER, SearchResult, check_setting_names, run_search
+from neuron_search.services.reports.display import ProgressDisplay
+from neuron_search.services.storage.run_folder import new_run_id
 
 __all__ = ["STOPPED_BY_USER", "NeuronSearch", "SearchResult"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from context import SearchContext
-from services.llm.proposer import register_chat_model
+from neuron_search.context import SearchContext
+from neuron_search.services.llm.proposer import register_chat_model
 
 WORDS = "alpha beta gamma delta river stone cloud seven ninety copper violet engine ledger orbit".split()
 
