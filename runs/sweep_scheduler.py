@@ -15,26 +15,22 @@ the same layer beside it). On local Ray each worker runs torch on cores // worke
 workers do not fight over the cores; --threads sets another count.
 
 Every wait on Ray is bounded: an address where no Ray answers, more workers than the cluster can
-place, and a cluster that loses every worker end in a UserError that says what to do. `--ray local`
-starts Ray for this process alone, listening on 127.0.0.1 only.
+place, and a cluster that loses every worker end in a UserError that says what to do. Starting or
+reaching Ray (`--ray local` listens on 127.0.0.1 only) is runs/ray_cluster.py.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import socket
 import sys
-import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from neuron_search.context import SearchContext, seeds_from_corpus
+from neuron_search.runs.ray_cluster import plain, start_ray
 from neuron_search.runs.sweep_worker import SweepWorker, layer_width, run_neuron
 from neuron_search.services.dataset.exemplars import seed_corpus_scan
 from neuron_search.services.errors import UserError
@@ -43,14 +39,9 @@ from neuron_search.services.storage.run_folder import settings_file
 from neuron_search.services.storage.sweep_folder import NeuronStatus, StatusBook, neurons_dir, read_plan
 
 MAX_ATTEMPTS = 3  # workers a neuron may lose (or have stopped under it) before it counts as failed
-CONNECT_TIMEOUT_S = 10.0  # to open a connection to a Ray address, and again for its first answer
 WORKER_START_TIMEOUT_S = 120.0  # for Ray to place a worker and start its process
 KILL_TIMEOUT_S = 30.0  # for Ray to confirm that an unreachable worker it was told to kill is gone
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-# An HTTP/2 client's first bytes and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray Client's
-# server) answers with a SETTINGS frame of its own.
-_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 class SweepDisplay(Protocol):
@@ -141,11 +132,6 @@ def explanation_calls(settings: dict) -> tuple[int, int]:
     return calls, calls + 2 * _REAL_TEXT_CALLS
 
 
-def plain(text: str) -> str:
-    """`text` without terminal colour codes (Ray colours its remote tracebacks)."""
-    return _ANSI.sub("", text)
-
-
 def _check_width(neurons: list[int], width: int) -> None:
     outside = [n for n in neurons if n >= width]
     if outside:
@@ -226,7 +212,7 @@ def _on_ray(folder: Path, settings: dict, layer: int, todo: list[int], book: Sta
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     owned = not ray.is_initialized()
     if owned:
-        _start_ray(address, workers)
+        start_ray(address, workers)
     where = f"at {address!r}" if owned and address != "local" else "this sweep runs on"
     handles: list = []  # every worker this sweep started: all are killed as it ends
     try:
@@ -358,127 +344,3 @@ def _cannot_place(started: int, count: int, free: float, total: dict, where: str
         f"Ray started {started} of the {count} workers asked for within {WORKER_START_TIMEOUT_S:g} s: {why}. "
         f"Free the cluster or {fewer}, then run `{_resume_command(folder)}`; nothing of the sweep is lost."
     )
-
-
-def _ray_temp_dir() -> str:
-    """Ray's session folder: under the temporary folder, unless that path is so long that Ray's
-    socket paths would pass the 107 bytes a Unix socket's name may have (then /tmp/ray)."""
-    base = Path(tempfile.gettempdir()) / "ray"
-    return str(base if len(str(base)) <= 40 else Path("/tmp/ray"))
-
-
-@contextmanager
-def _loopback_only() -> Iterator[None]:
-    """Ray started in this block takes 127.0.0.1 as its node's address, so its GCS, raylet, agents and
-    workers listen on loopback only. Ray does so on macOS and Windows; on Linux it takes the machine's
-    network address and listens on every interface, without authentication."""
-    from ray._private import ray_constants
-
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
-
-
-def _is_loopback(ip: str) -> bool:
-    import ipaddress
-
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
-
-
-def _start_ray(address: str, workers: int) -> None:
-    import ray
-
-    if address == "local":
-        try:
-            with _loopback_only():
-                # One CPU per worker (Ray sets OMP_NUM_THREADS=1 in each actor); a worker then sets its
-                # torch threads to cores // workers (worker_threads).
-                ray.init(
-                    address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                    logging_level="ERROR", _temp_dir=_ray_temp_dir(),
-                )  # fmt: skip
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise UserError(
-                f"Cannot start Ray on this machine ({plain(str(error)).strip()}). Use --ray off to run the neurons "
-                "one after another in this process, or --ray ADDRESS for a running cluster."
-            ) from None
-        node = ray.util.get_node_ip_address()
-        if not _is_loopback(node):
-            ray.shutdown()
-            raise UserError(
-                f"Ray on this machine would listen at {node}, beyond this machine, with no authentication "
-                "(this Ray version ignores the setting that keeps it on 127.0.0.1). Use --ray off, or start a "
-                "cluster you secure yourself (`ray start --head`) and give --ray ADDRESS."
-            )
-        return
-    _probe(address)
-    try:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise UserError(
-            f"Cannot reach Ray at {address!r} ({plain(str(error)).strip()}). Use --ray local for a Ray instance "
-            "on this machine, --ray ADDRESS (e.g. ray://head:10001 or auto) for a running cluster, or --ray off for no Ray."
-        ) from None
-
-
-def _probe(address: str) -> None:
-    """Make sure a Ray cluster answers at `address` within seconds, before ray.init, which waits for an
-    absent one for many minutes: a connection, then a gRPC server's first answer."""
-    target = address.removeprefix("ray://")
-    if target == "auto":
-        try:
-            from ray._private.services import canonicalize_bootstrap_address
-
-            target = canonicalize_bootstrap_address("auto") or ""
-        except ConnectionError:
-            target = ""
-        except Exception:  # noqa: BLE001 - Ray could not tell: ray.init says why, at once
-            return
-        if not target:
-            raise UserError(
-                "--ray auto finds no running Ray cluster: none was started with `ray start` on this machine, and "
-                "RAY_ADDRESS is not set. Start one (`ray start --head`), give --ray HOST:PORT, or use --ray local "
-                "for Ray on this machine or --ray off for no Ray."
-            )
-    host, colon, port = target.rpartition(":")
-    host = host.strip("[]")
-    if not colon or not host or not port.isdigit():
-        raise UserError(
-            f"--ray {address!r} is not an address Ray takes: give HOST:PORT (the head node's, e.g. head:6379), "
-            "ray://HOST:PORT for Ray Client (e.g. ray://head:10001), auto, local (Ray on this machine) or off (no Ray)."
-        )
-    what_to_do = (
-        "Start the cluster there (`ray start --head` prints its address) or give the address it printed; "
-        "--ray local runs Ray on this machine, --ray off runs without Ray."
-    )
-    try:
-        connection = socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S)
-    except OSError as error:
-        if isinstance(error, TimeoutError):
-            reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
-        else:
-            reason = (getattr(error, "strerror", None) or str(error)).lower()
-        raise UserError(
-            f"Cannot reach Ray at {address!r}: nothing takes connections at {host}:{port} ({reason}). {what_to_do}"
-        ) from None
-    with connection:
-        if os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", ""):
-            return  # a TLS handshake comes first: the connection is all there is to check
-        try:
-            connection.settimeout(CONNECT_TIMEOUT_S)
-            connection.sendall(_HTTP2_HELLO)
-            answer = connection.recv(9)
-        except OSError:
-            answer = b""
-    if len(answer) < 4 or answer[3] != 0x04:
-        raise UserError(
-            f"Cannot reach Ray at {address!r}: {host}:{port} takes connections but is not a Ray cluster (it did "
-            f"not answer as Ray's gRPC server within {CONNECT_TIMEOUT_S:g} s). {what_to_do}"
-        )

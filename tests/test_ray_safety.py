@@ -22,7 +22,7 @@ import pytest
 
 from neuron_search import run
 from neuron_search.services.errors import UserError
-from neuron_search.runs import sweep_scheduler as scheduler
+from neuron_search.runs import ray_cluster, sweep_scheduler as scheduler
 from neuron_search.services.storage.sweep_folder import SweepPlan, sweep_dir, write_plan
 from test_sweep import NEURONS, records, signal_a_worker_mid_neuron, statuses, sweep_args
 
@@ -38,7 +38,7 @@ def local_ray():
 
     if ray.is_initialized():
         ray.shutdown()
-    scheduler._start_ray("local", 2)
+    ray_cluster.start_ray("local", 2)
     yield ray
     ray.shutdown()
 

@@ -61,7 +61,7 @@ def best_prompts(folder: Path) -> dict[int, tuple[str, float]]:
 def ray_instance():
     import ray
 
-    from neuron_search.runs.sweep_scheduler import _start_ray
+    from neuron_search.runs.ray_cluster import start_ray as _start_ray
 
     _start_ray("local", 2)  # as `--ray local` starts it: on 127.0.0.1 only
     yield ray
