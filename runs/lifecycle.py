@@ -56,11 +56,15 @@ def open_run(ctx: SearchContext) -> Iterator[Path]:
 
 
 def _keep_evidence(folder: Path, ctx: SearchContext) -> None:
-    """Write the run's evidence.json (logit effects from the model's weights, a cached scan's top real
-    snippets), for every search that opens a run: the CLI, the API, a sweep's worker and Studio.
+    """Write the run's evidence.json (logit effects from the model's weights, the attribution of the
+    top themes' best prompts and of the saved real snippets), for every search that opens a run: the
+    CLI, the API, a sweep's worker and Studio.
     Evidence is extra: if it cannot be had, that is logged and the results are written without it."""
     try:
-        write_run_evidence(folder, checked_subject(ctx), ctx.layer, ctx.neuron)
+        write_run_evidence(
+            folder, checked_subject(ctx), ctx.layer, ctx.neuron,
+            position=ctx.position, allow_added_tokens=ctx.allow_added_tokens, model=ctx.model,
+        )  # fmt: skip
     except Exception as error:  # noqa: BLE001 (one line in the log; the run's results still get written)
         log.warning("Run %s: no evidence.json (%s: %s)", ctx.run_id, type(error).__name__, error)
 

@@ -1,6 +1,6 @@
 """A run's evidence as results.json, the report and the API hold it: the `evidence` block.
 
-Two parts (issue 35, items 2 and 4):
+Three parts (issue 35, items 2, 3 and 4):
 
 - `peak_tokens`: the tokens the neuron peaks on, and the tokens right before its peaks
   (services/evidence/peak_tokens.py), in two separately labelled tables: `top_prompts`, over the
@@ -13,6 +13,10 @@ Two parts (issue 35, items 2 and 4):
   (services/evidence/logit_effects.py), computed from the model's weights when the search ends and
   kept in the run folder's evidence.json (services/evidence/run_evidence.py), since rebuilding the
   results (`run.py report`) loads no model; None for a run that never had it computed.
+- `attribution`: for the best prompt of each of the run's top themes and the neuron's best real
+  snippets, each earlier token's effect on the activation at the peak, by removal (the one shown
+  first) and by replacement with a neutral token (services/evidence/attribution.py), computed when
+  the search ends and kept in evidence.json; [] for a run that never had it computed.
 
 This module needs no model (nor torch): `run.py report` and `run.py --list` import it.
 """
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from neuron_search.services.evidence.peak_tokens import PeakTable, peak_table
 
 if TYPE_CHECKING:
+    from neuron_search.services.evidence.attribution import Attribution
     from neuron_search.services.evidence.logit_effects import LogitEffects
 
 EVIDENCE_FILE = "evidence.json"
@@ -40,6 +45,7 @@ class PeakTokens(TypedDict):
 class Evidence(TypedDict):
     peak_tokens: PeakTokens
     logit_effects: LogitEffects | None  # None: not computed for this run (run_evidence.write_run_evidence)
+    attribution: list[Attribution]  # [] : not computed for this run (run_evidence.write_run_evidence)
 
 
 def read_evidence(run_dir: Path) -> dict[str, Any]:
@@ -72,6 +78,7 @@ def evidence_block(
             real_snippets=real,
         ),
         logit_effects=saved.get("logit_effects") or None,
+        attribution=[entry for entry in saved.get("attribution") or [] if isinstance(entry, dict)],
     )
 
 
