@@ -44,6 +44,10 @@ class Record(TypedDict):
     source: Source
     iteration: int
     finding: NotRequired[str]  # its text through the peak token: one finding (services/search/findings.py)
+    # Where it stands for a theme of near-copies (services/search/themes.py: result.top(), the tables):
+    variants: NotRequired[int]  # how many findings the theme holds, itself included
+    activation_low: NotRequired[float]  # the lowest and highest activation among them
+    activation_high: NotRequired[float]
 
 
 class Member(TypedDict):

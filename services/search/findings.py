@@ -7,6 +7,9 @@ findings. Records that share the text through the peak and the activation (to fo
 folded into one, in its shortest form, wherever prompts are ranked: the top and bottom tables, what
 the LLM is shown, `result.top()`, the report and results.json. (With `--position last` the peak is the last token, so a finding is
 the whole prompt and only exact repeats fold.)
+
+Where prompts are shown to a person (the tables, the report, results.json, `result.top()`), findings
+are folded once more, into themes of near-copies (services/search/themes.py): `ranked_themes`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
+from neuron_search.services.search.themes import Theme, group_themes
 from neuron_search.services.storage.record_store import RecordStore, StoredRecord
 from neuron_search.state import Record
 
 R = TypeVar("R", Record, StoredRecord)
+
+# Where themes are ranked (services/search/themes.py), at least this many measured prompts per theme
+# shown are read, and more until as many themes are found: a theme's variants and range are counted
+# among the prompts read.
+THEME_ROOM = 25
 
 
 def finding_key(record: Record | StoredRecord) -> tuple[str, float]:
@@ -62,4 +71,18 @@ def ranked_findings(store: RecordStore, k: int, highest: bool = True) -> list[Re
         findings = distinct_findings([as_record(row) for row in rows])
         if len(findings) >= k or len(rows) < limit:
             return findings[:k]
+        limit *= 4
+
+
+def ranked_themes(store: RecordStore, k: int, highest: bool = True, room: int = THEME_ROOM) -> list[Theme[Record]]:
+    """The store's k best (or lowest) themes, in that order, each best as a table record: its top
+    `room * k` measured prompts (more while fewer than k themes are among them and the store has more),
+    folded into findings, then into themes on their tokens. A theme's variants count its findings
+    among the prompts read."""
+    limit = max(room * k, 1)
+    while True:
+        rows = store.by_activation(limit, highest)
+        themes = group_themes(distinct_findings(rows), limit=k)
+        if len(themes) >= k or len(rows) < limit:
+            return [Theme(best=as_record(t["best"]), variants=t["variants"], low=t["low"], high=t["high"]) for t in themes[:k]]
         limit *= 4

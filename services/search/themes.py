@@ -6,14 +6,18 @@ or swapped before the peak. A *theme* is such a family, shown by its best-ranked
 variants it stands for and their activation range.
 
 The rule (`near_copies`): two records are near-copies when they peak on the same token and their
-text through the peak, split into words (`units`: runs of word characters or single other
-characters, each with the whitespace before it), matches with a difflib ratio of at least THRESHOLD
-(2 * matched units / all units). Words, not model tokens: a table `Record` has no tokens, only its
-text through the peak (`finding`), so the same words are used for a `StoredRecord` too
-("".join(tokens[:peak + 1]) is that same text) and a run's themes are the same whichever record
-type is grouped. Dropping or doubling one word of a 20-word prompt keeps a ratio near 0.97; two
-different prompts that share the peak token score far below (the threshold and its neighbours are
-measured in tests/test_themes.py and in the helper's report).
+text through the peak matches with a difflib ratio (2 * matched units / all units) of at least
+THRESHOLD. The units are the model's tokens through the peak when both records carry them (a
+`StoredRecord`: its `tokens` and `peak`); otherwise (a table `Record` has only its text through the
+peak, `finding`) the characters of that text: no tokenizer is loaded here. Both the report's tables
+and `result.top()` group stored records, so they draw the same themes.
+
+Measured on the top 50 findings of eight 2,000-prompt gradient runs of the bundled Gemma (layer 9),
+labelled by hand into families, and 44 hand-written distinct prompts sharing those runs' peak tokens
+(the helper's report has the script and the neighbouring thresholds): at 0.70 on tokens, 95.8% of
+same-family pairs fold, no distinct pair does, greedy grouping gives one theme for six of the eight
+runs' top 10s and keeps all 44 distinct prompts apart. Characters at 0.70 fold 94.3% and one
+distinct pair ("The value of" / "Using the value of", a word inserted before the peak).
 
 `group_themes` is greedy: records come in ranked best first; each joins the first theme whose best it
 near-copies, else starts a new one. O(records * themes) comparisons.
@@ -22,7 +26,6 @@ near-copies, else starts a new one. O(records * themes) comparisons.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 from typing import Generic, TypedDict, TypeVar
@@ -32,10 +35,8 @@ from neuron_search.state import Record
 
 R = TypeVar("R", Record, StoredRecord)
 
-# Near-copies match at least this share of their words through the peak (difflib ratio).
-THRESHOLD = 0.75
-
-_UNIT = re.compile(r"\s*(?:\w+|[^\w\s])|\s+$")
+# Near-copies match at least this share of their units through the peak (difflib ratio).
+THRESHOLD = 0.70
 
 
 class Theme(TypedDict, Generic[R]):
@@ -61,14 +62,25 @@ def through_peak(record: Record | StoredRecord) -> str:
     return record["prompt"]
 
 
-def units(text: str) -> list[str]:
-    """Words and single punctuation marks, each with the whitespace before it (so "a (" and "a(" differ)."""
-    return _UNIT.findall(text)
+def tokens_through_peak(record: Record | StoredRecord) -> list[str] | None:
+    """The model's tokens through the peak, where the record carries them (None for a table record)."""
+    peak = record.get("peak")
+    tokens = record.get("tokens")
+    return list(tokens[: peak + 1]) if peak is not None and tokens else None
+
+
+def units(a: Record | StoredRecord, b: Record | StoredRecord) -> tuple[Sequence[str], Sequence[str]]:
+    """What the two records are compared on: their tokens through the peak when both carry them, else
+    the characters of their text through the peak."""
+    ta, tb = tokens_through_peak(a), tokens_through_peak(b)
+    if ta is not None and tb is not None:
+        return ta, tb
+    return through_peak(a), through_peak(b)
 
 
 def similarity(a: Record | StoredRecord, b: Record | StoredRecord) -> float:
-    """difflib's ratio of the two records' words through the peak: 1.0 for the same text, 0.0 for none shared."""
-    ua, ub = units(through_peak(a)), units(through_peak(b))
+    """difflib's ratio of the two records' units through the peak: 1.0 for the same, 0.0 for none shared."""
+    ua, ub = units(a, b)
     if not ua and not ub:
         return 1.0
     return SequenceMatcher(None, ua, ub, autojunk=False).ratio()
@@ -76,7 +88,14 @@ def similarity(a: Record | StoredRecord, b: Record | StoredRecord) -> float:
 
 def near_copies(a: Record | StoredRecord, b: Record | StoredRecord, threshold: float = THRESHOLD) -> bool:
     """Whether two records are one theme: the same peak token and similar text through the peak."""
-    return a["token"] == b["token"] and similarity(a, b) >= threshold
+    if a["token"] != b["token"]:
+        return False
+    ua, ub = units(a, b)
+    if not ua and not ub:
+        return True
+    matcher = SequenceMatcher(None, ua, ub, autojunk=False)
+    # The cheap upper bounds first: most pairs of different prompts stop there.
+    return matcher.real_quick_ratio() >= threshold and matcher.quick_ratio() >= threshold and matcher.ratio() >= threshold
 
 
 def group_themes(records: Sequence[R], threshold: float = THRESHOLD, limit: int | None = None) -> list[Theme[R]]:
@@ -108,3 +127,9 @@ def _activation(record: Record | StoredRecord) -> float | None:
     if value is None or not math.isfinite(float(value)):
         return None
     return float(value)
+
+
+def theme_row(theme: Theme[R]) -> R:
+    """The theme's best record with `variants`, `activation_low` and `activation_high` added (a new
+    dict: the record itself is left as it was)."""
+    return {**theme["best"], "variants": theme["variants"], "activation_low": theme["low"], "activation_high": theme["high"]}  # type: ignore[return-value]
