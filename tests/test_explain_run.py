@@ -108,6 +108,7 @@ def test_the_hypothesis_reaches_the_generators_request_only_with_explain_every(t
 
 def test_a_cached_corpus_scan_adds_real_text_the_explainer_never_saw(tiny_model_dir, tmp_path, monkeypatch):
     from neuron_search.services.dataset.exemplars import real_text_holdout
+    from neuron_search.services.explain.run_explanation import REAL_TEXT_POOL
     from neuron_search.services.runtime import subject_model
 
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))  # the scan's cache, not the user's
@@ -115,7 +116,7 @@ def test_a_cached_corpus_scan_adds_real_text_the_explainer_never_saw(tiny_model_
     # A gradient run's --seed-corpus scans the corpus (and seeds the top snippets, which the explainer may see).
     result = search(tiny_model_dir, tmp_path, llm, strategy="gradient", seed_corpus=True, iterations=3).run(progress=False)
     final = result.explanation
-    expected = real_text_holdout(subject_model(str(tiny_model_dir), "cpu"), 1, 3)
+    expected = real_text_holdout(subject_model(str(tiny_model_dir), "cpu"), 1, 3, n=REAL_TEXT_POOL)
     assert expected is not None
     held = final["held_out"]
     shown = set(final["shown"])

@@ -14,7 +14,7 @@ from typing import Any
 from neuron_search.services.reports.charts import activation_chart, activation_chart_note, pareto_chart
 from neuron_search.services.reports.dataset_reference import DatasetReference, Readable, best_readable, rule_text
 from neuron_search.services.reports.evidence_view import evidence_html
-from neuron_search.services.reports.explanation_view import explanation_html, hypotheses_html
+from neuron_search.services.reports.explanation_view import explanation_html, explanation_wins, hypotheses_html, themes_html
 from neuron_search.services.reports.page_style import CSS, source_pill
 from neuron_search.services.reports.page_style import escape as _e
 from neuron_search.services.reports.page_style import fmt as _fmt
@@ -42,6 +42,10 @@ def render_html(
     explained = explanation_html(explanation)
     timeline = hypotheses_html(explanation)
     evidenced = evidence_html(evidence)
+    # A sentence that does not beat the control and the token baseline is not the answer: the evidence
+    # card (the themes the explainer saw, peak tokens, logit effects) leads the page instead of it.
+    card_leads = bool(explained) and not explanation_wins(explanation)
+    lead_card = themes_html(explanation) + evidenced if card_leads else ""
     marks = [int(h["iteration"]) for h in explanation.get("hypotheses", [])]
     scale = max(abs(summary.token_min), abs(summary.token_max)) or 1.0
     fluency = []
@@ -51,6 +55,7 @@ def render_html(
         fluency = [_section("Activation against cross-entropy", body + _readable_block(readable, dataset), "pareto")]
     sections = [
         _header(settings),
+        *([_section("What the evidence shows", lead_card, "evidence-lead")] if lead_card else []),
         *([_section("What the neuron detects", explained, "explanation")] if explained else []),
         _headline(statistics, summary, dataset, _exemplars_hint(settings, results_dir)),
         _section("Activation over the search", activation_chart(summary, marks) + activation_chart_note(summary)),
@@ -58,7 +63,7 @@ def render_html(
         *fluency,
         _section(
             f"Top {len(summary.top)} prompts",
-            scale_legend(scale) + _prompt_table(summary.top, scale) + _folded_note(summary.folded[0]) + evidenced,
+            scale_legend(scale) + _prompt_table(summary.top, scale) + _folded_note(summary.folded[0]) + ("" if lead_card else evidenced),
         ),
         _section(
             f"Bottom {len(summary.bottom)} prompts",
@@ -79,9 +84,11 @@ def _folded_note(folded: int) -> str:
     if not folded:
         return ""
     return (
-        f'<p class="note">One row per finding: {folded} other prompt{"s" if folded > 1 else ""} that share a '
-        "row's text through its peak token and its activation (words after the peak cannot change it) "
-        "are folded into that row, shown in its shortest form.</p>"
+        f'<p class="note">One row per theme: {folded} other finding{"s are" if folded > 1 else " is"} folded into '
+        "the rows as near-copies of a row's prompt (the same peak token and a difflib ratio of at least 0.70 "
+        "over their tokens through the peak: a word dropped, doubled or swapped before it). Variants counts "
+        "the findings a row stands for, Range their activations; prompts that differ only after the peak "
+        "(which cannot change the activation there) are one finding, shown in its shortest form.</p>"
     )
 
 
@@ -187,13 +194,23 @@ def _prompt_table(records: list[StoredRecord], scale: float) -> str:
     rows = "".join(
         f"<tr><td class=\"rank\">{i}</td><td class=\"num\">{_fmt(float(r['activation']))}</td>"
         f"<td class=\"prompt\">{token_spans(r, scale)}</td>"
+        f"<td class=\"num\">{int(r.get('variants', 1))}</td><td class=\"num\">{_range(r)}</td>"
         f"<td>{source_pill(r['source'])}</td><td class=\"num\">{int(r['iteration'])}</td></tr>"
         for i, r in enumerate(records, start=1)
     )
     return (
         '<table class="prompts"><thead><tr><th>#</th><th class="num">Activation</th><th>Prompt</th>'
+        '<th class="num">Variants</th><th class="num">Range</th>'
         f'<th>Source</th><th class="num">Iter.</th></tr></thead><tbody>{rows}</tbody></table>'
     )
+
+
+def _range(record: StoredRecord) -> str:
+    """A theme's activation range, lowest to highest; its own activation where it stands alone."""
+    low, high = record.get("activation_low"), record.get("activation_high")
+    if low is None or high is None or low == high:
+        return _fmt(float(record["activation"]))
+    return f"{_fmt(float(low))} – {_fmt(float(high))}"
 
 
 # ---- statistics --------------------------------------------------------------------------------
