@@ -24,7 +24,8 @@ from neuron_search.runs.lifecycle import open_run
 from neuron_search.services.explain.run_explanation import read_explanation
 from neuron_search.services.reports.display import ProgressDisplay, RichProgress
 from neuron_search.services.reports.result_files import RESULT_FILES
-from neuron_search.services.search.findings import ranked_findings
+from neuron_search.services.search.findings import ranked_themes
+from neuron_search.services.search.themes import Theme, group_themes, theme_row
 from neuron_search.services.storage.record_store import RecordStore, StoredRecord
 from neuron_search.state import Record, SearchState
 
@@ -88,20 +89,26 @@ class SearchResult:
         return self.state.get("stop_reason", "")
 
     def top(self, n: int = 10) -> list[Record]:
-        """The n highest-activating prompts, highest first."""
-        return self._ranked(n, reverse=True)
+        """The n highest-activating prompts, highest first: one per theme of near-copies (the same peak
+        token, most of the text through it in common: services/search/themes.py), the theme's best,
+        with `variants` (how many findings it stands for) and `activation_low`/`activation_high`."""
+        return [theme_row(theme) for theme in self.themes(n)]
 
     def bottom(self, n: int = 10) -> list[Record]:
-        """The n lowest-activating prompts, lowest first."""
-        return self._ranked(n, reverse=False)
+        """The n lowest-activating prompts, lowest first, one per theme like `top`."""
+        return [theme_row(theme) for theme in self.themes(n, highest=False)]
 
-    def _ranked(self, n: int, reverse: bool) -> list[Record]:
-        kept = self.state["top"] if reverse else self.state["bottom"]
-        if n <= len(kept):
-            return kept[:n]
-        store = RecordStore(self.run_dir / "records.sqlite")
+    def themes(self, n: int = 10, highest: bool = True) -> list[Theme[Record]]:
+        """The run's n best (or lowest) themes of near-copies: {"best": its best prompt as a table
+        record, "variants", "low", "high"}, read from the record store (the kept table where the run
+        has no store)."""
+        path = self.run_dir / "records.sqlite"
+        if not path.is_file():
+            kept = self.state["top"] if highest else self.state["bottom"]
+            return group_themes(kept, limit=n)
+        store = RecordStore(path)
         try:
-            return ranked_findings(store, n, highest=reverse)
+            return ranked_themes(store, n, highest=highest)
         finally:
             store.close()
 

@@ -90,7 +90,8 @@ def test_results_json(run) -> None:
     bottom = [r["activation"] for r in data["bottom"]]
     assert len(bottom) == 10 and bottom == pytest.approx(sorted(measured)[:10])
     assert all(isinstance(r["activation"], float) for r in data["top"] + data["bottom"])
-    assert set(data["top"][0]) == {"prompt", "activation", "token", "source", "iteration", "xent"}
+    assert set(data["top"][0]) == {"prompt", "activation", "token", "source", "iteration", "xent",
+                                   "variants", "activation_low", "activation_high"}  # one row per theme
     assert data["statistics"]["accepted_rate"] == pytest.approx(300 / 420)
     assert data["bucket_counts"] == BUCKETS
     assert data["settings"]["neuron"] == 840
@@ -186,7 +187,8 @@ def fluency_records(n: int, seed: int) -> list[StoredRecord]:
         failed, no_xent = rng.random() < 0.03, rng.random() < 0.05
         records.append(StoredRecord(
             iteration=i // 8, slot=i % 8, source=rng.choice(["seed", "gradient", "llm"]), prompt=f"prompt {i}",
-            activation=None if failed else activation, token="x", tokens=["x"], values=[] if failed else [activation],
+            # Its own peak token: "prompt 1" and "prompt 2" would otherwise be near-copies, one theme.
+            activation=None if failed else activation, token=f"x{i}", tokens=[f"x{i}"], values=[] if failed else [activation],
             error="boom" if failed else "", xent=None if failed or no_xent else xent,
         ))  # fmt: skip
     return records
@@ -393,4 +395,4 @@ def test_the_report_tables_show_one_row_per_finding_in_its_shortest_form(tmp_pat
     paths = write_results(tmp_path, SETTINGS, STATS, iter(records))
     data = json.loads(paths["json"].read_text())
     assert [r["prompt"] for r in data["top"]] == ["The fox jumps", "A dog"]
-    assert "2 other prompts that share" in paths["html"].read_text()
+    assert "2 other prompts are folded" in paths["html"].read_text()

@@ -128,18 +128,32 @@ def top_neurons_table(statuses: Sequence, sweep_id: str, n: int = 10) -> Table:
 
 
 def records_table(records: Sequence[Record], title: TextType) -> Table:
+    """One row a record; where the records stand for themes of near-copies (`result.top()`), the
+    findings each stands for ("variants") and their activation range."""
+    themed = any("variants" in r for r in records)
     table = Table(title=_title(title), title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("activation", justify="right")
+    if themed:
+        table.add_column("variants", justify="right")
+        table.add_column("range", justify="right")
     table.add_column("peak token")
     table.add_column("source")
     table.add_column("iter", justify="right")
     table.add_column("prompt", overflow="fold")
     for rank, r in enumerate(records, 1):
+        theme = [str(r.get("variants", 1)), _range(r)] if themed else []
         table.add_row(
-            str(rank), f"{r['activation']:.4f}", literal(repr(r["token"])), literal(r["source"]), str(r["iteration"]), literal(r["prompt"])
+            str(rank), f"{r['activation']:.4f}", *theme, literal(repr(r["token"])), literal(r["source"]), str(r["iteration"]), literal(r["prompt"])
         )
     return table
+
+
+def _range(record: Record) -> str:
+    low, high = record.get("activation_low"), record.get("activation_high")
+    if low is None or high is None or low == high:
+        return f"{record['activation']:.4f}"
+    return f"{low:.4f}–{high:.4f}"
 
 
 def stats_table(stats: Stats, title: TextType = "Statistics", buckets: dict[str, int] | None = None, unique: int | None = None) -> Table:

@@ -19,12 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from neuron_search.services.search.findings import distinct_findings
+from neuron_search.services.search.themes import Theme, group_themes, near_copies, theme_row
 from neuron_search.services.storage.record_store import StoredRecord
 
 MAX_PLOT_POINTS = 5_000
-# The top and bottom heaps keep this many times the rows shown, so that folding other forms of a
-# finding (services/search/findings.py) still fills the tables unless one finding has more forms.
-FOLD_ROOM = 4
+# The top and bottom heaps keep this many times the rows shown: the tables show one row per theme of
+# near-copies (services/search/themes.py), and a gradient search spends most of its prompts on a few
+# themes. On eight 2,000-prompt gradient runs of the bundled Gemma the tenth theme's best ranked 206th
+# to 1,546th of the run's prompts and the twentieth 441st to 1,959th: 100 rows' room (2,000 records
+# for the report's top 20, a few MB) holds such a run whole. A longer run can hold fewer themes than
+# rows in that room; `themes_short` says so and the report says it.
+THEME_ROOM = 100
 # The Pareto front of n points in 2-D holds about ln n of them when the two values are independent
 # (14 for a million), and a search that trades activation for fluency makes a few dozen; a thousand
 # is reached only by a long run whose activation and cross-entropy rise together almost exactly.
@@ -80,8 +85,11 @@ class Summary:
     _xent_rng: random.Random = field(default_factory=lambda: random.Random(1))
     _front: list[tuple[float, float, StoredRecord]] = field(default_factory=list)
     front_thinned: bool = False
+    _themes: dict = field(default_factory=dict)  # "top"/"bottom" -> (themes, records folded), until the next record
+
 
     def add(self, record: StoredRecord) -> None:
+        self._themes.clear()
         self.seen += 1
         self.last_iteration = max(self.last_iteration, int(record["iteration"]))
         self.by_source[record["source"]] += 1
@@ -109,9 +117,9 @@ class Summary:
 
     def _rank(self, record: StoredRecord, activation: float) -> None:
         tiebreak = -self.seen
-        # Room for other forms of the same findings, folded when the tables are read.
-        _push_bounded(self._top, (activation, tiebreak, record), FOLD_ROOM * self.top_n)
-        _push_bounded(self._bottom, (-activation, tiebreak, record), FOLD_ROOM * self.bottom_n)
+        # Room for the near-copies of the themes shown, folded when the tables are read.
+        _push_bounded(self._top, (activation, tiebreak, record), THEME_ROOM * self.top_n)
+        _push_bounded(self._bottom, (-activation, tiebreak, record), THEME_ROOM * self.bottom_n)
 
     def _plot(self, record: StoredRecord, activation: float) -> None:
         point = Point(int(record["iteration"]), int(record["slot"]), activation, record["source"])
@@ -145,27 +153,56 @@ class Summary:
             self.front_thinned = True
 
     @property
+    def top_themes(self) -> list[Theme[StoredRecord]]:
+        """The top table: one theme of near-copies a row, highest first, each with its best record,
+        its variants (findings among the kept records) and their activation range."""
+        return self._ranked_themes("top")
+
+    @property
+    def bottom_themes(self) -> list[Theme[StoredRecord]]:
+        """The bottom table's themes, lowest first."""
+        return self._ranked_themes("bottom")
+
+    @property
     def top(self) -> list[StoredRecord]:
-        return self._findings(self._top, self.top_n)[0]
+        """The top themes' best records, each with `variants`, `activation_low` and `activation_high`."""
+        return [theme_row(theme) for theme in self.top_themes]
 
     @property
     def bottom(self) -> list[StoredRecord]:
-        return self._findings(self._bottom, self.bottom_n)[0]
+        """The bottom themes' best records, lowest first, with the same three keys."""
+        return [theme_row(theme) for theme in self.bottom_themes]
 
     @property
     def folded(self) -> tuple[int, int]:
-        """Records left out of the top and of the bottom table as other forms of a finding they show."""
-        return self._findings(self._top, self.top_n)[1], self._findings(self._bottom, self.bottom_n)[1]
+        """Kept records folded into the top and into the bottom table's rows: other forms of a row's
+        finding (words after the peak) and near-copies of its prompt."""
+        return self._ranked("top")[1], self._ranked("bottom")[1]
 
-    @staticmethod
-    def _findings(heap: list, n: int) -> tuple[list[StoredRecord], int]:
-        """The n best distinct findings of a heap, and how many ranked records among them were folded."""
-        ranked = [r for _, _, r in sorted(heap, reverse=True)]
-        shown = distinct_findings(ranked)[:n]
-        if not shown:
-            return [], 0
-        last = max(ranked.index(r) for r in shown)
-        return shown, last + 1 - len(shown)
+    @property
+    def themes_short(self) -> tuple[bool, bool]:
+        """Whether the top (bottom) table has fewer rows than asked because the kept records hold fewer
+        themes, though the run has more records than were kept."""
+        return (
+            len(self.top_themes) < self.top_n and len(self._top) >= THEME_ROOM * self.top_n,
+            len(self.bottom_themes) < self.bottom_n and len(self._bottom) >= THEME_ROOM * self.bottom_n,
+        )
+
+    def _ranked_themes(self, which: str) -> list[Theme[StoredRecord]]:
+        return self._ranked(which)[0]
+
+    def _ranked(self, which: str) -> tuple[list[Theme[StoredRecord]], int]:
+        """A table's themes, and how many kept records other than their best ones they hold."""
+        if which not in self._themes:
+            heap, n = (self._top, self.top_n) if which == "top" else (self._bottom, self.bottom_n)
+            ranked = [r for _, _, r in sorted(heap, key=lambda item: item[:2], reverse=True)]
+            themes = group_themes(distinct_findings(ranked), limit=n) if n > 0 else []
+            shown = {id(t["best"]) for t in themes}
+            folded = sum(
+                1 for r in ranked if id(r) not in shown and any(near_copies(t["best"], r) for t in themes)
+            )
+            self._themes[which] = (themes, folded)
+        return self._themes[which]
 
     @property
     def downsampled(self) -> bool:

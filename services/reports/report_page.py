@@ -84,11 +84,12 @@ def _folded_note(folded: int) -> str:
     if not folded:
         return ""
     return (
-        f'<p class="note">One row per theme: {folded} other finding{"s are" if folded > 1 else " is"} folded into '
-        "the rows as near-copies of a row's prompt (the same peak token and a difflib ratio of at least 0.70 "
-        "over their tokens through the peak: a word dropped, doubled or swapped before it). Variants counts "
-        "the findings a row stands for, Range their activations; prompts that differ only after the peak "
-        "(which cannot change the activation there) are one finding, shown in its shortest form.</p>"
+        f'<p class="note">One row per theme: {folded} other prompt{"s are" if folded > 1 else " is"} folded into '
+        "the rows. Prompts that share a row's text through its peak token and its activation are one finding "
+        "(words after the peak cannot change it), shown in its shortest form; findings that are near-copies of "
+        "a row's prompt (the same peak token and a difflib ratio of at least 0.70 over their tokens through the "
+        "peak: a word dropped, doubled or swapped before it) are its theme. Variants counts the findings a row "
+        "stands for, Range their activations.</p>"
     )
 
 

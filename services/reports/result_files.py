@@ -131,6 +131,18 @@ def _brief(record: StoredRecord) -> dict[str, Any]:
     }
 
 
+def _theme_brief(record: StoredRecord) -> dict[str, Any]:
+    """A table row: the best prompt of a theme of near-copies (services/search/themes.py), with how
+    many findings it stands for and their activation range."""
+    activation = float(record["activation"])
+    return {
+        **_brief(record),
+        "variants": int(record.get("variants", 1)),
+        "activation_low": float(record.get("activation_low", activation)),
+        "activation_high": float(record.get("activation_high", activation)),
+    }
+
+
 def _front_brief(record: StoredRecord) -> dict[str, Any]:
     return {
         "prompt": record["prompt"],
@@ -156,8 +168,8 @@ def _results_json(
             "by_source": dict(summary.by_source),
         },
         "best": _brief(summary.best) if summary.best else None,
-        "top": [_brief(r) for r in summary.top],
-        "bottom": [_brief(r) for r in summary.bottom],
+        "top": [_theme_brief(r) for r in summary.top],
+        "bottom": [_theme_brief(r) for r in summary.bottom],
         "pareto": [_front_brief(r) for r in summary.front],
         "best_readable": {**_front_brief(readable.record), "rule": readable.rule} if readable else None,
         "dataset": {
