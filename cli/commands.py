@@ -138,6 +138,33 @@ def run_explain(args: argparse.Namespace, console) -> int:
     return 0
 
 
+# evidence -----------------------------------------------------------------------------------------------
+
+
+def configure_evidence(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_id")
+    p.add_argument("--results-dir", default=SearchContext.results_dir)
+    p.add_argument("--json", action="store_true", help="Print the evidence block as JSON (as results.json holds it) instead of tables.")
+
+
+def run_evidence(args: argparse.Namespace, console) -> int:
+    import json
+    import sys
+
+    from neuron_search.services.reports.evidence_tables import evidence_renderables, run_evidence_document
+    from neuron_search.services.storage.files import inside
+
+    run_dir = inside(args.results_dir, args.run_id)
+    evidence, source = run_evidence_document(run_dir)
+    if args.json:
+        sys.stdout.write(json.dumps(evidence, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    console.print(Text(f"Evidence of run {args.run_id}, from {run_dir / source}", style="bold"))
+    for part in evidence_renderables(evidence):
+        console.print(part)
+    return 0
+
+
 # exemplars ----------------------------------------------------------------------------------------------
 
 
@@ -161,9 +188,12 @@ def configure_exemplars(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--corpus",
         metavar="PATH",
-        help="A UTF-8 text file (paragraphs separated by blank lines) or a folder of .txt, .md and .py files "
-        "(.py files give their docstrings and comments); default: the Python standard library's docstrings and comments.",
+        help="A UTF-8 text file (paragraphs separated by blank lines), a folder of .txt, .md and .py files "
+        "(.py files give their docstrings and comments), a .jsonl, .json or .parquet file, or "
+        "hf:NAME[:CONFIG[:SPLIT]] for a Hugging Face dataset, streamed up to --max-snippets (for instance "
+        "hf:NeelNanda/pile-10k); default: the Python standard library's docstrings and comments.",
     )
+    p.add_argument("--text-column", metavar="NAME", help=f"{describe('text_column')}")
     p.add_argument("--top-k", type=int, default=SearchContext.top_k, metavar="K", help=f"How many top snippets are shown and saved (default: {SearchContext.top_k}).")
     p.add_argument(
         "--max-snippets",
@@ -178,13 +208,14 @@ def configure_exemplars(p: argparse.ArgumentParser) -> None:
 
 
 def run_exemplars(args: argparse.Namespace, console) -> int:
-    from neuron_search.services.dataset.corpus import corpus_source
+    from neuron_search.services.dataset.corpus import check_cap, corpus_source
     from neuron_search.services.dataset.exemplars import exemplars
     from neuron_search.services.model.subject_model import SubjectModel
     from neuron_search.services.reports.display import exemplars_table
     from neuron_search.services.reports.exemplars_page import write_exemplars
 
-    source = corpus_source(args.corpus)  # a mistyped path is reported before the model loads
+    source = corpus_source(args.corpus, args.text_column)  # a mistyped path is reported before the model loads
+    check_cap(source, args.max_snippets)
     subject = SubjectModel.load(args.model, args.device)
     result = exemplars(subject, args.layer, args.neuron, source, args.top_k, args.max_snippets, console=console)
     console.print(exemplars_table(result.records, f"Top {len(result.records)} of {result.scanned:,} snippets: {result.corpus}"))

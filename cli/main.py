@@ -54,6 +54,13 @@ COMMANDS = {
         "(generation), and add it to the run's results and report.",
         commands.configure_explain, commands.run_explain,
     ),
+    "evidence": Command(
+        "show a run's peak tokens, logit effects and context that matters",
+        "Show what a finished run's neuron peaks on (and the tokens right before), the tokens its output promotes "
+        "and suppresses, and each earlier token's effect on the activation at the peak, from the run's "
+        "results.json (else its evidence.json); no model is loaded.",
+        commands.configure_evidence, commands.run_evidence,
+    ),
     "exemplars": Command(
         "show the neuron's top snippets of real text",
         commands.exemplars_description, commands.configure_exemplars, commands.run_exemplars,

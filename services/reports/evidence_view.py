@@ -1,5 +1,7 @@
 """The report's evidence block, under the top prompts: the tokens the neuron peaks on (over the top prompts and over its
-top real snippets) and the tokens its output promotes and suppresses (services/evidence/).
+top real snippets), the context that matters (each earlier token's effect on the activation at the peak, drawn as
+a second row of colour under the prompt's tokens) and the tokens its output promotes and suppresses
+(services/evidence/).
 
 Every token shown is untrusted text (written by an LLM, taken from real text, or a vocabulary entry
 of any model), so each is escaped and drawn as text, never as markup.
@@ -11,7 +13,8 @@ from typing import Any
 
 from neuron_search.services.reports.page_style import escape as _e
 from neuron_search.services.reports.page_style import fmt as _fmt
-from neuron_search.services.reports.token_colours import token_label
+from neuron_search.services.reports.page_style import source_pill
+from neuron_search.services.reports.token_colours import attribution_legend, attribution_spans, scale_legend, token_label
 
 
 def evidence_html(evidence: dict[str, Any] | None) -> str:
@@ -28,6 +31,7 @@ def evidence_html(evidence: dict[str, Any] | None) -> str:
         else '<p class="note">No real snippets of this neuron to count: <code>run.py exemplars</code> (or a '
         "search with --seed-corpus) saves them.</p>"
     )
+    parts.append(attribution_html(evidence.get("attribution") or []))
     parts.append(_logit_block(evidence.get("logit_effects")))
     body = "\n".join(part for part in parts if part)
     return f'<div class="evidence-card" id="evidence"><h3 class="evidence-title">What the neuron peaks on and writes</h3>{body}</div>'
@@ -84,3 +88,45 @@ def _logit_block(effects: dict[str, Any] | None) -> str:
         f'<p class="note">{_e(effects.get("method", ""))}; through {_e(norms)}. Compare the values within this '
         "neuron: the norms' per-token scales are left out.</p></div>"
     )
+
+
+def attribution_html(entries: list[dict[str, Any]]) -> str:
+    """The context that matters: each attributed prompt (the top themes' best, then the real snippets)
+    as its tokens coloured by activation and, under them, by each token's effect on the activation at
+    the peak when removed; "" when there is none. One colour scale for all prompts of each row."""
+    entries = [e for e in entries if isinstance(e, dict) and e.get("tokens")]
+    if not entries:
+        return ""
+    value_scale = max((abs(float(v)) for e in entries for v in e.get("values", []) if v == v), default=1.0) or 1.0
+    effect_scale = max((abs(float(x)) for e in entries for x in e.get("removal", []) if x is not None and x == x), default=1.0) or 1.0
+    replacement = next((e.get("replacement_token") for e in entries if e.get("replacement_token") is not None), " the")
+    rows = "".join(_attribution_entry(e, value_scale, effect_scale) for e in entries)
+    return (
+        '<div class="evidence" id="attribution"><h3>The context that matters</h3>'
+        '<p class="note">Each earlier token\'s effect on the activation at the peak, measured by removing the token '
+        f"(shown) and by replacing it with {_e(repr(replacement))} (in each token's tooltip): the activation with the "
+        "whole prompt minus the activation without it. Tokens after the peak cannot change it (causal attention) "
+        "and have no colour.</p>"
+        f"{scale_legend(value_scale, 'the largest |activation| of these prompts')}{attribution_legend(effect_scale)}"
+        f"{rows}</div>"
+    )
+
+
+def _attribution_entry(entry: dict[str, Any], value_scale: float, effect_scale: float) -> str:
+    tokens = [str(t) for t in entry["tokens"]]
+    peak = int(entry.get("peak", len(tokens) - 1))
+    removal = list(entry.get("removal") or [])
+    strongest = sorted(
+        ((i, float(x)) for i, x in enumerate(removal) if x is not None and x == x), key=lambda ix: -abs(ix[1])
+    )[:3]
+    named = ", ".join(f"{token_label(tokens[i])} {_e(('+' if x >= 0 else '−') + _fmt(abs(x)))}" for i, x in strongest)
+    spans = attribution_spans(
+        tokens, [float(v) for v in entry.get("values", [])], peak, removal, list(entry.get("replacement") or []),
+        str(entry.get("replacement_token", "")), value_scale, effect_scale,
+    )  # fmt: skip
+    head = (
+        f'{source_pill(str(entry.get("source", "")))} activation {_e(_fmt(float(entry.get("activation", 0.0))))}'
+        f" at {token_label(tokens[peak]) if 0 <= peak < len(tokens) else '?'}"
+        + (f" · strongest: {named}" if named else " · nothing before the peak")
+    )
+    return f'<div class="attr-prompt"><p class="note">{head}</p><div class="attr-row" style="font-family:var(--mono);font-size:13px;white-space:pre-wrap">{spans}</div></div>'
