@@ -141,3 +141,38 @@ def test_a_run_keeps_the_attribution_of_its_top_themes_and_real_snippets(tiny_mo
     assert repr(top_token) in shown
     assert main(["evidence", "attr", "--results-dir", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == result.evidence
+
+
+# ---- the sweep's index -----------------------------------------------------------------------------
+
+
+def test_the_sweep_index_has_the_top_peak_and_promoted_token_of_each_neuron(tmp_path, monkeypatch):
+    import csv
+    from types import SimpleNamespace
+
+    from neuron_search.services.reports import sweep_index
+
+    statuses = [
+        SimpleNamespace(neuron=n, status="done", best=1.0, best_prompt="p", measured=4, seconds=1.0, attempts=1, error="")
+        for n in (0, 1)
+    ]
+    monkeypatch.setattr(sweep_index, "StatusBook", lambda folder: SimpleNamespace(all=lambda: statuses, close=lambda: None))
+    monkeypatch.setattr(sweep_index, "read_plan", lambda folder: SimpleNamespace(sweep_id="s", layer=1, settings={"model": "m"}))
+    evidence = {
+        "peak_tokens": {"top_prompts": {"at_peak": [{"token": HOSTILE, "count": 3}, {"token": " b", "count": 1}]}},
+        "logit_effects": {"promoted": [{"token": " (", "id": 7, "effect": 1.0}, {"token": "x", "id": 8, "effect": 0.5}]},
+    }
+    neuron = sweep_index.neurons_dir(tmp_path) / "0"
+    neuron.mkdir(parents=True)
+    (neuron / "results.json").write_text(json.dumps({"evidence": evidence}))  # neuron 1 has no results yet
+
+    rows = sweep_index.neuron_rows(tmp_path)
+    assert [(r["top_peak_token"], r["top_promoted_token"]) for r in rows] == [(HOSTILE, " ("), (None, None)]
+    paths = sweep_index.write_index(tmp_path)
+    page = paths["html"].read_text()
+    assert ">top peak token</th>" in page and ">top promoted token</th>" in page
+    assert HOSTILE not in page and f'<code class="token">{html.escape(HOSTILE, quote=True)}</code>' in page
+    assert '<code class="token"> (</code>' in page
+    with open(paths["csv"], newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [(r["top_peak_token"], r["top_promoted_token"]) for r in table] == [(HOSTILE, " ("), ("", "")]

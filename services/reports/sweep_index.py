@@ -24,14 +24,16 @@ from neuron_search.services.storage.sweep_folder import StatusBook, neurons_dir,
 
 CSV_COLUMNS = (
     "neuron", "status", "best", "dataset_max", "ratio", "best_prompt", "explanation", "detection",
-    "generation_auroc", "control_auroc", "measured", "seconds", "attempts", "report", "error",
+    "generation_auroc", "control_auroc", "top_peak_token", "top_promoted_token", "measured", "seconds", "attempts",
+    "report", "error",
 )  # fmt: skip
 HISTOGRAM_BINS = 20
 
 
 def neuron_rows(folder: Path) -> list[dict[str, Any]]:
     """One dict per neuron of the sweep: its status, best activation and prompt, dataset max,
-    explanation and scores, measured prompts and time (None where a value does not exist yet)."""
+    explanation and scores, the evidence's top peak token and top promoted token (results.json's
+    `evidence`), measured prompts and time (None where a value does not exist yet)."""
     book = StatusBook(folder)
     try:
         statuses = book.all()
@@ -59,6 +61,7 @@ def neuron_rows(folder: Path) -> list[dict[str, Any]]:
                 "detection": _score(scores, "explanation", "detection", "balanced_accuracy"),
                 "generation_auroc": _score(scores, "explanation", "generation", "auroc"),
                 "control_auroc": _score(scores, "control", "generation", "auroc"),
+                **_evidence_tokens(results.get("evidence")),
                 "measured": (results.get("records") or {}).get("measured", status.measured),
                 "seconds": status.seconds,  # the search's own clock, across resumes
                 "attempts": status.attempts,
@@ -93,6 +96,18 @@ def _json(path: Path) -> dict[str, Any]:
 
 def _score(scores: dict, row: str, kind: str, name: str) -> float | None:
     return ((scores.get(row) or {}).get(kind) or {}).get(name)
+
+
+def _evidence_tokens(evidence: Any) -> dict[str, str | None]:
+    """The token the neuron peaks on most often over its top prompts, and the token its output promotes
+    most (services/evidence/evidence_block.py's block): None where the run has no such evidence."""
+    evidence = evidence if isinstance(evidence, dict) else {}
+    at_peak = ((evidence.get("peak_tokens") or {}).get("top_prompts") or {}).get("at_peak") or []
+    promoted = (evidence.get("logit_effects") or {}).get("promoted") or []
+    return {
+        "top_peak_token": at_peak[0].get("token") if at_peak and isinstance(at_peak[0], dict) else None,
+        "top_promoted_token": promoted[0].get("token") if promoted and isinstance(promoted[0], dict) else None,
+    }
 
 
 def _best_record(run: Path):
@@ -157,6 +172,8 @@ COLUMNS = (
     ("prompt", "text", "best prompt"),
     ("explanation", "text", "explanation"),
     ("score", "num", "generation AUROC (control)"),
+    ("peak_token", "text", "top peak token"),
+    ("promoted_token", "text", "top promoted token"),
     ("measured", "num", "measured"),
     ("seconds", "num", "time (s)"),
 )
@@ -178,11 +195,21 @@ def _row(r: dict[str, Any], scale: float) -> str:
         ("prompt", r["best_prompt"] or "", f'<span class="prompt">{prompt}</span>'),
         ("explanation", r["explanation"], _e(r["explanation"]) or "–"),
         ("score", _sort_key(r["generation_auroc"]), score),
+        ("peak_token", r.get("top_peak_token") or "", _token_cell(r.get("top_peak_token"))),
+        ("promoted_token", r.get("top_promoted_token") or "", _token_cell(r.get("top_promoted_token"))),
         ("measured", _sort_key(r["measured"]), _e(r["measured"] if r["measured"] is not None else "–")),
         ("seconds", _sort_key(r["seconds"]), _fmt(r["seconds"], 0)),
     ]
     tds = "".join(f'<td class="{key}" data-v="{_e(value)}">{shown}</td>' for key, value, shown in cells)
     return f'<tr data-neuron="{r["neuron"]}" data-search="{_e(search)}">{tds}</tr>'
+
+
+def _token_cell(token: str | None) -> str:
+    """A token as the evidence names it: escaped, its spaces kept (as repr would show them), newlines as ↵."""
+    if token is None:
+        return "–"
+    shown = token.replace("\r\n", "↵").replace("\n", "↵").replace("\r", "↵")
+    return f'<code class="token">{_e(shown)}</code>'
 
 
 def _histogram(values: list[float]) -> str:
@@ -229,6 +256,7 @@ td.explanation{max-width:320px}
 .scale .bar{display:inline-block;width:120px;height:10px;border:1px solid #ccc}
 .mono{font-family:ui-monospace,monospace}
 code{background:#f3f3f3;padding:0 3px}
+code.token{white-space:pre}
 """
 
 SCRIPT = """
