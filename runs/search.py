@@ -76,7 +76,11 @@ class SearchResult:
           "at_peak": [{"token", "count", "mean_activation", "max_activation"}], "before_peak":
           [{"token", "count"}], "peak_first"}, most frequent first;
         - `logit_effects`: {"promoted", "suppressed": [{"token", "id", "effect"}] (10 each, strongest
-          first), "method", "norms", ...} (services/evidence/logit_effects.py), or None.
+          first), "method", "norms", ...} (services/evidence/logit_effects.py), or None;
+        - `attribution`: per top theme's best prompt and real snippet, [{"prompt", "source", "tokens",
+          "values", "peak", "activation", "removal", "replacement", "replacement_token", ...}]: each
+          token's effect on the activation at the peak, None from the peak on
+          (services/evidence/attribution.py).
         """
         try:
             document = json.loads((self.run_dir / RESULT_FILES["json"]).read_text(encoding="utf-8"))
