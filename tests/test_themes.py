@@ -163,3 +163,15 @@ def test_a_runs_top_10_is_ten_themes_in_the_tables_results_json_and_result_top(t
     table = records_table(top, "Top 10 prompts")
     assert [c.header for c in table.columns][:4] == ["#", "activation", "variants", "range"]
     store.close()
+
+
+def test_real_snippets_without_a_token_key_are_grouped_on_their_tokens_at_the_peak():
+    """A scan's `Measurement`s carry tokens and a peak but no `token`: two windows of one passage fold."""
+    passage = words("If mode is P_NOWAIT return the pid of the process and if mode is P_WAIT (")
+
+    def snippet(tokens: list[str], activation: float) -> dict:
+        return {"prompt": "".join(tokens), "activation": activation, "tokens": tokens, "values": [activation] * len(tokens),
+                "peak": len(tokens) - 1, "error": "", "xent": None}  # fmt: skip
+
+    snippets = [snippet(passage, 3.0), snippet(passage[1:], 2.9), snippet(words(BASES[4]), 2.0)]
+    assert [t["variants"] for t in group_themes(snippets)] == [2, 1]

@@ -62,6 +62,15 @@ def through_peak(record: Record | StoredRecord) -> str:
     return record["prompt"]
 
 
+def peak_token(record: Record | StoredRecord) -> str:
+    """The token the record peaks on: its `token`, or (a real snippet's `Measurement`) its tokens at its peak."""
+    token = record.get("token")
+    if token is None:
+        tokens, peak = record.get("tokens"), record.get("peak")
+        token = tokens[peak] if tokens and peak is not None else ""
+    return token
+
+
 def tokens_through_peak(record: Record | StoredRecord) -> list[str] | None:
     """The model's tokens through the peak, where the record carries them (None for a table record)."""
     peak = record.get("peak")
@@ -88,7 +97,7 @@ def similarity(a: Record | StoredRecord, b: Record | StoredRecord) -> float:
 
 def near_copies(a: Record | StoredRecord, b: Record | StoredRecord, threshold: float = THRESHOLD) -> bool:
     """Whether two records are one theme: the same peak token and similar text through the peak."""
-    if a["token"] != b["token"]:
+    if peak_token(a) != peak_token(b):
         return False
     ua, ub = units(a, b)
     if not ua and not ub:
