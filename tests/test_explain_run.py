@@ -68,6 +68,15 @@ def test_a_run_ends_with_its_explanation_scored_on_prompts_the_explainer_never_s
     assert results["explanation"] == final
     page = (result.run_dir / "report.html").read_text()
     assert page.index("What the neuron detects") < page.index("Activation over the search") and SENTENCE in page
+    # This judge tells nothing apart: the sentence ties the control, so it is not the answer, and the
+    # evidence card (the themes the explainer saw, the peak tokens) leads the page.
+    assert not final["verdict"]["wins"] and "not better than the control" in final["verdict"]["headline"]
+    assert "not better than the control" in page and '<p class="explanation">' not in page
+    assert page.index("What the evidence shows") < page.index("What the neuron detects")
+    assert page.index("Themes of the top prompts") < page.index("What the neuron detects")
+    baseline = final["token_baseline"]["run_prompts"]
+    assert (baseline["n_high"], baseline["n_low"]) == (len(final["held_out"]["high"]), len(final["held_out"]["low"]))
+    assert 0 < len(final["themes"]) <= 10 and [t["prompt"] for t in final["themes"]] == final["shown"][: len(final["themes"])]
 
 
 def test_no_explain_makes_no_explanation(tiny_model_dir, tmp_path):
