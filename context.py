@@ -42,6 +42,7 @@ SERVER_SETTINGS = {
     "model": "NEURON_SEARCH_MODEL",
     "embedder": "NEURON_SEARCH_EMBEDDER",
     "sweep_table": "NEURON_SEARCH_SWEEP_TABLE",
+    "corpus": "NEURON_SEARCH_CORPUS",
 }
 
 # A run or sweep id names one folder inside the results folder: never a path.
@@ -218,6 +219,12 @@ class SearchContext:
         "later neurons of the layer seconds). Unset: on for --strategy gradient and mixed, whose "
         "gradient climbs best from real text, off for llm.",
     )
+    corpus: str = _knob(
+        os.environ.get(SERVER_SETTINGS["corpus"], ""),
+        "The real text --seed-corpus seeds from, as run.py exemplars --corpus takes it: empty for the Python standard library's docstrings and comments, else a text file, a folder, a "
+        ".jsonl, .json or .parquet file, or hf:NAME[:CONFIG[:SPLIT]] for a Hugging Face dataset streamed up to 5,000 snippets.",
+    )
+    text_column: str = _knob("", "The column of a .jsonl, .json, .parquet or hf: corpus that holds its text (empty: 'text', else the first column of strings).")
     results_dir: str = _knob(os.environ.get(SERVER_SETTINGS["results_dir"], "results"), "Folder that holds one sub-folder per run.")
     sweep_table: str = _knob(
         os.environ.get(SERVER_SETTINGS["sweep_table"], ""),

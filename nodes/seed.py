@@ -10,6 +10,7 @@ import time
 from langgraph.runtime import Runtime
 
 from neuron_search.context import SearchContext, fluency_weights, seeds_from_corpus
+from neuron_search.services.dataset.corpus import run_corpus
 from neuron_search.services.dataset.exemplars import exemplars
 from neuron_search.services.reports.exemplars_page import write_exemplars
 from neuron_search.services.runtime import Services, context_of, services_for
@@ -32,7 +33,7 @@ def seed(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState:
     subject = services.subject
     prompts = (list(BUILTIN_SEEDS) if ctx.builtin_seeds else []) + list(ctx.seed_prompts)
     if seeds_from_corpus(ctx):  # a search that starts from what real text already does to the neuron
-        real = exemplars(subject, ctx.layer, ctx.neuron, top_k=ctx.top_k)
+        real = exemplars(subject, ctx.layer, ctx.neuron, run_corpus(ctx.corpus, ctx.text_column), top_k=ctx.top_k)
         write_exemplars(real, ctx.results_dir)
         prompts += [r["prompt"] for r in real.records]
     candidates = [Candidate(prompt=p, source="seed") for p in prompts]

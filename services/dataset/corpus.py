@@ -4,13 +4,16 @@ The default corpus is always there offline: the docstrings and comments of the P
 library that runs this code (its test folders and site-packages left out). `--corpus PATH` takes
 a UTF-8 text file, whose paragraphs (separated by blank lines) are the texts, or a folder, whose
 .txt and .md files are read the same way and whose .py files give their docstrings and comments,
-like the standard library's; hidden files and folders are skipped.
+like the standard library's; hidden files and folders are skipped. A .jsonl, .json or .parquet file,
+or `hf:NAME[:CONFIG[:SPLIT]]` for a Hugging Face dataset, is read through the `datasets` library,
+streamed (hf_corpus.py): each row's text is one text, and reading stops once the corpus has its
+cap of snippets, at most MAX_SNIPPETS_PER_ROW of them from one row.
 
 Every text is whitespace-normalised, texts of fewer than MIN_WORDS words are dropped (pragmas
 such as `# noqa`, headings), and each text is cut into snippets of at most MAX_TOKENS tokens of
 the subject model, between words where the text allows it. Duplicates are dropped, the order is
 the files' sorted order and, inside a file, the text's, so the same corpus gives the same
-snippets on every machine with the same tokenizer.
+snippets on every machine with the same tokenizer (a hub dataset: while the hub serves the same rows).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neuron_search.services.dataset.hf_corpus import DATASET_SUFFIXES, DatasetSpec, dataset_texts, file_spec, hub_spec, is_hub_reference
 from neuron_search.services.errors import UserError
 
 if TYPE_CHECKING:
@@ -45,10 +49,13 @@ MIN_WORDS = 3
 DEFAULT_MAX_SNIPPETS = 5_000
 STDLIB_SKIPPED = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 TEXT_SUFFIXES = (".txt", ".md")
+# A dataset's row is often a whole document (a Pile row averages thousands of tokens): its first few
+# snippets only, so that a capped corpus spans many documents rather than the first few.
+MAX_SNIPPETS_PER_ROW = 4
 _CODING_LINE = re.compile(r"coding[:=]")
 # The rules below are part of every corpus fingerprint, as the code that was loaded: a change of
 # the rules makes old cached scans unreachable instead of silently reused.
-_RULES = hashlib.sha256(Path(__file__).read_bytes()).digest()
+_RULES = hashlib.sha256(Path(__file__).read_bytes() + Path(__file__).with_name("hf_corpus.py").read_bytes()).digest()
 
 
 # The distinct snippets of the last few corpora cut in this process, per tokenizer and keyed by the
@@ -68,11 +75,20 @@ class CorpusSource:
     description: str
     files: tuple[Path, ...]
     paragraphs: bool  # a single text file given by the user: paragraphs whatever its suffix
+    dataset: DatasetSpec | None = None  # read through the `datasets` library, streamed (hf_corpus.py)
+
+    def describe(self) -> str:
+        """The corpus in words; a dataset's says which column was read once it was."""
+        return self.dataset.describe() if self.dataset is not None else self.description
 
     def fingerprint(self) -> str:
-        """Changes whenever a file's content, the file list or the extraction rules change."""
+        """Changes whenever a file's content, the file list, the dataset (name, config, split, column)
+        or the extraction rules change."""
         digest = hashlib.sha256(_RULES)
         digest.update(f"{self.paragraphs}".encode())
+        if self.dataset is not None:
+            spec = self.dataset
+            digest.update(repr((spec.builder, spec.config, spec.split, spec.text_column, spec.data_file)).encode())
         for path in self.files:
             digest.update(str(path).encode() + b"\0")
             try:
@@ -84,13 +100,22 @@ class CorpusSource:
         return digest.hexdigest()
 
 
-def corpus_source(path: str | Path | None = None) -> CorpusSource:
-    """The standard library's docstrings and comments when path is None, else a text file or folder."""
+def corpus_source(path: str | Path | None = None, text_column: str | None = None) -> CorpusSource:
+    """The standard library's docstrings and comments when path is None, else a text file or folder,
+    a .jsonl, .json or .parquet file, or hf:NAME[:CONFIG[:SPLIT]] (text_column: a dataset's column)."""
+    if path is not None and is_hub_reference(path):
+        spec = hub_spec(str(path), text_column)
+        return CorpusSource(spec.describe(), (), False, spec)
     if path is None:
+        _no_column(text_column, "the default corpus")
         root = Path(sysconfig.get_paths()["stdlib"])
         files = tuple(_walk(root, (".py",), skip=STDLIB_SKIPPED))
         return CorpusSource(f"docstrings and comments of the Python standard library ({root})", files, False)
     path = Path(path).expanduser()
+    if path.is_file() and path.suffix.lower() in DATASET_SUFFIXES:
+        spec = file_spec(path, text_column)
+        return CorpusSource(spec.describe(), (path,), False, spec)
+    _no_column(text_column, str(path))
     if path.is_file():
         return CorpusSource(f"paragraphs of {path}", (path,), True)
     if path.is_dir():
@@ -98,9 +123,35 @@ def corpus_source(path: str | Path | None = None) -> CorpusSource:
         return CorpusSource(f"{len(files)} .txt, .md and .py files under {path}", files, False)
     raise UserError(
         f"The corpus {path} does not exist. Give --corpus a UTF-8 text file (paragraphs separated by "
-        "blank lines) or a folder of .txt, .md and .py files, or leave it out to use the Python "
-        "standard library's docstrings and comments."
+        "blank lines), a folder of .txt, .md and .py files, a .jsonl, .json or .parquet file, or "
+        "hf:NAME[:CONFIG[:SPLIT]] for a Hugging Face dataset (hf:NeelNanda/pile-10k), or leave it out to "
+        "use the Python standard library's docstrings and comments."
     )
+
+
+def run_corpus(corpus: str, text_column: str = "") -> CorpusSource | None:
+    """A search's --corpus and --text-column as a source; None for the default corpus (empty)."""
+    if not corpus:
+        _no_column(text_column or None, "the default corpus")
+        return None
+    return corpus_source(corpus, text_column or None)
+
+
+def _no_column(text_column: str | None, corpus: str) -> None:
+    if text_column:
+        raise UserError(
+            f"--text-column {text_column!r} names a column of a dataset, but the corpus is {corpus}: give --corpus "
+            "a .jsonl, .json or .parquet file or hf:NAME, or leave --text-column out."
+        )
+
+
+def check_cap(source: CorpusSource, max_snippets: int) -> None:
+    """A hub dataset is streamed up to its cap: with none (0) it would be read whole."""
+    if source.dataset is not None and source.dataset.on_hub and max_snippets <= 0:
+        raise UserError(
+            f"--max-snippets 0 would read all of {source.dataset.label()}: a Hugging Face dataset is streamed "
+            f"and read only up to its cap. Give --max-snippets a number (default {DEFAULT_MAX_SNIPPETS:,})."
+        )
 
 
 def _walk(root: Path, suffixes: tuple[str, ...], skip: set[str]) -> Iterator[Path]:
@@ -120,25 +171,50 @@ def build_snippets(
     """The corpus as distinct snippets of 1 to max_tokens tokens of `tokenizer`.
 
     With more than max_snippets snippets (0: no cap), evenly spaced ones are kept, so that a capped
-    corpus still spans all of its files rather than the first few alphabetically.
+    corpus still spans all of its files rather than the first few alphabetically. A dataset is read
+    in order and only until it gives max_snippets snippets (`_dataset_snippets`).
     """
-    key = (source.fingerprint(), max_tokens)
+    check_cap(source, max_snippets)
+    key = (source.fingerprint(), max_tokens) + ((max_snippets,) if source.dataset is not None else ())
     with _cutting:
         cached = _distinct_snippets.setdefault(tokenizer, {})
         if key not in cached:
-            texts = [t for t in _texts(source) if len(t.split()) >= MIN_WORDS]
+            if source.dataset is not None:
+                distinct = _dataset_snippets(source.dataset, tokenizer, max_snippets, max_tokens)
+            else:
+                texts = [t for t in _texts(source) if len(t.split()) >= MIN_WORDS]
+                distinct = list(dict.fromkeys(cut(texts, tokenizer, max_tokens)))
             while len(cached) >= _KEPT_CORPORA:
                 cached.pop(next(iter(cached)))
-            cached[key] = list(dict.fromkeys(cut(texts, tokenizer, max_tokens)))
+            cached[key] = distinct
         snippets = list(cached[key])
     if not snippets:
         raise UserError(
-            f"The corpus ({source.description}) holds no text of {MIN_WORDS} words or more. Give "
+            f"The corpus ({source.describe()}) holds no text of {MIN_WORDS} words or more. Give "
             "--corpus a UTF-8 text file or a folder of .txt, .md or .py files that holds some."
         )
     if max_snippets and len(snippets) > max_snippets:
         snippets = [snippets[i * len(snippets) // max_snippets] for i in range(max_snippets)]
     return snippets
+
+
+def _dataset_snippets(spec: DatasetSpec, tokenizer: PreTrainedTokenizerBase, max_snippets: int, max_tokens: int) -> list[str]:
+    """The dataset's rows, in order, each cut into its first MAX_SNIPPETS_PER_ROW snippets; reading
+    stops at the row that brings the distinct snippets to max_snippets (0: no cap, a local file only)."""
+    found: dict[str, None] = {}
+    # A row's text is cut only as far as its first snippets reach: a generous bound on their length.
+    longest = MAX_SNIPPETS_PER_ROW * max_tokens * 16
+    for raw in dataset_texts(spec):
+        text = normalise(raw[:longest])
+        if len(raw) > longest:
+            text = text.rsplit(" ", 1)[0]  # between words
+        if len(text.split()) < MIN_WORDS:
+            continue
+        for snippet in cut([text], tokenizer, max_tokens)[:MAX_SNIPPETS_PER_ROW]:
+            found[snippet] = None
+            if max_snippets and len(found) >= max_snippets:
+                return list(found)
+    return list(found)
 
 
 def _texts(source: CorpusSource) -> Iterator[str]:

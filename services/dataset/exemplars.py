@@ -24,17 +24,16 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from neuron_search.services.model.bundled import cache_root
-from neuron_search.services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, corpus_source
+from neuron_search.services.dataset.scan_progress import ScanProgress
+from neuron_search.services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, CorpusSource, build_snippets, check_cap, corpus_source
 from neuron_search.services.errors import UserError
 from neuron_search.services.model.subject_model import EMBEDDED, SubjectModel
 from neuron_search.state import Measurement
@@ -61,14 +60,16 @@ def exemplars(
     console: Console | None = None,
 ) -> Exemplars:
     """The neuron's top_k snippets of the corpus (default: the standard library's docstrings and
-    comments), measured with their per-token values and cross-entropy. The scan's progress shows
-    on `console` if given, else on standard error (see the module docstring)."""
+    comments; a path or hf:NAME as `corpus_source` reads it, or a CorpusSource), measured with their
+    per-token values and cross-entropy. The scan's progress shows on `console` if given, else on
+    standard error (see the module docstring)."""
     subject.validate(layer, neuron)
     if top_k < 1:
         raise UserError(f"--top-k must be 1 or more, not {top_k}.")
     if max_snippets < 0:
         raise UserError(f"--max-snippets must be 0 (no cap) or more, not {max_snippets}.")
     source = corpus if isinstance(corpus, CorpusSource) else corpus_source(corpus)
+    check_cap(source, max_snippets)
     snippets, maxima = layer_scan(subject, layer, source, max_snippets, batch_size, console)
     column = np.nan_to_num(maxima[:, neuron], nan=-np.inf)
     best = np.argsort(-column, kind="stable")[:top_k]
@@ -78,7 +79,10 @@ def exemplars(
     for record in records:  # not finite for a one-token snippet of a model without BOS: left out
         if record["xent"] is not None and not math.isfinite(record["xent"]):
             record["xent"] = None
-    return Exemplars(subject.name, layer, neuron, source.description, len(snippets), records)
+    description = source.describe()
+    if source.dataset is not None:  # the column found when the scan read it, maybe in another process
+        description = _saved_description(cache_root() / "exemplars" / _scan_name(subject, layer, source, max_snippets)) or description
+    return Exemplars(subject.name, layer, neuron, description, len(snippets), records)
 
 
 def layer_scan(
@@ -117,7 +121,7 @@ def layer_scan(
         if cached is not None:
             return cached
         snippets, maxima = _scan(subject, layer, source, max_snippets, batch_size, console)
-        _write_scan(folder, source.description, snippets, maxima)
+        _write_scan(folder, source.describe(), snippets, maxima)
     finally:
         lock.release()
     return snippets, maxima
@@ -141,11 +145,12 @@ def _scan(
     return snippets, maxima
 
 
-def seed_corpus_scan(subject: SubjectModel, layer: int, console: Console | None = None) -> int:
-    """Make sure the scan a search's --seed-corpus reads (`exemplars`' defaults: the standard library,
-    DEFAULT_MAX_SNIPPETS) is in the cache, scanning it here if it is not; returns its snippet count.
-    A sweep calls it once before its workers start, so they read the scan instead of each making it."""
-    snippets, _ = layer_scan(subject, layer, corpus_source(None), DEFAULT_MAX_SNIPPETS, console=console)
+def seed_corpus_scan(subject: SubjectModel, layer: int, console: Console | None = None, source: CorpusSource | None = None) -> int:
+    """Make sure the scan a search's --seed-corpus reads (`exemplars`' defaults: the standard library
+    unless `source` is given (the search's --corpus), DEFAULT_MAX_SNIPPETS) is in the cache, scanning it
+    here if it is not; returns its snippet count. A sweep calls it once before its workers start, so
+    they read the scan instead of each making it."""
+    snippets, _ = layer_scan(subject, layer, source or corpus_source(None), DEFAULT_MAX_SNIPPETS, console=console)
     return len(snippets)
 
 
@@ -168,15 +173,16 @@ def cached_layer_scan(
 
 
 def real_text_holdout(
-    subject: SubjectModel, layer: int, neuron: int, n: int = 10, seed: int = 0
+    subject: SubjectModel, layer: int, neuron: int, n: int = 10, seed: int = 0, source: CorpusSource | None = None
 ) -> tuple[list[str], list[str]] | None:
-    """Real text to score an explanation on (detection), when the layer's scan of the default corpus
-    is cached (a gradient run's --seed-corpus or `run.py exemplars` made it), else None.
+    """Real text to score an explanation on (detection), when the layer's scan of the corpus (`source`,
+    a search's --corpus; None: the default corpus) is cached (a gradient run's --seed-corpus or
+    `run.py exemplars` made it), else None.
 
     High: the neuron's top `n` snippets. Low: `n` snippets drawn (by `seed`) from those at or below
     the neuron's median over the corpus, so ordinary text on which it does not stand out.
     """
-    cached = cached_layer_scan(subject, layer)
+    cached = cached_layer_scan(subject, layer, source)
     if cached is None:
         return None
     snippets, maxima = cached
@@ -186,98 +192,6 @@ def real_text_holdout(
     below = np.flatnonzero(column <= np.median(column))
     picked = np.random.default_rng(seed).choice(below, size=min(n, len(below)), replace=False) if len(below) else []
     return high, [snippets[i] for i in sorted(picked)]
-
-
-class ScanProgress:
-    """A scan's progress: a bar on `console` (or on standard error when that is a terminal), else
-    plain lines on standard error, one when the scan starts and one about every 10% with an
-    estimate of the time left. Used as a context manager around the scan: `start(total)` once the
-    snippets are cut (before it, the bar or the first line says the corpus is being cut), then
-    `advance(n)` per batch."""
-
-    def __init__(self, description: str, console: Console | None = None, stream=None) -> None:
-        self.description = description
-        self.stream = stream if stream is not None else sys.stderr
-        if console is None and _is_terminal(self.stream):
-            console = Console(file=self.stream)
-        self._bar = _progress(console) if console is not None else None
-        self._task = None
-        self.total = 0
-        self.done = 0
-        self._started = 0.0
-        self._decile = 0
-
-    def __enter__(self) -> ScanProgress:
-        if self._bar is not None:
-            self._bar.start()
-            self._task = self._bar.add_task(f"{self.description}: cutting the corpus into snippets", total=None)
-        else:
-            self._line(f"{self.description}: cutting the corpus into snippets (a layer's first scan; cached for its other neurons)")
-        return self
-
-    def start(self, total: int) -> None:
-        self.total, self.done, self._started = total, 0, time.monotonic()
-        if self._bar is not None:
-            self._bar.update(self._task, description=self.description, total=total, completed=0)
-        else:
-            self._line(f"{self.description}: 0/{total:,} snippets (0%)")
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        if self._bar is not None:
-            self._bar.advance(self._task, count)
-            return
-        decile = self.done * 10 // self.total if self.total else 10
-        if decile <= self._decile:
-            return
-        self._decile = decile
-        elapsed = time.monotonic() - self._started
-        left = elapsed * (self.total - self.done) / self.done if self.done else 0.0
-        tail = "done" if self.done >= self.total else f"about {_duration(left)} left"
-        self._line(
-            f"{self.description}: {self.done:,}/{self.total:,} snippets ({100 * self.done // self.total}%), "
-            f"{_duration(elapsed)} so far, {tail}"
-        )
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def _line(self, text: str) -> None:
-        try:
-            print(text, file=self.stream, flush=True)
-        except (OSError, ValueError):  # a closed or broken standard error must not end the scan
-            pass
-
-
-def _is_terminal(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-def _duration(seconds: float) -> str:
-    """12 s, 3 min 05 s, 1 h 02 min."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("snippets"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def _scan_name(subject: SubjectModel, layer: int, source: CorpusSource, max_snippets: int) -> str:
@@ -308,6 +222,15 @@ def _read_scan(folder: Path, d_mlp: int) -> tuple[list[str], np.ndarray] | None:
     except (OSError, ValueError, KeyError):
         return None
     return (snippets, maxima) if maxima.shape == (len(snippets), d_mlp) else None
+
+
+def _saved_description(folder: Path) -> str | None:
+    """The corpus's description as its cached scan saved it (a dataset's says which column was read)."""
+    try:
+        description = json.loads((folder / "snippets.json").read_text(encoding="utf-8")).get("corpus")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return description if isinstance(description, str) else None
 
 
 def _write_scan(folder: Path, description: str, snippets: list[str], maxima: np.ndarray) -> None:
