@@ -40,8 +40,9 @@ THRESHOLD = 0.70
 
 
 class Theme(TypedDict, Generic[R]):
-    """Near-copies of one prompt: the best-ranked record, how many records it stands for (itself
-    included) and the activation range over them."""
+    """Near-copies of one prompt: the best-ranked record, how many of the input's records it stands for
+    (itself included: findings, where the input was folded into findings first, as the tables do) and
+    the activation range over them (NaN where none had an activation)."""
 
     best: R
     variants: int
