@@ -98,21 +98,21 @@ def attribution_html(entries: list[dict[str, Any]]) -> str:
     if not entries:
         return ""
     value_scale = max((abs(float(v)) for e in entries for v in e.get("values", []) if v == v), default=1.0) or 1.0
-    effect_scale = max((abs(float(x)) for e in entries for x in e.get("removal", []) if x is not None and x == x), default=1.0) or 1.0
+    effects = effect_scale(entries)
     replacement = next((e.get("replacement_token") for e in entries if e.get("replacement_token") is not None), " the")
-    rows = "".join(_attribution_entry(e, value_scale, effect_scale) for e in entries)
+    rows = "".join(_attribution_entry(e, value_scale, effects) for e in entries)
     return (
         '<div class="evidence" id="attribution"><h3>The context that matters</h3>'
         '<p class="note">Each earlier token\'s effect on the activation at the peak, measured by removing the token '
         f"(shown) and by replacing it with {_e(repr(replacement))} (in each token's tooltip): the activation with the "
         "whole prompt minus the activation without it. Tokens after the peak cannot change it (causal attention) "
         "and have no colour.</p>"
-        f"{scale_legend(value_scale, 'the largest |activation| of these prompts')}{attribution_legend(effect_scale)}"
+        f"{scale_legend(value_scale, 'the largest |activation| of these prompts')}{attribution_legend(effects)}"
         f"{rows}</div>"
     )
 
 
-def _attribution_entry(entry: dict[str, Any], value_scale: float, effect_scale: float) -> str:
+def _attribution_entry(entry: dict[str, Any], value_scale: float, effects: float) -> str:
     tokens = [str(t) for t in entry["tokens"]]
     peak = int(entry.get("peak", len(tokens) - 1))
     removal = list(entry.get("removal") or [])
@@ -122,7 +122,7 @@ def _attribution_entry(entry: dict[str, Any], value_scale: float, effect_scale: 
     named = ", ".join(f"{token_label(tokens[i])} {_e(('+' if x >= 0 else '−') + _fmt(abs(x)))}" for i, x in strongest)
     spans = attribution_spans(
         tokens, [float(v) for v in entry.get("values", [])], peak, removal, list(entry.get("replacement") or []),
-        str(entry.get("replacement_token", "")), value_scale, effect_scale,
+        str(entry.get("replacement_token", "")), value_scale, effects,
     )  # fmt: skip
     head = (
         f'{source_pill(str(entry.get("source", "")))} activation {_e(_fmt(float(entry.get("activation", 0.0))))}'
@@ -130,3 +130,26 @@ def _attribution_entry(entry: dict[str, Any], value_scale: float, effect_scale: 
         + (f" · strongest: {named}" if named else " · nothing before the peak")
     )
     return f'<div class="attr-prompt"><p class="note">{head}</p><div class="attr-row" style="font-family:var(--mono);font-size:13px;white-space:pre-wrap">{spans}</div></div>'
+
+
+def effect_scale(entries: list[dict[str, Any]]) -> float:
+    """The attribution's colour scale: the largest |removal effect| over the entries (1.0 for none)."""
+    return max((abs(float(x)) for e in entries for x in e.get("removal") or [] if x is not None and x == x), default=1.0) or 1.0
+
+
+def attributed_prompts(evidence: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The top prompts that have an attribution, by prompt text (for the top table's second row)."""
+    entries = (evidence or {}).get("attribution") or []
+    return {e["prompt"]: e for e in entries if isinstance(e, dict) and e.get("source") == "top prompt" and e.get("tokens")}
+
+
+def attributed_cell(record: dict[str, Any], entry: dict[str, Any], scale: float, effects: float) -> str:
+    """A top table's prompt cell with its attribution under its tokens (`attribution_spans`), the
+    record's own values in the first row; "" where the entry's tokens are not the record's."""
+    if list(record.get("tokens") or []) != list(entry.get("tokens") or []):
+        return ""
+    return attribution_spans(
+        list(record["tokens"]), [float(v) for v in record.get("values") or []], int(entry["peak"]),
+        list(entry.get("removal") or []), list(entry.get("replacement") or []), str(entry.get("replacement_token", "")),
+        scale, effects,
+    )  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 from neuron_search.services.reports.charts import activation_chart, activation_chart_note, pareto_chart
 from neuron_search.services.reports.dataset_reference import DatasetReference, Readable, best_readable, rule_text
-from neuron_search.services.reports.evidence_view import evidence_html
+from neuron_search.services.reports.evidence_view import attributed_cell, attributed_prompts, effect_scale, evidence_html
 from neuron_search.services.reports.explanation_view import explanation_html, explanation_wins, hypotheses_html, themes_html
 from neuron_search.services.reports.page_style import CSS, source_pill
 from neuron_search.services.reports.page_style import escape as _e
@@ -63,7 +63,7 @@ def render_html(
         *fluency,
         _section(
             f"Top {len(summary.top)} prompts",
-            scale_legend(scale) + _prompt_table(summary.top, scale) + _folded_note(summary.folded[0]) + ("" if lead_card else evidenced),
+            scale_legend(scale) + _prompt_table(summary.top, scale, attributed_prompts(evidence)) + _folded_note(summary.folded[0]) + ("" if lead_card else evidenced),
         ),
         _section(
             f"Bottom {len(summary.bottom)} prompts",
@@ -189,12 +189,21 @@ def _best_prompt(best: StoredRecord | None, dataset: DatasetReference | None = N
     )
 
 
-def _prompt_table(records: list[StoredRecord], scale: float) -> str:
+def _prompt_table(records: list[StoredRecord], scale: float, attributed: dict[str, dict] | None = None) -> str:
+    """The prompts' rows; a prompt in `attributed` (evidence_view.attributed_prompts) gets its
+    attribution as a second row of colour under its tokens."""
     if not records:
         return '<p class="empty">No measured prompts.</p>'
+    attributed = attributed or {}
+    effects = effect_scale(list(attributed.values()))
+
+    def cell(r: StoredRecord) -> str:
+        entry = attributed.get(r["prompt"])
+        return (attributed_cell(r, entry, scale, effects) if entry else "") or token_spans(r, scale)
+
     rows = "".join(
         f"<tr><td class=\"rank\">{i}</td><td class=\"num\">{_fmt(float(r['activation']))}</td>"
-        f"<td class=\"prompt\">{token_spans(r, scale)}</td>"
+        f"<td class=\"prompt\">{cell(r)}</td>"
         f"<td class=\"num\">{int(r.get('variants', 1))}</td><td class=\"num\">{_range(r)}</td>"
         f"<td>{source_pill(r['source'])}</td><td class=\"num\">{int(r['iteration'])}</td></tr>"
         for i, r in enumerate(records, start=1)
