@@ -172,3 +172,8 @@ def test_a_sentence_that_beats_both_is_the_answer_and_says_by_how_much():
 def test_without_a_token_baseline_no_sentence_wins():
     assert not verdict(final(0.9, 0.5, None))["wins"]
     assert not verdict({"explanation": "x", "scores": None})["wins"]
+
+
+def test_without_ordinary_snippets_to_score_against_the_explainer_reads_every_real_theme():
+    view = build_view(run_records(), REAL_HIGH, [])
+    assert [r["prompt"] for r in view.real_shown] == [r["prompt"] for r in REAL_HIGH] and not view.real_high

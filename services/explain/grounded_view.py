@@ -84,7 +84,7 @@ def build_view(
     low = sorted(rng.sample(lower, min(n_holdout, len(lower))), key=_rank)
 
     run_shown = {r["prompt"] for r in [t["best"] for t in themes] + sampled}
-    real_shown, held_real = _deal_real([dict(r) for r in real_high], n_real)
+    real_shown, held_real = _deal_real([dict(r) for r in real_high], n_real, deal=bool(real_low))
     seen = run_shown | {r["prompt"] for r in real_shown}
     view = ExplainerView(
         themes=themes, sampled=sampled, real_shown=real_shown, high=high, low=low,
@@ -99,15 +99,17 @@ def build_view(
     return view
 
 
-def _deal_real(ranked: list[dict[str, Any]], n_real: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _deal_real(ranked: list[dict[str, Any]], n_real: int, deal: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(shown, held out): the snippets' themes dealt alternately, the first to the explainer, which
     reads each of its themes' best (at most `n_real`); every member of the other themes is held out.
-    Snippets that were not measured (no tokens) cannot be grouped or shown: all are held out."""
+    Without `deal` (no ordinary snippets to score against, so nothing is held out) the explainer reads
+    the best of the first `n_real` themes. Snippets that were not measured (no tokens) cannot be
+    grouped or shown: all are held out."""
     if n_real <= 0 or not ranked or not all(r.get("tokens") for r in ranked):
         return [], ranked
     ranked = sorted(ranked, key=lambda r: -r["activation"])
     themes = group_themes(ranked)
-    shown_themes = [t for i, t in enumerate(themes) if i % 2 == 0][:n_real]
+    shown_themes = [t for i, t in enumerate(themes) if i % 2 == 0 or not deal][:n_real]
     shown = [t["best"] for t in shown_themes]
     held = [r for r in ranked if not any(near_copies(t["best"], r) for t in shown_themes)]
     return shown, held

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from neuron_search.services.dataset.exemplars import read_exemplars
+from neuron_search.services.errors import UserError
 from neuron_search.services.evidence.evidence_block import read_evidence
 from neuron_search.services.explain.examples import split_examples
 from neuron_search.services.explain.explainer import explain, explain_grounded
@@ -26,6 +28,7 @@ from neuron_search.services.explain.verdict import verdict
 from neuron_search.services.model.subject_model import SubjectModel
 from neuron_search.services.storage.files import write_atomic
 from neuron_search.services.storage.record_store import RecordStore, StoredRecord
+from neuron_search.services.storage.run_folder import read_settings
 
 EXPLANATION_FILE = "explanation.json"
 
@@ -128,7 +131,7 @@ def explain_run(
     """
     records = _stored(run_dir)
     started = time.perf_counter()
-    real_high, real_low = _real_records(real_text, measure)
+    real_high, real_low = _real_records(real_text, measure) if real_text else (_saved_snippets(run_dir), [])
     view = build_view(records, real_high, real_low, seed=seed)
     effects = read_evidence(run_dir).get("logit_effects")
     scale = max((r["activation"] for r in view.shown if r.get("activation") is not None), default=0.0) or 1.0
@@ -179,6 +182,17 @@ def _real_records(
         return [{"prompt": p} for p in real_text[0]], [{"prompt": p} for p in real_text[1]]
     high, low = records(list(real_text[0])), records(list(real_text[1]))
     return sorted(high, key=lambda r: -r["activation"]), low
+
+
+def _saved_snippets(run_dir: Path) -> list[dict[str, Any]]:
+    """The neuron's top real snippets from its saved exemplars.json (`run.py exemplars`, a --seed-corpus
+    search), for the explainer to read where the layer's scan is not cached ([] where none is saved)."""
+    try:
+        settings = read_settings(run_dir, "to explain")
+    except UserError:
+        return []
+    saved = read_exemplars(run_dir.parent, settings["model"], settings["layer"], settings["neuron"]) or {}
+    return [dict(r, source="real") for r in saved.get("records", []) if r.get("tokens") and r.get("activation") is not None]
 
 
 def _baselines(view: ExplainerView, real: bool) -> dict[str, Any]:
