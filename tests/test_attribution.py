@@ -61,12 +61,11 @@ def test_each_effect_equals_a_forward_pass_without_the_token_or_with_it_replaced
     assert max(peaks) >= 3  # some prompt has several tokens before its peak to check
 
 
-def test_the_same_effects_whatever_the_batch_and_however_wrong_the_peak_hint(tiny):
+def test_the_same_effects_whatever_the_batch(tiny):
     reference = attribution(tiny, PROMPTS[0], 1, 3)
-    peak = reference["peak"]
-    for options in ({"batch_size": 3}, {"peak_hint": peak}, {"peak_hint": 0}, {"peak_hint": 999}, {"batch_size": 1, "peak_hint": peak}):
-        other = attribution(tiny, PROMPTS[0], 1, 3, **options)
-        assert other["peak"] == peak
+    for batch_size in (1, 3, 7):
+        other = attribution(tiny, PROMPTS[0], 1, 3, batch_size=batch_size)
+        assert other["peak"] == reference["peak"]
         for kind in ("removal", "replacement"):
             assert [None if e is None else round(e, 4) for e in other[kind]] == [None if e is None else round(e, 4) for e in reference[kind]]
 

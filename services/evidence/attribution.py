@@ -19,14 +19,13 @@ causal attention: their effect is None ("no effect: after the peak"), never meas
 peak token's own (taking it away changes which token is read). BOS is never removed or replaced
 (it is not one of the prompt's tokens: it is added in front of every row).
 
-Cost: the ablated rows stop at the peak token (nothing after it can change it), so all removals
-have one length (the peak's index) and all replacements another (one more): with the peak known
-(a record's `peak`, `peak_hint`), the full prompt and its 2 * peak ablations go through one
-right-padded forward pass of up to `batch_size` rows (128: a peak at up to the 64th token, the real
-snippets' cap), split into passes of that many rows beyond. Right padding leaves real tokens'
-values as they are, under causal attention. Without a hint, or where the full prompt peaks
-elsewhere than the hint says, the full prompt is measured first, alone. Each pass runs under
-inference mode (no gradient kept) and stops at the neuron's layer, as `SubjectModel.measure` does.
+Cost: the full prompt is measured first, alone (its values give the peak). The ablated rows stop at
+the peak token (nothing after it can change it), so all removals have one length (the peak's index)
+and all replacements one more: the 2 * peak ablations go through one right-padded forward pass of
+up to `batch_size` rows (128: a peak at up to the 64th token, the real snippets' cap), split into
+passes of that many rows beyond. Right padding leaves real tokens' values as they are, under causal
+attention. Each pass runs under inference mode (no gradient kept) and stops at the neuron's layer,
+as `SubjectModel.measure` does.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from neuron_search.services.model.subject_model import SubjectModel
 
 PRIMARY = "removal"  # the ablation the report and the tables show first
 NEUTRAL_TEXT = " the"
-BATCH_SIZE = 128  # rows a forward pass: a prompt of up to 64 tokens (127 rows) is one pass
+BATCH_SIZE = 128  # ablated rows a forward pass: a peak at up to the 65th token is one pass
 AFTER_PEAK = "no effect: after the peak (causal attention), or the peak token itself"
 
 Source = Literal["top prompt", "real snippet"]
@@ -83,16 +82,14 @@ def attribution(
     source: Source = "top prompt",
     allow_added_tokens: bool = False,
     batch_size: int = BATCH_SIZE,
-    peak_hint: int | None = None,
 ) -> Attribution:
     """Each of the prompt's tokens' effect on the neuron at its peak, by removal and by replacement
-    (see the module docstring); `peak_hint`, where it peaked when measured before, saves a pass when
-    right. Raises ValueError for a prompt that tokenizes to nothing."""
+    (see the module docstring). Raises ValueError for a prompt that tokenizes to nothing."""
     ids = subject.token_ids(prompt, allow_added_tokens) if allow_added_tokens else subject.token_ids(prompt)
     if not ids:
         raise ValueError(f"{prompt[:60]!r} tokenizes to nothing")
     neutral = neutral_token(subject)
-    values, peak, removal, replacement = token_effects(subject, ids, layer, neuron, position, neutral, batch_size, peak_hint)
+    values, peak, removal, replacement = token_effects(subject, ids, layer, neuron, position, neutral, batch_size)
     return Attribution(
         prompt=prompt,
         source=source,
@@ -116,27 +113,15 @@ def token_effects(
     position: str,
     neutral: int,
     batch_size: int = BATCH_SIZE,
-    peak_hint: int | None = None,
 ) -> tuple[list[float], int, list[float | None], list[float | None]]:
     """(the full prompt's per-token values, its peak, the removal effects, the replacement effects)
-    of the token ids `ids` (no BOS): effects are None from the peak on.
-
-    The ablated rows stop at the peak token (what comes after it cannot change it), so they depend on
-    where the peak is. With `peak_hint` (where the prompt peaked when it was measured before: a
-    record's `peak`) the full row and its ablations share one pass; where the full row peaks elsewhere
-    (a tie broken otherwise), or without a hint, the full row is measured first and the ablations in
-    a second pass."""
+    of the token ids `ids` (no BOS): effects are None from the peak on. Two passes: the full prompt,
+    whose values give the peak; then its 2 * peak ablations, which stop at the peak token."""
     ids = list(ids)
     n = len(ids)
-    if peak_hint is not None and 0 <= peak_hint < n:
-        values = _neuron_values(subject, [ids, *_ablations(ids, peak_hint, neutral)], layer, neuron, batch_size)
-        full, peak = values[0], _peak(values[0], position)
-        ablated = values[1:] if peak == peak_hint else None
-    else:
-        full = _neuron_values(subject, [ids], layer, neuron, batch_size)[0]
-        peak, ablated = _peak(full, position), None
-    if ablated is None:
-        ablated = _neuron_values(subject, _ablations(ids, peak, neutral), layer, neuron, batch_size)
+    full = _neuron_values(subject, [ids], layer, neuron, batch_size)[0]
+    peak = _peak(full, position)
+    ablated = _neuron_values(subject, _ablations(ids, peak, neutral), layer, neuron, batch_size) if peak else []
     activation = full[peak]
     removal: list[float | None] = [None] * n
     replacement: list[float | None] = [None] * n

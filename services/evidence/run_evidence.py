@@ -68,27 +68,31 @@ def run_attribution(
     model: str | None = None,
 ) -> list[Attribution]:
     """The attribution of the best prompt of each of the run's top themes, then of the neuron's best
-    real snippets (each list up to `ATTRIBUTED`). A prompt that cannot be measured is logged and left out."""
+    real snippets (each list up to `ATTRIBUTED`). A prompt in both (a search seeded from the snippets)
+    is measured once. A prompt that cannot be measured is logged and left out."""
     found: list[Attribution] = []
-    todo: list[tuple[str, int | None, Source, str, bool]] = [
-        (prompt, peak, "top prompt", position, allow_added_tokens) for prompt, peak in top_theme_prompts(run_dir)
+    todo: list[tuple[str, Source, str, bool]] = [
+        (prompt, "top prompt", position, allow_added_tokens) for prompt in top_theme_prompts(run_dir)
     ]
     dataset = read_exemplars(run_dir.parent, model or subject.name, layer, neuron)
     for record in (dataset or {}).get("records", [])[:ATTRIBUTED]:
         if isinstance(record, dict) and isinstance(record.get("prompt"), str) and record["prompt"]:
             # Snippets are measured with --position max and their added tokens' names as text (exemplars.py).
-            todo.append((record["prompt"], record.get("peak"), "real snippet", "max", False))
-    for prompt, peak, source, where, added in todo:
+            todo.append((record["prompt"], "real snippet", "max", False))
+    done: dict[tuple[str, str, bool], Attribution] = {}  # a search seeded from the snippets has them among its top
+    for prompt, source, where, added in todo:
+        key = (prompt, where, added)
         try:
-            hint = peak if isinstance(peak, int) else None
-            found.append(attribution(subject, prompt, layer, neuron, where, source, added, peak_hint=hint))
+            if key not in done:
+                done[key] = attribution(subject, prompt, layer, neuron, where, source, added)
+            found.append(Attribution(**{**done[key], "source": source}))
         except Exception as error:  # noqa: BLE001 (one prompt; the others and the rest of the evidence stay)
             log.warning("No attribution for %r: %s: %s", prompt[:60], type(error).__name__, error)
     return found
 
 
-def top_theme_prompts(run_dir: Path, n: int = ATTRIBUTED) -> list[tuple[str, int | None]]:
-    """(prompt, peak) of the best record of each of the run's top `n` themes (services/search/themes.py,
+def top_theme_prompts(run_dir: Path, n: int = ATTRIBUTED) -> list[str]:
+    """The prompt of the best record of each of the run's top `n` themes (services/search/themes.py,
     over its distinct findings, services/search/findings.py), best first; [] without a record store."""
     store = RecordStore.read_only(Path(run_dir) / "records.sqlite")
     if store is None:
@@ -98,4 +102,4 @@ def top_theme_prompts(run_dir: Path, n: int = ATTRIBUTED) -> list[tuple[str, int
     finally:
         store.close()
     themes = group_themes(distinct_findings(rows))[:n]
-    return [(theme["best"]["prompt"], theme["best"].get("peak")) for theme in themes]
+    return [theme["best"]["prompt"] for theme in themes]
