@@ -128,6 +128,7 @@ def test_a_run_keeps_the_attribution_of_its_top_themes_and_real_snippets(tiny_mo
     card = page.split('id="attribution"', 1)[1].split("</section>", 1)[0]
     assert card.count('class="attr-row"') == len(entries) and "<img" not in page
     top_table = page.split('<section id="top">', 1)[1].split("</table>", 1)[0]
+    assert "Second row, under the best prompt of each of the top themes" in top_table  # its legend
     attributed_rows = [row for row in top_table.split("<tr>")[2:] if 'class="attr-col"' in row]
     assert len(attributed_rows) == sources.count("top prompt")  # their second row of colour, in the top table too
     for entry in entries:  # every token, escaped, in its column

@@ -153,3 +153,13 @@ def attributed_cell(record: dict[str, Any], entry: dict[str, Any], scale: float,
         list(entry.get("removal") or []), list(entry.get("replacement") or []), str(entry.get("replacement_token", "")),
         scale, effects,
     )  # fmt: skip
+
+
+def top_table_legend(evidence: dict[str, Any] | None) -> str:
+    """The legend of the top table's second row of colour ("" when no top prompt has one)."""
+    attributed = attributed_prompts(evidence)
+    if not attributed:
+        return ""
+    return attribution_legend(effect_scale(list(attributed.values()))).replace(
+        "Second row:", "Second row, under the best prompt of each of the top themes:", 1
+    )

@@ -13,7 +13,13 @@ from typing import Any
 
 from neuron_search.services.reports.charts import activation_chart, activation_chart_note, pareto_chart
 from neuron_search.services.reports.dataset_reference import DatasetReference, Readable, best_readable, rule_text
-from neuron_search.services.reports.evidence_view import attributed_cell, attributed_prompts, effect_scale, evidence_html
+from neuron_search.services.reports.evidence_view import (
+    attributed_cell,
+    attributed_prompts,
+    effect_scale,
+    evidence_html,
+    top_table_legend,
+)
 from neuron_search.services.reports.explanation_view import explanation_html, explanation_wins, hypotheses_html, themes_html
 from neuron_search.services.reports.page_style import CSS, source_pill
 from neuron_search.services.reports.page_style import escape as _e
@@ -63,7 +69,7 @@ def render_html(
         *fluency,
         _section(
             f"Top {len(summary.top)} prompts",
-            scale_legend(scale) + _prompt_table(summary.top, scale, attributed_prompts(evidence)) + _folded_note(summary.folded[0]) + ("" if lead_card else evidenced),
+            scale_legend(scale) + top_table_legend(evidence) + _prompt_table(summary.top, scale, attributed_prompts(evidence)) + _folded_note(summary.folded[0]) + ("" if lead_card else evidenced),
         ),
         _section(
             f"Bottom {len(summary.bottom)} prompts",
