@@ -13,6 +13,10 @@ For each token i before the peak, two ablations:
   Positions stay as they are, but a token is put in. effect = activation(full) - activation(with
   token i replaced).
 
+Removal is the primary one because it puts nothing in the prompt's place; its cost is the shift of
+later positions, which a model with absolute position embeddings (GPT-2) can feel: where the two
+disagree, the tooltip and `run.py evidence` show both.
+
 A positive effect: the token helps the neuron fire (taking it away lowers the activation); negative:
 it holds the neuron back. Tokens after the peak cannot change the activation at the peak under
 causal attention: their effect is None ("no effect: after the peak"), never measured; so is the
@@ -22,7 +26,7 @@ peak token's own (taking it away changes which token is read). BOS is never remo
 Cost: the full prompt is measured first, alone (its values give the peak). The ablated rows stop at
 the peak token (nothing after it can change it), so all removals have one length (the peak's index)
 and all replacements one more: the 2 * peak ablations go through one right-padded forward pass of
-up to `batch_size` rows (128: a peak at up to the 64th token, the real snippets' cap), split into
+up to `batch_size` rows (128: a peak at up to the 65th token; real snippets have at most 64), split into
 passes of that many rows beyond. Right padding leaves real tokens' values as they are, under causal
 attention. Each pass runs under inference mode (no gradient kept) and stops at the neuron's layer,
 as `SubjectModel.measure` does.
