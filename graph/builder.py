@@ -21,19 +21,22 @@ from neuron_search.nodes import (
 from neuron_search.state import SearchState
 
 
+# The graph's nodes, by the name each has in the graph (its function's name): the one list of them.
+NODES = {
+    node.__name__: node
+    for node in (
+        seed, generate, gradient, semantic_filter, measure_activation, update_records, stagnation_check, random_fallback,
+        hypothesize, explain,
+    )
+}  # fmt: skip
+NODE_NAMES: tuple[str, ...] = tuple(NODES)
+
+
 def build_graph() -> StateGraph:
     """The uncompiled graph: Studio compiles it bare, run.py with a SQLite checkpointer."""
     builder = StateGraph(SearchState, context_schema=SearchContext)
-    builder.add_node("seed", seed)
-    builder.add_node("generate", generate)
-    builder.add_node("gradient", gradient)
-    builder.add_node("semantic_filter", semantic_filter)
-    builder.add_node("measure_activation", measure_activation)
-    builder.add_node("update_records", update_records)
-    builder.add_node("stagnation_check", stagnation_check)
-    builder.add_node("random_fallback", random_fallback)
-    builder.add_node("hypothesize", hypothesize)
-    builder.add_node("explain", explain)
+    for name, node in NODES.items():
+        builder.add_node(name, node)
 
     builder.add_edge(START, "seed")
     builder.add_edge("seed", "semantic_filter")

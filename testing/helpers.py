@@ -1,9 +1,10 @@
-"""Shared test helpers: a scripted proposer and a run context on the tiny GPT-2."""
+"""Shared test helpers: a scripted proposer, and the settings and run context of a search on the tiny GPT-2."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
@@ -24,18 +25,15 @@ def scripted(answers: list[str]) -> str:
     return register_chat_model(FakeListChatModel(responses=answers))
 
 
+def tiny_settings(model_dir: Path | str, **overrides: Any) -> dict[str, Any]:
+    """The settings every test search on the tiny GPT-2 starts from: its neuron 3 of layer 1, on the
+    CPU; `overrides` add to them or replace them (a test's own llm, strategy, budget, results_dir)."""
+    return {"model": str(model_dir), "layer": 1, "neuron": 3, "device": "cpu", **overrides}
+
+
 def tiny_context(model_dir: Path, results_dir: Path, llm: str, **overrides) -> SearchContext:
-    settings = dict(
-        model=str(model_dir),
-        layer=1,
-        neuron=3,
-        device="cpu",
-        llm=llm,
-        strategy="llm",
-        batch_size=4,
-        iterations=5,
-        results_dir=str(results_dir),
-        run_id="test-run",
+    settings = tiny_settings(
+        model_dir, llm=llm, strategy="llm", batch_size=4, iterations=5, results_dir=str(results_dir), run_id="test-run"
     )
     settings.update(overrides)
     return SearchContext(**settings)

@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from neuron_search.testing.helpers import scripted
+from neuron_search.testing.helpers import scripted, tiny_settings
 from neuron_search.api import NeuronSearch
 from neuron_search.services.search.buckets import bucket_counts
 from neuron_search.services.reports.results import write_run_results
@@ -34,10 +34,10 @@ def test_fewer_than_two_activations_are_mid(values, expected):
 
 
 def test_results_json_of_a_run_whose_activations_are_all_equal(tiny_model_dir, tmp_path):
-    NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["unused"]), strategy="llm",
+    NeuronSearch(**tiny_settings(
+        tiny_model_dir, llm=scripted(["unused"]), strategy="llm",
         results_dir=str(tmp_path), run_id="flat", builtin_seeds=False, seed_prompts=("One seed.", "Another seed.", "A third seed."), iterations=0,
-    ).run(progress=False)  # fmt: skip
+    )).run(progress=False)  # fmt: skip
     run_dir = tmp_path / "flat"
     with sqlite3.connect(run_dir / "records.sqlite") as db:
         db.execute("UPDATE records SET activation = 0.25 WHERE activation IS NOT NULL")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import neuron_search.services.runtime as runtime_module
-from neuron_search.testing.helpers import fresh_answers, scripted
+from neuron_search.testing.helpers import fresh_answers, scripted, tiny_settings
 from neuron_search.api import NeuronSearch
 from neuron_search.services.search.buckets import BUCKETS, bucket_codes, bucket_cuts
 from neuron_search.services.storage.record_store import RecordStore
@@ -47,8 +47,8 @@ def embedder(monkeypatch) -> FakeEmbedder:
 
 
 def tiny_search(tiny_model_dir, tmp_path, llm: str, **settings) -> NeuronSearch:
-    base = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=llm, strategy="llm", batch_size=4, results_dir=str(tmp_path),
+    base = tiny_settings(
+        tiny_model_dir, llm=llm, strategy="llm", batch_size=4, results_dir=str(tmp_path),
         run_id="run", similarity_threshold=1.0,
     )  # fmt: skip
     return NeuronSearch(**{**base, **settings})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from neuron_search.context import SearchContext, fluency_weights, seeds_from_corpus
-from neuron_search.testing.helpers import fresh_answers, scripted
+from neuron_search.testing.helpers import fresh_answers, scripted, tiny_settings
 from neuron_search.api import NeuronSearch
 from neuron_search.services.search.population import slot_loss, update_population
 from neuron_search.state import Member
@@ -14,8 +14,8 @@ SEEDS = ("The quick brown fox jumps over the lazy dog.", "1, 2, 4, 8, 16, 32", "
 
 
 def gradient_search(tiny_model_dir, tmp_path, **settings) -> NeuronSearch:
-    base = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
+    base = tiny_settings(
+        tiny_model_dir, llm=scripted(["never asked"]), strategy="gradient",
         builtin_seeds=False, seed_prompts=SEEDS, seed_corpus=False, population=4, children=4, lead_children=4, results_dir=str(tmp_path),
         run_id="grad",
     )  # fmt: skip

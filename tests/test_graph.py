@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pkgutil
+
+import neuron_search.nodes as nodes_package
 from neuron_search.graph import build_graph
-from neuron_search.testing.helpers import fresh_answers, scripted
+from neuron_search.graph.builder import NODE_NAMES
+from neuron_search.testing.helpers import fresh_answers, scripted, tiny_settings
 from neuron_search.api import NeuronSearch
 from neuron_search.services.storage.record_store import RecordStore
 
@@ -22,7 +26,7 @@ class Recorder:
 
 
 def tiny_search(tiny_model_dir, tmp_path, llm, **settings) -> NeuronSearch:
-    base = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=llm, strategy="llm", batch_size=4,
+    base = tiny_settings(tiny_model_dir, llm=llm, strategy="llm", batch_size=4,
                 results_dir=str(tmp_path))
     return NeuronSearch(**{**base, **settings})
 
@@ -30,10 +34,9 @@ def tiny_search(tiny_model_dir, tmp_path, llm, **settings) -> NeuronSearch:
 def test_graph_has_the_ten_nodes_and_conditional_edges():
     drawn = build_graph().compile().get_graph()
     nodes = set(drawn.nodes) - {"__start__", "__end__"}
-    assert nodes == {
-        "seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback",
-        "gradient", "hypothesize", "explain",
-    }  # fmt: skip
+    assert nodes == set(NODE_NAMES) and len(NODE_NAMES) == 10
+    # One node per module of nodes/, named as its module: a node written but not wired (or the reverse) fails.
+    assert set(NODE_NAMES) == {m.name for m in pkgutil.iter_modules(nodes_package.__path__)}
     conditional = {(e.source, e.target) for e in drawn.edges if e.conditional}
     plain = {(e.source, e.target) for e in drawn.edges if not e.conditional}
     assert {("stagnation_check", "explain"), ("stagnation_check", "hypothesize")} <= conditional

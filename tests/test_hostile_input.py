@@ -20,7 +20,7 @@ import pytest
 
 from neuron_search import run
 from neuron_search.context import SearchContext, as_context
-from neuron_search.testing.helpers import fresh_answers, scripted
+from neuron_search.testing.helpers import fresh_answers, scripted, tiny_settings
 from neuron_search.api import NeuronSearch
 from neuron_search.services.errors import UserError
 
@@ -40,8 +40,8 @@ def cli(capsys, *args: str) -> tuple[int, str]:
 
 
 def tiny(model_dir: Path, results: Path, **overrides) -> dict:
-    settings = dict(
-        model=str(model_dir), layer=1, neuron=3, device="cpu", llm=scripted(fresh_answers(40)), strategy="llm",
+    settings = tiny_settings(
+        model_dir, llm=scripted(fresh_answers(40)), strategy="llm",
         batch_size=4, iterations=2, results_dir=str(results), explain=False,
     )  # fmt: skip
     return {**settings, **overrides}

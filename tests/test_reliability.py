@@ -28,7 +28,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from neuron_search import run
 import scripted_run
 import neuron_search.services.llm.embedded_llm as embedded_llm_module
-from neuron_search.testing.helpers import WORDS, fresh_answers, scripted
+from neuron_search.testing.helpers import WORDS, fresh_answers, scripted, tiny_settings
 from neuron_search.api import NeuronSearch
 from neuron_search.services.llm import proposer
 from neuron_search.services.storage.record_store import RecordStore
@@ -62,8 +62,8 @@ def tiny_search(model_dir: Path, results_dir: Path, llm: str, **settings: Any) -
     Batches hold what the LLM wrote and nothing else (fill="none"), so each test sees how its LLM
     fault is handled; tests/test_graph.py and tests/test_nodes.py cover the mutations that fill.
     """
-    base = dict(
-        model=str(model_dir), layer=1, neuron=3, device="cpu", llm=llm, strategy="llm", batch_size=4, results_dir=str(results_dir),
+    base = tiny_settings(
+        model_dir, llm=llm, strategy="llm", batch_size=4, results_dir=str(results_dir),
         run_id="run", builtin_seeds=False, seed_prompts=(SEED,), similarity_threshold=0.99, max_attempts=1, iterations=3,
         fill="none",
     )  # fmt: skip

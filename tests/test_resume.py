@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from neuron_search import run
-from neuron_search.testing.helpers import scripted
+from neuron_search.testing.helpers import scripted, tiny_settings
 from neuron_search.graph import steps_per_iteration
 from neuron_search.api import NeuronSearch
 from scripted_run import register_scripted, start, stored_rows, tiny_args, wait_for_iteration
@@ -40,10 +40,10 @@ def cli(capsys, *args: str) -> tuple[int, str]:
 def finished_run(tiny_model_dir, tmp_path_factory) -> Path:
     """A results folder holding run "done": neuron 3 of layer 1 of the tiny GPT-2."""
     results = tmp_path_factory.mktemp("results")
-    NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["unused"]), strategy="llm",
+    NeuronSearch(**tiny_settings(
+        tiny_model_dir, llm=scripted(["unused"]), strategy="llm",
         results_dir=str(results), run_id="done", builtin_seeds=False, seed_prompts=("A seed prompt.",), iterations=0,
-    ).run(progress=False)  # fmt: skip
+    )).run(progress=False)  # fmt: skip
     return results
 
 
@@ -96,10 +96,10 @@ def activations_ranked(rows: list[tuple]) -> list[float]:
 
 def test_resume_after_an_interrupted_run_continues_the_counters_and_keeps_every_record(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "interrupted"
-    first = NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=register_scripted(), strategy="llm", batch_size=4,
+    first = NeuronSearch(**tiny_settings(
+        tiny_model_dir, llm=register_scripted(), strategy="llm", batch_size=4,
         similarity_threshold=0.99, max_attempts=1, results_dir=str(tmp_path), run_id="interrupted", iterations=6,
-    ).run(progress=InterruptAfter(3))  # fmt: skip
+    )).run(progress=InterruptAfter(3))  # fmt: skip
     assert first.stop_reason == "stopped by the user" and first.state["iteration"] == 3
     before = stored_rows(run_dir / "records.sqlite")
     assert len(before) == first.stats["measured"] + first.stats["failed"]
@@ -164,8 +164,8 @@ def test_a_kill_after_a_node_saved_its_writes_but_before_the_checkpoint_is_resum
     """SIGKILL can land between LangGraph saving a node's writes and saving the next checkpoint:
     the saved state then has no node left to start, only a task whose result waits to be applied."""
     run_dir = tmp_path / "window"
-    settings = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", strategy="llm", batch_size=4, similarity_threshold=0.99,
+    settings = tiny_settings(
+        tiny_model_dir, strategy="llm", batch_size=4, similarity_threshold=0.99,
         max_attempts=1, results_dir=str(tmp_path), run_id="window", explain=False,  # the search's checkpoints only
     )  # fmt: skip
     NeuronSearch(llm=register_scripted(), iterations=3, **settings).run(progress=False)
@@ -197,8 +197,8 @@ def test_a_kill_after_a_node_saved_its_writes_but_before_the_checkpoint_is_resum
 
 
 def test_the_time_a_run_lay_stopped_does_not_count_against_its_time_limit(tiny_model_dir, tmp_path, monkeypatch):
-    settings = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", strategy="llm", batch_size=4, similarity_threshold=0.99,
+    settings = tiny_settings(
+        tiny_model_dir, strategy="llm", batch_size=4, similarity_threshold=0.99,
         max_attempts=1, results_dir=str(tmp_path), run_id="clock",
     )  # fmt: skip
     first = NeuronSearch(llm=register_scripted(), iterations=2, **settings).run(progress=False)
@@ -213,8 +213,8 @@ def test_the_time_a_run_lay_stopped_does_not_count_against_its_time_limit(tiny_m
 
 
 def test_the_checkpoint_file_keeps_one_iteration_however_long_the_run(tiny_model_dir, tmp_path):
-    settings = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", strategy="llm", batch_size=4, similarity_threshold=0.99,
+    settings = tiny_settings(
+        tiny_model_dir, strategy="llm", batch_size=4, similarity_threshold=0.99,
         max_attempts=1, results_dir=str(tmp_path),
     )  # fmt: skip
     kept = {}

@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from neuron_search.testing.helpers import scripted
+from neuron_search.testing.helpers import scripted, tiny_settings
 from neuron_search.api import NeuronSearch
 from neuron_search.services.model.subject_model import SubjectModel
 from neuron_search.services.search.random_prompts import mutations, random_prompts
@@ -127,11 +127,11 @@ def test_no_proposed_or_fallback_prompt_of_a_gradient_run_holds_an_added_token(g
 
 
 def test_max_prompts_measures_exactly_that_many(tiny_model_dir, tmp_path):
-    search = NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
+    search = NeuronSearch(**tiny_settings(
+        tiny_model_dir, llm=scripted(["never asked"]), strategy="gradient",
         builtin_seeds=False, seed_prompts=SEEDS, seed_corpus=False, population=4, children=4, results_dir=str(tmp_path),
         run_id="budget", max_prompts=40, iterations=1000, explain=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     result = search.run(progress=False)
     assert result.stop_reason == "measured 40 prompts"
     assert result.stats["measured"] == 40 and len(result.records) == 40
@@ -147,11 +147,11 @@ def test_the_scan_inside_a_search_prints_progress_when_not_on_a_terminal(tiny_mo
     rng = random.Random(0)
     corpus.write_text("\n\n".join(" ".join(rng.choices(words, k=rng.randint(4, 30))) for _ in range(400)), encoding="utf-8")
     monkeypatch.setattr(exemplars_module, "corpus_source", lambda path=None: corpus_source(corpus))
-    search = NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
+    search = NeuronSearch(**tiny_settings(
+        tiny_model_dir, llm=scripted(["never asked"]), strategy="gradient",
         builtin_seeds=False, seed_prompts=SEEDS, seed_corpus=True, population=2, children=2, results_dir=str(tmp_path / "results"),
         run_id="scan", iterations=1, explain=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     search.run(progress=False)
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if "layer 1" in line and "snippets" in line]

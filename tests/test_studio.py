@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from neuron_search.graph.builder import NODE_NAMES
+from neuron_search.testing.helpers import tiny_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 300
 
-NODES = {
-    "seed", "generate", "semantic_filter", "measure_activation", "update_records", "stagnation_check", "random_fallback",
-    "gradient", "hypothesize", "explain",
-}  # fmt: skip
+NODES = set(NODE_NAMES)  # graph/builder.py's one list; tests/test_graph.py checks it against nodes/
 CONDITIONAL_EDGES = {
     ("stagnation_check", "hypothesize"),
     ("stagnation_check", "explain"),
@@ -163,7 +163,7 @@ def assistant_id(client) -> str:
     return assistants[0]["assistant_id"]
 
 
-def test_studio_draws_the_eight_nodes_and_the_conditional_edges(client, assistant_id):
+def test_studio_draws_the_graphs_nodes_and_the_conditional_edges(client, assistant_id):
     drawn = client.assistants.get_graph(assistant_id)
     assert {n["id"] for n in drawn["nodes"]} - {"__start__", "__end__"} == NODES
     conditional = {(e["source"], e["target"]) for e in drawn["edges"] if e.get("conditional")}
@@ -192,8 +192,8 @@ def test_studio_form_shows_the_context_fields_with_defaults_and_help(client, ass
 def test_a_short_search_runs_to_completion_through_the_server(client, studio, tiny_model_dir, tmp_path):
     # iterations=1: the seeds are measured and stagnation_check ends the run before any LLM
     # call, so the run needs no LLM; "embedded" is only resolved, never loaded.
-    context = dict(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm="embedded", strategy="llm",
+    context = tiny_settings(
+        tiny_model_dir, llm="embedded", strategy="llm",
         batch_size=4, iterations=1, results_dir=str(tmp_path), run_id="studio-run", explain=False,
     )
     started = time.monotonic()
@@ -220,7 +220,7 @@ def test_a_short_search_runs_to_completion_through_the_server(client, studio, ti
 
 
 def test_a_bad_form_value_is_a_clear_error_in_studio(client, tiny_model_dir, tmp_path):
-    context = dict(model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", position="middle", batch_size=0,
+    context = tiny_settings(tiny_model_dir, position="middle", batch_size=0,
                    iterations=1, results_dir=str(tmp_path), run_id="bad")  # fmt: skip
     final = client.runs.wait(None, "neuron_search", input={}, context=context, raise_error=False)
     message = json.dumps(final)
