@@ -76,7 +76,7 @@ def scan_test_ray(tmp_path, monkeypatch):
     in this process, and its own cache, corpus and logs."""
     import ray
 
-    from neuron_search.runs import sweep_scheduler as scheduler
+    from neuron_search.runs import ray_cluster
 
     words = "alpha beta gamma delta river stone cloud seven ninety copper violet engine ledger orbit".split()
     corpus = tmp_path / "corpus.txt"
@@ -94,12 +94,12 @@ def scan_test_ray(tmp_path, monkeypatch):
         monkeypatch.setattr(owner, name, value)
     if ray.is_initialized():
         ray.shutdown()
-    with scheduler._loopback_only():
+    with ray_cluster._loopback_only():
         ray.init(
             address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-            _temp_dir=scheduler._ray_temp_dir(),
+            _temp_dir=ray_cluster._ray_temp_dir(),
             # The workers import this module (the hook is pickled by reference) from the tests folder.
-            runtime_env={"env_vars": {**env, "PYTHONPATH": os.pathsep.join(map(str, (ROOT, ROOT / "tests")))},
+            runtime_env={"env_vars": {**env, "PYTHONPATH": str(ROOT / "tests")},
                          "worker_process_setup_hook": _patch_this_worker},
         )  # fmt: skip
     yield tmp_path
