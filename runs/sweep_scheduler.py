@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from neuron_search.context import SearchContext, seeds_from_corpus
 from neuron_search.runs.ray_cluster import plain, start_ray
 from neuron_search.runs.sweep_worker import SweepWorker, layer_width, run_neuron
+from neuron_search.services.dataset.corpus import run_corpus
 from neuron_search.services.dataset.exemplars import seed_corpus_scan
 from neuron_search.services.errors import UserError
 from neuron_search.services.runtime import cpu_count, subject_model, use_threads
@@ -100,7 +101,7 @@ def scan_corpus_first(folder: Path, settings: dict, layer: int, todo: list[int])
         subject.validate(layer, 0)
     except UserError:  # a layer the model lacks: each neuron's search reports it, as without a scan
         return False
-    seed_corpus_scan(subject, layer)
+    seed_corpus_scan(subject, layer, source=run_corpus(settings.get("corpus", ""), settings.get("text_column", "")))
     return True
 
 

@@ -193,3 +193,25 @@ def test_exemplars_over_a_jsonl_file_say_which_column_they_read(tiny_model_dir, 
     assert found.corpus == f"column 'body' of {path.resolve()}"  # the first column of strings
     named = exemplars(subject, 1, 3, corpus_source(path, "note"), top_k=3, max_snippets=0)
     assert named.corpus == f"column 'note' of {path.resolve()}" and named.scanned == 1
+
+
+def test_a_run_on_its_own_corpus_is_told_to_save_exemplars_from_that_corpus():
+    from neuron_search.services.reports.report_page import _exemplars_hint
+
+    settings = {"neuron": 3, "layer": 1, "model": "gpt2", "corpus": "hf:NeelNanda/pile-10k", "text_column": "text"}
+    assert _exemplars_hint(settings, None).endswith("--corpus hf:NeelNanda/pile-10k --text-column text")
+    assert "--corpus" not in _exemplars_hint({**settings, "corpus": "", "text_column": ""}, None)
+
+
+def test_a_sweep_scans_the_corpus_its_searches_seed_from(tmp_path, monkeypatch):
+    from neuron_search.runs import sweep_scheduler
+
+    corpus = tmp_path / "rows.jsonl"
+    corpus.write_text(json.dumps({"body": "One line of text that is long enough to be a snippet."}) + "\n")
+    asked = []
+    monkeypatch.setattr(sweep_scheduler, "subject_model", lambda *_: SimpleNamespace(validate=lambda *a: None))
+    monkeypatch.setattr(sweep_scheduler, "seed_corpus_scan", lambda subject, layer, source=None: asked.append(source) or 1)
+    settings = {"strategy": "gradient", "corpus": str(corpus), "text_column": "body"}
+    assert sweep_scheduler.scan_corpus_first(tmp_path, settings, 1, [0])
+    (source,) = asked
+    assert source is not None and source.describe() == corpus_source(str(corpus), "body").describe()

@@ -137,6 +137,9 @@ def _exemplars_hint(settings: dict, results_dir: Path | None) -> str:
     words = ["python", "run.py", "exemplars"]
     for key in ("neuron", "layer", "model"):
         words += [f"--{key}", str(settings.get(key, "?"))]
+    for key in ("corpus", "text_column"):  # the search's own corpus, where it named one
+        if settings.get(key):
+            words += [f"--{key.replace('_', '-')}", str(settings[key])]
     if results_dir is not None and Path(results_dir).resolve() != Path("results").resolve():
         words += ["--results-dir", str(results_dir)]
     return shlex.join(words)
