@@ -3,7 +3,7 @@ nanoGCG and a plain GCG loop (issue #33).
 
     python bench/gradient_quality.py [--neurons 5] [--budgets 500,2000] [--methods gradient,mixed,llm,nanogcg,gcg]
                                      [--starts shipped,best,neutral] [--peer-width 64] [--peer-top-k 64]
-                                     [--smoke] [--results-dir DIR]
+                                     [--set KEY=VALUE ...] [--smoke] [--results-dir DIR]
 
 The head-to-head of issue #33:
 
@@ -192,6 +192,14 @@ def main() -> None:
         default=None,
         help="seed every shipped-start run with the neuron's top real snippets (default: the search's own, on for gradient and mixed)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a search setting for the tool's runs (gradient, mixed, llm), e.g. --set lead_patience=1; repeatable. "
+        "A run already in --results-dir continues with its own settings, so give each variant its own folder",
+    )
     parser.add_argument("--smoke", action="store_true", help="the tiny test model, a scripted LLM, a few seconds")
     parser.add_argument(
         "--results-dir",
@@ -207,6 +215,7 @@ def main() -> None:
         model = tiny_model_dir(f"{args.results_dir}/tiny-gpt2" if args.results_dir else "")
         args.model, args.layer, args.neurons, args.budgets, args.snippets = model, 1, 1, "60,120", 300
         llm = scripted(fresh_answers(200, per_answer=8))
+    settings = dict(kv.split("=", 1) for kv in args.set)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     methods = args.methods.split(",")
     starts = args.starts.split(",")
@@ -254,7 +263,7 @@ def main() -> None:
                     stopwatch = Stopwatch(Path(results_dir) / f"{run_id}.seconds")
                     result = NeuronSearch(
                         model=args.model, layer=args.layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
-                        strategy=method, results_dir=results_dir, run_id=run_id, explain=False, **seeds,
+                        strategy=method, results_dir=results_dir, run_id=run_id, explain=False, **seeds, **settings,
                     ).run(progress=stopwatch, iterations=10**6, max_prompts=budgets[-1])  # fmt: skip
                     if result.stop_reason == STOPPED_BY_USER:  # a table of unfinished runs would pass for the budget's
                         raise SystemExit(f"Stopped during {run_id}; run again with --results-dir {results_dir} to go on.")
@@ -278,6 +287,7 @@ def main() -> None:
         f"; --seed-corpus {({None: 'at the search default (on for gradient and mixed)', True: 'on', False: 'off'})[args.seed_corpus]}"
         f" for shipped starts); starts {starts}\n"
         f"machine before: {load_before}\nmachine after:  {machine()}"
+        + (f"\ntool settings: {settings}" if settings else "")
     )
     if any(m in PEERS for m in methods):
         print(f"peers: search width {args.peer_width}, top-k {args.peer_top_k}, one swap a candidate; minutes are the search's "

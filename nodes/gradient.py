@@ -40,6 +40,10 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     # lead ranks by the activation alone (weight 0): no fluency gains for it.
     slot_weights = fluency_weights(ctx)
     leads = [w == 0 for w in slot_weights]
+    lead_slot = leads.index(True) if True in leads else None
+    stall = state.get("lead_stall", 0)
+    if lead_slot is not None and ctx.lead_patience and lead_slot < len(population):
+        population, stall = _moved_lead(state, population, lead_slot, ctx, subject)
     ranked = member_swaps(
         subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w in zip(population, slot_weights)], ctx.layer, ctx.neuron, ctx.position, allowed,
         ctx.gradient_top_k,
@@ -51,7 +55,6 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     # Prompt -> whether only the lead proposed it. Two members (one prompt in two slots) may propose
     # the same child; one also proposed by a readable slot needs its cross-entropy measured.
     children: dict[str, bool] = {}
-    lead_slot = leads.index(True) if True in leads else None
     if lead_slot is not None:
         for row in _stacked(state, population[lead_slot], ctx, subject, allowed):
             children[subject.decode(row)] = True
@@ -59,7 +62,7 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
         positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(member["ids"]))
         rows = propose_children(
             subject, swaps, rng, ctx.lead_children if lead else ctx.children, ctx.gradient_top_k, ctx.swaps, positions,
-            tried, allow_added,
+            tried, allow_added, uniform_positions=lead and ctx.lead_uniform_positions,
         )  # fmt: skip
         if ctx.edits:
             rows += propose_edits(subject, swaps, rng, ctx.edits, ctx.gradient_top_k, positions, ctx.max_prompt_tokens, allow_added)
@@ -72,7 +75,36 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
         attempts=0,
         stats=bump(stats, generated=len(children), gradient_batches=1),
         lead_parent=population[lead_slot] if lead_slot is not None else None,
+        lead_stall=stall,
+        population=population,
     )
+
+
+def _moved_lead(state: SearchState, population: list[Member], lead_slot: int, ctx: SearchContext, subject) -> tuple[list[Member], int]:
+    """--lead-patience: the population and the lead's stall count after this rule. When the last batch was
+    the gradient's and none of the lead's children beat it (the lead is still their parent), the stall
+    count grows; at --lead-patience the lead moves to its best child of that batch, even a worse one (GCG's
+    step), and the count starts again. The best ever measured stays in the records and the top table."""
+    parent = state.get("lead_parent")
+    stall = state.get("lead_stall", 0)
+    if parent is None or state.get("source") != "gradient":
+        return population, stall
+    if population[lead_slot]["ids"] != parent["ids"]:
+        return population, 0  # it moved since (up, or to a prompt of another source)
+    children = [
+        m for m, c in zip(state.get("measured", []), state.get("accepted", []))
+        if c.get("lead") and not m["error"] and m["prompt"] != parent["prompt"]
+    ]  # fmt: skip
+    stall += 1
+    if stall < ctx.lead_patience or not children:
+        return population, stall
+    best = max(children, key=lambda m: m["activation"])
+    moved = list(population)
+    moved[lead_slot] = Member(
+        prompt=best["prompt"], ids=subject.token_ids(best["prompt"], ctx.allow_added_tokens), activation=best["activation"],
+        peak=best["peak"], xent=best["xent"],
+    )  # fmt: skip
+    return moved, 0
 
 
 def _stacked(state: SearchState, lead: Member, ctx: SearchContext, subject, allowed: torch.Tensor) -> list[list[int]]:

@@ -359,6 +359,7 @@ def propose_children(
     positions: range | None = None,
     tried: Callable[[list[int]], bool] | None = None,
     allow_added_tokens: bool = False,
+    uniform_positions: bool = False,
 ) -> list[list[int]]:
     """Up to `children` distinct children of a row of text tokens (`ranked.row`), each with `swaps`
     tokens at distinct positions (from `positions`, all by default) changed.
@@ -372,7 +373,9 @@ def propose_children(
     (has this row been measured?), a child already measured is drawn again instead, a few times at
     most, so a member that stays in the population keeps proposing new children. Children that do
     not retokenize exactly are dropped, so fewer than `children` can come back (measured as
-    `allow_added_tokens` says). `rng` is a CPU generator.
+    `allow_added_tokens` says). `rng` is a CPU generator. With `uniform_positions` (GCG's draw), each
+    swap's position is drawn uniformly from `positions` instead, then its token uniformly from the
+    `top_k` allowed tokens of highest predicted gain there.
     """
     row = list(ranked.row)
     positions = range(len(row)) if positions is None else positions
@@ -384,6 +387,8 @@ def propose_children(
     candidates = ranked.tokens[where]
     gains = ranked.scores[where] - ranked.current[where][:, None]
     gains[candidates == torch.tensor(row)[where][:, None]] = -torch.inf  # never the current token
+    if uniform_positions:
+        return _uniform_children(subject, row, where, candidates, gains, rng, children, top_k, swaps, tried, allow_added_tokens)
     # At most top_k / swaps pairs a position, so that a child can find `swaps` distinct positions
     # in the pool; never more pairs than there are allowed tokens other than the current ones.
     per_position, order = gains.topk(min(-(-top_k // swaps), gains.shape[1]), dim=-1)
@@ -408,6 +413,42 @@ def propose_children(
                     break
         if len(changed) < swaps or tuple(child) in proposed or (tried is not None and tried(child)):
             continue  # (fewer positions than swaps in the pool, or drawn before)
+        proposed[tuple(child)] = None
+    rows = [list(child) for child in proposed]
+    return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
+
+
+def _uniform_children(
+    subject: SubjectModel,
+    row: list[int],
+    where: torch.Tensor,
+    candidates: torch.Tensor,
+    gains: torch.Tensor,
+    rng: torch.Generator,
+    children: int,
+    top_k: int,
+    swaps: int,
+    tried: Callable[[list[int]], bool] | None,
+    allow_added_tokens: bool,
+) -> list[list[int]]:
+    """`propose_children` with GCG's draw: positions uniformly, then a token among a position's top_k."""
+    values, order = gains.topk(min(top_k, gains.shape[1]), dim=-1)
+    tokens = candidates.gather(1, order)
+    counts = torch.isfinite(values).sum(dim=1)  # the current token (-inf) is never among them
+    usable = [i for i in range(len(where)) if counts[i] > 0]
+    if len(usable) < swaps:
+        raise ValueError("no allowed token to swap in" if not usable else f"fewer than {swaps} positions can change")
+    proposed: dict[tuple[int, ...], None] = {}
+    for _ in range(children * 4):
+        if len(proposed) == children:
+            break
+        child = list(row)
+        for i in torch.randperm(len(usable), generator=rng)[:swaps].tolist():
+            p = usable[i]
+            j = int(torch.randint(int(counts[p]), (1,), generator=rng))
+            child[int(where[p])] = int(tokens[p, j])
+        if tuple(child) in proposed or (tried is not None and tried(child)):
+            continue
         proposed[tuple(child)] = None
     rows = [list(child) for child in proposed]
     return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
