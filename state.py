@@ -77,6 +77,7 @@ class Stats(TypedDict):
     regenerations: int  # LLM batches asked again because all were rejected
     fallback_batches: int  # batches made by the random fallback
     gradient_batches: int  # batches of token swaps proposed by the gradient
+    lead_moves: int  # times the lead moved to a child that did not beat it (--lead-patience)
     explain_llm_calls: int  # LLM calls spent explaining the neuron and scoring explanations
 
 
@@ -121,6 +122,7 @@ def empty_stats() -> Stats:
         regenerations=0,
         fallback_batches=0,
         gradient_batches=0,
+        lead_moves=0,
         explain_llm_calls=0,
     )
 

@@ -41,9 +41,10 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     slot_weights = fluency_weights(ctx)
     leads = [w == 0 for w in slot_weights]
     lead_slot = leads.index(True) if True in leads else None
-    stall = state.get("lead_stall", 0)
+    stall, moves = state.get("lead_stall", 0), 0
     if lead_slot is not None and ctx.lead_patience and lead_slot < len(population):
-        population, stall = _moved_lead(state, population, lead_slot, ctx, subject)
+        moved, stall = _moved_lead(state, population, lead_slot, ctx, subject)
+        moves, population = int(moved is not population), moved
     ranked = member_swaps(
         subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w in zip(population, slot_weights)], ctx.layer, ctx.neuron, ctx.position, allowed,
         ctx.gradient_top_k,
@@ -73,7 +74,7 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
         candidates=[Candidate(prompt=p, source="gradient", lead=lead) for p, lead in children.items()],
         source="gradient",
         attempts=0,
-        stats=bump(stats, generated=len(children), gradient_batches=1),
+        stats=bump(stats, generated=len(children), gradient_batches=1, lead_moves=moves),
         lead_parent=population[lead_slot] if lead_slot is not None else None,
         lead_stall=stall,
         population=population,

@@ -472,3 +472,30 @@ def test_stacked_swaps_add_the_measured_winners_swaps_to_the_new_lead(tiny) -> N
     assert stacked_swaps(tiny, parent, lead, improved, 1, allowed) == rows[:1]
     assert stacked_swaps(tiny, parent, lead, improved, 0, allowed) == []
     assert stacked_swaps(tiny, parent, lead[:-1], improved, 4, allowed) == []  # the lead changed length
+
+
+@pytest.mark.parametrize("swaps", [1, 2])
+def test_uniform_positions_spread_children_over_positions_and_keep_each_positions_top(tiny, swaps) -> None:
+    """GCG's draw (--lead-uniform-positions): every child changes `swaps` positions, each to one of the
+    top_k tokens the gradient ranks highest at that position; the positions are drawn uniformly, so
+    children reach every allowed position, where the default's pool of the top_k (position, token)
+    pairs over all positions leaves some of them out."""
+    allowed = allowed_tokens(tiny, True)
+    row = tiny.token_ids(PROMPTS[2])
+    _, (grad,) = token_gradients(tiny, [row], 1, 3, "last")  # every token moves the last one
+    positions, top_k = range(1, len(row)), 4
+    ranked = rank_swaps(row, grad, allowed, top_k)
+    uniform = propose_children(tiny, ranked, torch.Generator().manual_seed(0), 64, top_k, swaps, positions, uniform_positions=True)
+    pooled = propose_children(tiny, ranked, torch.Generator().manual_seed(0), 64, top_k, swaps, positions)
+    assert len(uniform) >= 32
+    changed_at: set[int] = set()
+    for child in uniform:
+        changed = [i for i, (a, b) in enumerate(zip(child, row)) if a != b]
+        assert len(child) == len(row) and len(changed) == swaps and set(changed) <= set(positions)
+        for i in changed:
+            scores = grad[i].masked_fill(~allowed, -torch.inf)
+            scores[row[i]] = -torch.inf
+            assert scores[child[i]] >= scores.topk(top_k).values[-1]
+        changed_at |= set(changed)
+    assert changed_at == set(positions)
+    assert {i for c in pooled for i, (a, b) in enumerate(zip(c, row)) if a != b} < set(positions)

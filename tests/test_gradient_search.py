@@ -177,3 +177,46 @@ def test_edits_change_prompt_lengths_and_without_them_lengths_stay(tiny_model_di
     assert fixed and fixed <= seeds  # swaps keep every child at its parent's length
     seeds, edited = lengths(2)
     assert edited - seeds  # inserted or deleted tokens give children lengths no seed had
+
+
+def test_the_lead_moves_to_its_best_child_after_patience_iterations_without_a_better_one(tiny_model_dir):
+    """--lead-patience: the stall count grows while the lead is still the parent of the last batch's
+    children; at the patience it moves to the best of them, lower than itself (GCG's step), and a lead
+    that changed since its children were proposed starts the count again."""
+    from neuron_search.nodes.gradient import _moved_lead
+    from neuron_search.services.runtime import subject_model
+
+    tiny_model = subject_model(str(tiny_model_dir), "cpu")
+    lead = Member(prompt="lead", ids=tiny_model.token_ids("lead"), activation=5.0, peak=0, xent=None)
+    other = Member(prompt="other", ids=tiny_model.token_ids("other"), activation=1.0, peak=0, xent=2.0)
+
+    def measured(prompt: str, activation: float) -> dict:
+        return {"prompt": prompt, "activation": activation, "peak": 0, "xent": None, "error": ""}
+
+    state = {
+        "source": "gradient", "lead_parent": lead, "lead_stall": 0,
+        "measured": [measured("a", 3.0), measured("b", 4.0), measured("c", 4.5)],
+        "accepted": [{"prompt": "a", "lead": True}, {"prompt": "b", "lead": True}, {"prompt": "c", "lead": False}],
+    }  # fmt: skip
+    population = [lead, other]
+    ctx = SearchContext(lead_patience=2)
+    same, stall = _moved_lead(state, population, 0, ctx, tiny_model)
+    assert same is population and stall == 1
+    moved, stall = _moved_lead({**state, "lead_stall": 1}, population, 0, ctx, tiny_model)
+    assert stall == 0 and moved[1] is other
+    assert moved[0]["prompt"] == "b" and moved[0]["activation"] == 4.0  # the lead's best child, not a readable slot's
+    assert moved[0]["ids"] == tiny_model.token_ids("b")
+    changed, stall = _moved_lead({**state, "lead_stall": 1}, [other, other], 0, ctx, tiny_model)
+    assert stall == 0 and changed[0] is other
+    after_llm, stall = _moved_lead({**state, "source": "llm", "lead_stall": 1}, population, 0, ctx, tiny_model)
+    assert after_llm is population and stall == 1
+
+
+def test_a_patient_lead_moves_in_a_whole_run_and_the_best_ever_stays(tiny_model_dir, tmp_path):
+    steady = gradient_search(tiny_model_dir, tmp_path, iterations=10, run_id="steady").run(progress=False)
+    moving = gradient_search(tiny_model_dir, tmp_path, iterations=10, lead_patience=1, run_id="moving").run(progress=False)
+    assert steady.stats["lead_moves"] == 0 and moving.stats["lead_moves"] >= 1
+    measured = [r for r in moving.records if r["activation"] is not None]
+    assert moving.best[1] == max(r["activation"] for r in measured)
+    # The lead may sit below the best ever; the records and the top table keep the best.
+    assert moving.state["population"][0]["activation"] <= moving.best[1]
