@@ -115,6 +115,7 @@ def test_no_proposed_or_fallback_prompt_of_a_gradient_run_holds_an_added_token(g
     search = NeuronSearch(
         model="embedded", layer=9, neuron=840, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
         builtin_seeds=False, seed_prompts=seeds, seed_corpus=False, population=2, children=3, edits=1,
+        lead_children=16, lead_uniform_positions=False,  # a lead that stalls within 3 iterations, so the fallback runs
         iterations=3, patience=4, results_dir=str(tmp_path), run_id="rules", explain=False,
     )  # fmt: skip
     result = search.run(progress=False)
