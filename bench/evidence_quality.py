@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--results-dir", default="", help="where the runs and each neuron's numbers are kept (default: a new temporary folder)")
     parser.add_argument("--fresh", action="store_true", help="recompute the numbers of neurons already measured here")
     parser.add_argument("--smoke", action="store_true", help="the tiny test model, a 120-prompt run, a scripted LLM")
+    parser.add_argument("--kept-only", action="store_true", help="print the table of the neurons already measured in --results-dir; measure none")
     args = parser.parse_args()
     llm = args.llm
     if args.smoke:
@@ -185,6 +186,9 @@ def main() -> None:
         kept = Path(args.results_dir) / f"evidence-quality-{neuron}.json"
         if kept.is_file() and not args.fresh:
             row = json.loads(kept.read_text())
+        elif args.kept_only:
+            print(f"neuron {neuron}: not measured in {args.results_dir} yet")
+            continue
         else:
             row = measure_neuron(args, neuron, spec, llm)
             kept.write_text(json.dumps(row, indent=2))
