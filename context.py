@@ -116,7 +116,7 @@ class SearchContext:
     population: int = _knob(8, "Prompts the gradient search keeps and improves, one per fluency weight.")
     children: int = _knob(4, "Token-swap children the gradient proposes per readable slot (fluency weight > 0) and iteration.")
     lead_children: int = _knob(
-        16,
+        64,
         "Token-swap children of the lead (the slot of fluency weight 0, which keeps the highest activation) per "
         "iteration, ranked by the activation's gradient alone; measured for the activation only, and for the "
         "cross-entropy too when one beats the lead.",
@@ -128,7 +128,7 @@ class SearchContext:
         "0: the lead moves only up.",
     )
     lead_uniform_positions: bool = _knob(
-        False,
+        True,
         "The lead's children draw their swap's position uniformly, then a token among that position's "
         "--gradient-top-k best (GCG's draw); off: among the --gradient-top-k best (position, token) pairs over "
         "all positions.",
