@@ -43,7 +43,8 @@ import torch
 
 import common  # noqa: F401 (sets up the import path and offline settings)
 
-from neuron_search.services.model.gradient import allowed_tokens, embedding_scale, token_gradients
+from neuron_search.services.model.gradient import embedding_scale, token_gradients
+from neuron_search.services.search.candidates import allowed_tokens
 from neuron_search.services.model.subject_model import SubjectModel
 
 NEUTRAL_START = "The quick brown fox jumps over the lazy dog"

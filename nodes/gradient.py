@@ -20,7 +20,7 @@ import torch
 from langgraph.runtime import Runtime
 
 from neuron_search.context import SearchContext, fluency_weights
-from neuron_search.services.model.gradient import allowed_tokens, member_swaps, propose_children, propose_edits, stacked_swaps
+from neuron_search.services.search.candidates import allowed_tokens, member_swaps, propose_children, propose_edits, stacked_swaps
 from neuron_search.services.runtime import context_of, services_for
 from neuron_search.state import Candidate, Member, SearchState, bump
 

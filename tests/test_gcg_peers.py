@@ -16,7 +16,7 @@ import torch
 from gcg_peers import NEUTRAL_START, Evaluator, PeerRun, disallowed_ids, plain_gcg  # noqa: E402
 from gradient_quality import best_at, fill_xent  # noqa: E402
 
-from neuron_search.services.model.gradient import allowed_tokens  # noqa: E402
+from neuron_search.services.search.candidates import allowed_tokens  # noqa: E402
 from neuron_search.services.model.subject_model import SubjectModel  # noqa: E402
 
 LAYER, NEURON = 1, 7

@@ -10,20 +10,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-import neuron_search.services.model.gradient as gradient_module
+import neuron_search.services.search.candidates as candidates_module
 from transformers import AutoModelForCausalLM
 
-from neuron_search.services.model.gradient import (
+from neuron_search.services.model.gradient import embedding_scale, fluency_gains, token_gradients
+from neuron_search.services.search.candidates import (
     allowed_tokens,
-    embedding_scale,
-    fluency_gains,
     member_swaps,
     propose_children,
     propose_edits,
     rank_swaps,
     retokenizes,
     stacked_swaps,
-    token_gradients,
 )
 from neuron_search.services.model.subject_model import SubjectModel, _logsumexp_, _mean_losses, distinct_prefixes, predicting
 
@@ -405,10 +403,10 @@ def test_member_swaps_are_each_rows_own_and_computed_once(tiny, monkeypatch) -> 
     again, and one row in two slots takes one gradient pass."""
     rows = [tiny.token_ids(p) for p in PROMPTS]
     allowed = allowed_tokens(tiny, ascii_only=True)
-    monkeypatch.setattr(gradient_module, "_members", type(gradient_module._members)())
+    monkeypatch.setattr(candidates_module, "_members", type(candidates_module._members)())
     calls: list[int] = []
-    real = gradient_module.token_gradients
-    monkeypatch.setattr(gradient_module, "token_gradients", lambda s, r, *a: calls.append(len(r)) or real(s, r, *a))
+    real = candidates_module.token_gradients
+    monkeypatch.setattr(candidates_module, "token_gradients", lambda s, r, *a: calls.append(len(r)) or real(s, r, *a))
     first = member_swaps(tiny, [(rows[0], 0.0), (rows[1], 2.0), (rows[1], 0.0)], 1, 3, "max", allowed, 8)
     assert calls == [1, 1]  # rows[1] in two slots: one gradient
     again = member_swaps(tiny, [(rows[2], 2.0), (rows[1], 2.0)], 1, 3, "max", allowed, 8)
@@ -440,12 +438,12 @@ def test_ranked_swaps_hold_the_top_of_the_scores_and_little_memory(gemma) -> Non
 
 
 def test_member_memo_keeps_to_its_bytes(tiny, monkeypatch) -> None:
-    monkeypatch.setattr(gradient_module, "_members", type(gradient_module._members)())
+    monkeypatch.setattr(candidates_module, "_members", type(candidates_module._members)())
     rows = [tiny.token_ids(p) for p in PROMPTS]
     allowed = allowed_tokens(tiny, ascii_only=True)
     one = member_swaps(tiny, [(rows[0], 0.0)], 1, 3, "max", allowed, 8, max_bytes=1)
     member_swaps(tiny, [(rows[1], 0.0)], 1, 3, "max", allowed, 8)
-    memo = gradient_module._members[tiny]
+    memo = candidates_module._members[tiny]
     assert len(memo.entries) == 1 and memo.bytes == next(iter(memo.entries.values())).nbytes  # rows[0] dropped
     assert member_swaps(tiny, [(rows[0], 0.0)], 1, 3, "max", allowed, 8)[0] is not one[0]
 

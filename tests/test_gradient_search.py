@@ -92,14 +92,14 @@ def test_a_resumed_gradient_run_continues_from_its_population(tiny_model_dir, tm
 def test_a_resumed_gradient_run_measures_what_an_unbroken_one_does(tiny_model_dir, tmp_path, monkeypatch):
     """Members' gradients are remembered across iterations; a resumed process starts with none
     remembered, and still proposes the same children as a run that never stopped."""
-    import neuron_search.services.model.gradient as gradient_module
+    import neuron_search.services.search.candidates as candidates_module
 
     def measured(result) -> list[tuple[str, float]]:
         return [(r["prompt"], r["activation"]) for r in result.records]
 
     straight = gradient_search(tiny_model_dir, tmp_path, iterations=7, run_id="straight").run(progress=False)
     gradient_search(tiny_model_dir, tmp_path, iterations=4, run_id="broken").run(progress=False)
-    monkeypatch.setattr(gradient_module, "_members", type(gradient_module._members)())  # a new process
+    monkeypatch.setattr(candidates_module, "_members", type(candidates_module._members)())  # a new process
     resumed = NeuronSearch.resume("broken", results_dir=str(tmp_path), iterations=7).run(progress=False)
     assert resumed.stats["gradient_batches"] == straight.stats["gradient_batches"] >= 6
     assert sorted(measured(resumed)) == sorted(measured(straight))

@@ -37,7 +37,8 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
         ("services/explain/",),  # explanations and their scores
         ("services/evidence/",),  # peak tokens, logit effects: what a neuron does, from records and weights
         ("services/llm/", "services/dataset/"),  # the proposers and structured answers; real text
-        ("services/search/", "services/model/", "services/sweep/"),  # search rules; the subject model; --neurons
+        ("services/search/",),  # search rules: candidates, themes, findings, seeds, the prompt index
+        ("services/model/", "services/sweep/"),  # the subject model and its gradients; --neurons specs
     )),
     ("storage", (("services/storage/",),)),  # files, their names, the SQLite stores: no search rule, no page
     ("core", (

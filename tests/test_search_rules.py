@@ -67,7 +67,7 @@ def test_whitespace_and_ordinary_text_are_tokenized_as_before(gemma):
 
 
 def test_the_gradient_may_never_propose_an_added_token(gemma):
-    from neuron_search.services.model.gradient import allowed_tokens
+    from neuron_search.services.search.candidates import allowed_tokens
 
     for ascii_only in (True, False):
         allowed = allowed_tokens(gemma, ascii_only)
@@ -164,7 +164,7 @@ def test_the_scan_inside_a_search_prints_progress_when_not_on_a_terminal(tiny_mo
 def test_allowing_added_tokens_reads_and_proposes_them_but_never_bos(gemma):
     """The opt-in (a run's `allow_added_tokens`): added tokens are read and proposed as tokens; the
     tokenizer's own special tokens (BOS, EOS, padding, ...) still never are."""
-    from neuron_search.services.model.gradient import allowed_tokens
+    from neuron_search.services.search.candidates import allowed_tokens
 
     image, unused, bold = (gemma.tokenizer.convert_tokens_to_ids(t) for t in ("<start_of_image>", "<unused5>", "<b>"))
     ids = gemma.token_ids("a <start_of_image> <unused5> <b>x</b> <bos>", allow_added_tokens=True)
