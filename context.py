@@ -233,7 +233,7 @@ class SearchContext:
     )
     corpus: str = _knob(
         os.environ.get(SERVER_SETTINGS["corpus"], ""),
-        "The real text --seed-corpus seeds from, as run.py exemplars --corpus takes it: empty for the Python standard library's docstrings and comments, else a text file, a folder, a "
+        "The real text --seed-corpus seeds from and the explanation is scored on, as run.py exemplars --corpus takes it: empty for the Python standard library's docstrings and comments, else a text file, a folder, a "
         ".jsonl, .json or .parquet file, or hf:NAME[:CONFIG[:SPLIT]] for a Hugging Face dataset streamed up to 5,000 snippets.",
     )
     text_column: str = _knob("", "The column of a .jsonl, .json, .parquet or hf: corpus that holds its text (empty: 'text', else the first column of strings).")

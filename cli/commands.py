@@ -113,6 +113,7 @@ def configure_explain(p: argparse.ArgumentParser) -> None:
 
 
 def run_explain(args: argparse.Namespace, console) -> int:
+    from neuron_search.services.dataset.corpus import run_corpus
     from neuron_search.services.dataset.exemplars import real_text_holdout
     from neuron_search.services.explain.run_explanation import REAL_TEXT_POOL, explain_run, measurer
     from neuron_search.services.llm.proposer import resolve_llm
@@ -129,7 +130,10 @@ def run_explain(args: argparse.Namespace, console) -> int:
     subject = subject_model(settings["model"], args.device or settings["device"])
     subject.validate(settings["layer"], settings["neuron"])
     measure = measurer(subject, settings["layer"], settings["neuron"], settings["position"], settings["batch_size"])
-    real_text = real_text_holdout(subject, settings["layer"], settings["neuron"], n=REAL_TEXT_POOL, seed=settings["seed"])
+    corpus = run_corpus(settings.get("corpus", ""), settings.get("text_column", ""))  # the search's own, if any
+    real_text = real_text_holdout(
+        subject, settings["layer"], settings["neuron"], n=REAL_TEXT_POOL, seed=settings["seed"], source=corpus
+    )
     with run_lock(run_dir), console.status("Explaining the neuron and scoring that on held-out prompts ..."):
         final = explain_run(run_dir, resolve_llm(args.llm or settings["llm"]), measure, seed=settings["seed"], real_text=real_text)
         paths = write_run_results(run_dir)

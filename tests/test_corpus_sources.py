@@ -215,3 +215,24 @@ def test_a_sweep_scans_the_corpus_its_searches_seed_from(tmp_path, monkeypatch):
     assert sweep_scheduler.scan_corpus_first(tmp_path, settings, 1, [0])
     (source,) = asked
     assert source is not None and source.describe() == corpus_source(str(corpus), "body").describe()
+
+
+def test_a_runs_explanation_is_scored_on_the_corpus_the_search_named(tmp_path, monkeypatch):
+    import importlib
+
+    from neuron_search.context import SearchContext
+
+    explain_node = importlib.import_module("neuron_search.nodes.explain")  # the module, not the node function
+    corpus = tmp_path / "rows.jsonl"
+    corpus.write_text(json.dumps({"body": "One line of text that is long enough to be a snippet."}) + "\n")
+    asked = []
+    ctx = SearchContext(corpus=str(corpus), text_column="body", results_dir=str(tmp_path))
+    monkeypatch.setattr(explain_node, "context_of", lambda runtime: ctx)
+    monkeypatch.setattr(explain_node, "services_for", lambda *_: SimpleNamespace(subject=None, proposer=SimpleNamespace(spec="x")))
+    monkeypatch.setattr(explain_node, "measurer", lambda *_: None)
+    monkeypatch.setattr(explain_node, "real_text_holdout", lambda *a, source=None, **k: asked.append(source))
+    monkeypatch.setattr(explain_node, "explain_run", lambda *a, **k: {"explanation": "x"})
+    monkeypatch.setattr(explain_node, "llm_calls_of", lambda final: 1)
+    explain_node.explain({"run_id": "r", "stats": {"explain_llm_calls": 0}}, None)
+    (source,) = asked
+    assert source is not None and source.describe() == corpus_source(str(corpus), "body").describe()
