@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from neuron_search.services.dataset.hf_corpus import DATASET_SUFFIXES, DatasetSpec, dataset_texts, file_spec, hub_spec, is_hub_reference
 from neuron_search.services.errors import UserError
+from neuron_search.services.model.text_tokens import encode_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -326,8 +327,6 @@ def _split_ids(ids: list[int], tokenizer, max_tokens: int) -> list[str]:
 def _encode(texts: Sequence[str], tokenizer, offsets: bool = False, batch: int = 1024) -> list:
     """Tokenize as SubjectModel measures a prompt (no token added, the names of special and added
     tokens such as `<bos>` or Gemma's `<start_of_image>` kept as text: `encode_text`)."""
-    from neuron_search.services.model.subject_model import encode_text
-
     out: list = []
     for start in range(0, len(texts), batch):
         encoded = encode_text(tokenizer, texts[start : start + batch], offsets=offsets)

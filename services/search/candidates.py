@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from neuron_search.services.model.gradient import embedding_matrix, fluency_gains, token_gradients
-from neuron_search.services.model.subject_model import SubjectModel, not_text_ids
+from neuron_search.services.model.subject_model import SubjectModel
+from neuron_search.services.model.text_tokens import not_text_ids
 
 _usable: weakref.WeakKeyDictionary[SubjectModel, dict[bool, tuple[list[str], list[bool]]]] = weakref.WeakKeyDictionary()
 _allowed: weakref.WeakKeyDictionary[SubjectModel, dict[tuple[bool, bool], torch.Tensor]] = weakref.WeakKeyDictionary()
