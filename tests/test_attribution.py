@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -96,10 +95,9 @@ def test_removal_and_replacement_on_the_bundled_gemma():
 
 
 def test_a_run_keeps_the_attribution_of_its_top_themes_and_real_snippets(tiny_model_dir, tmp_path, capsys):
-    from neuron_search.api import NeuronSearch
     from neuron_search.cli.main import main
     from neuron_search.services.dataset.exemplars import exemplar_folder
-    from neuron_search.testing.helpers import scripted
+    from neuron_search.testing.helpers import tiny_gradient_search
 
     tiny = SubjectModel.load(str(tiny_model_dir), "cpu")
     snippets = tiny.measure([f"Real text {HOSTILE} number {i} (here)." for i in range(3)], 1, 3)
@@ -108,11 +106,7 @@ def test_a_run_keeps_the_attribution_of_its_top_themes_and_real_snippets(tiny_mo
     records = [{k: m[k] for k in ("prompt", "activation", "peak", "tokens", "values")} for m in snippets]
     (folder / "exemplars.json").write_text(json.dumps({"model": str(tiny_model_dir), "layer": 1, "neuron": 3, "corpus": "c", "snippets_scanned": 3, "records": records}))
 
-    search = NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
-        builtin_seeds=False, seed_prompts=("The quick brown fox.", "1, 2, 4, 8, 16", "What is the capital?"),
-        seed_corpus=False, population=4, children=4, lead_children=4, results_dir=str(tmp_path), run_id="attr",
-    )  # fmt: skip
+    search = tiny_gradient_search(tiny_model_dir, tmp_path, "attr")
     result = search.run(iterations=2, explain=False, progress=False)
     saved = json.loads((result.run_dir / "evidence.json").read_text())
     entries = json.loads((result.run_dir / "results.json").read_text())["evidence"]["attribution"]

@@ -7,8 +7,10 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 from pathlib import Path
@@ -111,6 +113,18 @@ def test_run_py_is_the_cli_and_the_console_command_too():
         if init.relative_to(ROOT).parts[0] not in {"tests", "bench", "build", "results"}
     }
     assert set(packages) == folders | {"neuron_search"}  # every folder of the code ships, no other
+
+
+def test_the_console_command_runs_from_any_folder(tmp_path):
+    """`neuron-search` (installed by pip with the project) works outside the repository: `--help` and
+    `list` over an empty results folder, started in a folder that holds nothing of the project."""
+    # Where pip put it for this interpreter (a shim or an unactivated venv may keep it off PATH).
+    command = shutil.which("neuron-search", path=sysconfig.get_path("scripts")) or shutil.which("neuron-search")
+    assert command, "pip install -e . installs the neuron-search command (README's set-up line)"
+    shown = subprocess.run([command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and "search" in shown.stdout and "sweep" in shown.stdout, shown.stderr[-2000:]
+    listed = subprocess.run([command, "list", "--results-dir", "runs-here"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
 
 
 def test_a_wheel_installs_one_namespaced_package_and_nothing_generic(tmp_path):

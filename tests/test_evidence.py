@@ -13,8 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from neuron_search.testing.helpers import scripted
-from neuron_search.api import NeuronSearch
+from neuron_search.testing.helpers import tiny_gradient_search
 from neuron_search.services.evidence.evidence_block import EVIDENCE_FILE, evidence_block
 from neuron_search.services.evidence.logit_effects import effect_vector, logit_effects
 from neuron_search.services.evidence.peak_tokens import peak_table
@@ -218,11 +217,7 @@ def test_a_gradient_runs_results_hold_both_evidence_fields(tiny_model_dir, tmp_p
     subject = subject_model(str(tiny_model_dir), "cpu")
     snippets, _ = exemplars_module.layer_scan(subject, 1, exemplars_module.corpus_source(None))
 
-    search = NeuronSearch(
-        model=str(tiny_model_dir), layer=1, neuron=3, device="cpu", llm=scripted(["never asked"]), strategy="gradient",
-        builtin_seeds=False, seed_prompts=("The quick brown fox.", "1, 2, 4, 8, 16", "What is the capital?"),
-        seed_corpus=False, population=4, children=4, lead_children=4, results_dir=str(tmp_path), run_id="ev",
-    )  # fmt: skip
+    search = tiny_gradient_search(tiny_model_dir, tmp_path, "ev")
     result = search.run(iterations=2, explain=False, progress=False)
     results = json.loads((result.run_dir / "results.json").read_text())
     evidence = results["evidence"]

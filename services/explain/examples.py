@@ -42,13 +42,23 @@ def split_examples(
     ranked = _distinct(records)
     top, rest = ranked[:n_explain_top], ranked[n_explain_top:]
     sampled = _quantile_sample(rest, n_explain_sample, rng)
+    high, low = held_out(rest, sampled, n_holdout, rng)
+    return top + sampled, high, low
+
+
+def held_out(
+    rest: Sequence[StoredRecord], sampled: Sequence[StoredRecord], n_holdout: int, rng: random.Random
+) -> tuple[list[StoredRecord], list[StoredRecord]]:
+    """(held-out high, held-out low) from the ranked records `rest` less those `sampled` for the
+    explainer: what remains is split at its median; high are the (up to) `n_holdout` highest of the
+    upper half, low `n_holdout` drawn with `rng` from the lower half, ranked."""
     chosen = {id(r) for r in sampled}
     remaining = [r for r in rest if id(r) not in chosen]
     half = len(remaining) // 2
-    high = remaining[: min(n_holdout, half)]
+    high = list(remaining[: min(n_holdout, half)])
     lower = remaining[len(remaining) - half :]
     low = sorted(rng.sample(lower, min(n_holdout, len(lower))), key=_rank)
-    return top + sampled, high, low
+    return high, low
 
 
 def _rank(record: StoredRecord) -> tuple[float, int, str, int, int]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neuron_search.services.evidence.peak_tokens import PeakTable, peak_table
-from neuron_search.services.explain.examples import _distinct, _quantile_sample, _rank
+from neuron_search.services.explain.examples import _distinct, _quantile_sample, held_out
 from neuron_search.services.search.themes import Theme, group_themes, near_copies
 from neuron_search.services.storage.record_store import StoredRecord
 
@@ -76,12 +76,7 @@ def build_view(
     themes = group_themes(ranked, limit=n_themes)
     rest = [r for r in ranked if not any(near_copies(t["best"], r) for t in themes)]
     sampled = _quantile_sample([r for r in rest if r["source"] != "seed"], n_sample, rng)
-    chosen = {id(r) for r in sampled}
-    remaining = [r for r in rest if id(r) not in chosen]
-    half = len(remaining) // 2
-    high = remaining[: min(n_holdout, half)]
-    lower = remaining[len(remaining) - half :]
-    low = sorted(rng.sample(lower, min(n_holdout, len(lower))), key=_rank)
+    high, low = held_out(rest, sampled, n_holdout, rng)
 
     run_shown = {r["prompt"] for r in [t["best"] for t in themes] + sampled}
     real_shown, held_real = _deal_real([dict(r) for r in real_high], n_real, deal=bool(real_low))
