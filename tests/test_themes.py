@@ -175,3 +175,31 @@ def test_real_snippets_without_a_token_key_are_grouped_on_their_tokens_at_the_pe
 
     snippets = [snippet(passage, 3.0), snippet(passage[1:], 2.9), snippet(words(BASES[4]), 2.0)]
     assert [t["variants"] for t in group_themes(snippets)] == [2, 1]
+
+
+def test_the_neurons_dataset_examples_show_one_snippet_per_theme(tmp_path):
+    """`run.py exemplars`' table and exemplars.html fold two windows of one passage into one row with its
+    count; exemplars.json keeps every snippet (the dataset max and the evidence read it)."""
+    from rich.console import Console
+
+    from neuron_search.services.dataset.exemplars import Exemplars
+    from neuron_search.services.reports.display import exemplars_table
+    from neuron_search.services.reports.exemplars_page import write_exemplars
+
+    passage = words("If mode is P_NOWAIT return the pid of the process and if mode is P_WAIT (")
+    other = words(BASES[4])
+
+    def snippet(tokens: list[str], activation: float) -> dict:
+        return {"prompt": "".join(tokens), "activation": activation, "tokens": tokens, "values": [activation] * len(tokens),
+                "peak": len(tokens) - 1, "token": tokens[-1], "error": "", "xent": None}  # fmt: skip
+
+    records = [snippet(passage, 3.0), snippet(passage[1:], 2.9), snippet(other, 2.0)]
+    console = Console(record=True, width=200)
+    console.print(exemplars_table(records, "Top 3 of 9 snippets"))
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in console.export_text().splitlines() if line.startswith("│")]
+    assert [(row[0], row[2]) for row in rows] == [("1", "2"), ("2", "1")]  # rank, variants
+    result = Exemplars(model="m", layer=1, neuron=3, corpus="c", scanned=9, records=records)
+    paths = write_exemplars(result, tmp_path)
+    page = paths["html"].read_text()
+    assert "Top 3 snippets, in 2 themes" in page and page.count('<td class="rank">') == 2
+    assert len(json.loads(paths["json"].read_text())["records"]) == 3

@@ -18,6 +18,7 @@ from rich.text import Text, TextType
 
 from neuron_search.context import SearchContext
 from neuron_search.services.reports.token_colours import NEGATIVE_RGB, POSITIVE_RGB
+from neuron_search.services.search.themes import group_themes
 from neuron_search.state import Measurement, Record, SearchState, Stats
 
 
@@ -198,13 +199,17 @@ def coloured_tokens(m: Measurement, scale: float) -> Text:
 
 
 def exemplars_table(records: Sequence[Measurement], title: TextType) -> Table:
+    """The snippets one per theme (services/search/themes.py: near-copies, such as two windows of one
+    passage, fold into their best), with how many snippets each row stands for."""
     scale = max((abs(v) for r in records for v in r["values"] if math.isfinite(v)), default=0.0) or 1.0
     table = Table(title=_title(title), title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("activation", justify="right")
+    table.add_column("variants", justify="right")
     table.add_column("peak token")
     table.add_column("snippet", overflow="fold")
-    for rank, r in enumerate(records, 1):
+    for rank, theme in enumerate(group_themes(list(records)), 1):
+        r = theme["best"]
         peak = repr(r["tokens"][r["peak"]]) if r["tokens"] else ""
-        table.add_row(str(rank), f"{r['activation']:.4f}", literal(peak), coloured_tokens(r, scale))
+        table.add_row(str(rank), f"{r['activation']:.4f}", str(theme["variants"]), literal(peak), coloured_tokens(r, scale))
     return table

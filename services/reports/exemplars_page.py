@@ -11,6 +11,7 @@ from pathlib import Path
 from neuron_search.services.dataset.corpus import MAX_TOKENS
 from neuron_search.services.dataset.exemplars import Exemplars, exemplar_folder, exemplars_document
 from neuron_search.services.reports.page_style import CSS
+from neuron_search.services.search.themes import group_themes
 from neuron_search.services.reports.token_colours import scale_legend, token_label, token_spans
 from neuron_search.services.storage.files import write_atomic
 
@@ -31,10 +32,13 @@ def render_html(result: Exemplars, records: list[dict]) -> str:
     """A self-contained page (no scripts, no external resources) with the run report's token colours."""
     e = html.escape
     scale = max((abs(v) for r in records for v in r["values"]), default=0.0) or 1.0
+    # One row a theme: near-copies (two windows of one passage) fold into their best snippet.
+    themes = group_themes(records)
     rows = "".join(
-        f'<tr><td class="rank">{rank}</td><td class="num">{r["activation"]:.3f}</td>'
-        f'<td>{token_label(r["token"])}</td><td class="prompt">{token_spans(r, scale)}</td></tr>'
-        for rank, r in enumerate(records, 1)
+        f'<tr><td class="rank">{rank}</td><td class="num">{t["best"]["activation"]:.3f}</td>'
+        f'<td class="num">{t["variants"]}</td>'
+        f'<td>{token_label(t["best"]["token"])}</td><td class="prompt">{token_spans(t["best"], scale)}</td></tr>'
+        for rank, t in enumerate(themes, 1)
     )
     title = f"{result.model} · layer {result.layer} · neuron {result.neuron} · dataset examples"
     return (
@@ -47,9 +51,9 @@ def render_html(result: Exemplars, records: list[dict]) -> str:
         f'<div class="chips"><span class="chip"><b>corpus</b> {e(result.corpus)}</span>'
         f'<span class="chip"><b>snippets scanned</b> {result.scanned:,}</span>'
         f'<span class="chip"><b>snippet length</b> ≤ {MAX_TOKENS} tokens</span></div>\n</header>\n'
-        f'<section id="top">\n<h2>Top {len(records)} snippets</h2>\n'
+        f'<section id="top">\n<h2>Top {len(records)} snippets, in {len(themes)} themes</h2>\n'
         + scale_legend(scale, "the largest |value| on this page")
-        + '<table class="prompts"><thead><tr><th>#</th><th class="num">Activation</th><th>Peak token</th>'
+        + '<table class="prompts"><thead><tr><th>#</th><th class="num">Activation</th><th class="num">Variants</th><th>Peak token</th>'
         f"<th>Snippet</th></tr></thead><tbody>{rows}</tbody></table>\n</section>\n"
         "</main>\n</body>\n</html>\n"
     )
