@@ -177,3 +177,21 @@ def test_without_a_token_baseline_no_sentence_wins():
 def test_without_ordinary_snippets_to_score_against_the_explainer_reads_every_real_theme():
     view = build_view(run_records(), REAL_HIGH, [])
     assert [r["prompt"] for r in view.real_shown] == [r["prompt"] for r in REAL_HIGH] and not view.real_high
+
+
+def test_the_hypotheses_during_a_search_read_the_same_grounded_view(tmp_path, monkeypatch):
+    """--explain-every's hypotheses see one prompt per theme, the saved real snippets and no built-in
+    seed, as the final explanation does (they used to see the top ten records, near-copies and all)."""
+    from neuron_search.services.explain import run_explanation
+
+    seen = []
+    monkeypatch.setattr(run_explanation, "_stored", lambda run_dir: run_records())
+    monkeypatch.setattr(run_explanation, "_saved_snippets", lambda run_dir: REAL_HIGH)
+    monkeypatch.setattr(run_explanation, "explain_grounded", lambda spec, view, effects, scale, seed=0: seen.append(view) or "")
+    entry = run_explanation.hypothesis(tmp_path, "scripted", lambda prompts: [0.0] * len(prompts), iteration=3)
+    (view,) = seen
+    assert entry["iteration"] == 3 and entry["generation"] is None  # no sentence: nothing to score
+    tops = [t["best"]["prompt"] for t in view.themes]
+    assert tops[:3] == [THEME_A, THEME_B, THEME_C] and [t["variants"] for t in view.themes[:3]] == [5, 3, 1]
+    assert not any(r.get("source") == "seed" for r in view.shown)
+    assert [r["prompt"] for r in view.real_shown] and view.high == [] and view.low == []

@@ -19,8 +19,7 @@ from typing import Any
 from neuron_search.services.dataset.exemplars import read_exemplars
 from neuron_search.services.errors import UserError
 from neuron_search.services.evidence.evidence_block import read_evidence
-from neuron_search.services.explain.examples import split_examples
-from neuron_search.services.explain.explainer import explain, explain_grounded
+from neuron_search.services.explain.explainer import explain_grounded
 from neuron_search.services.explain.grounded_view import ExplainerView, build_view
 from neuron_search.services.explain.scoring import generation_score, score_explanation
 from neuron_search.services.explain.token_baseline import baseline_score, sentence_correlation
@@ -92,16 +91,6 @@ def _stored(run_dir: Path) -> list[StoredRecord]:
         return list(store)
     finally:
         store.close()
-
-
-def _explained(
-    records: list[StoredRecord], llm_spec: str, seed: int, n_holdout: int = 20
-) -> tuple[str, list[StoredRecord], list[StoredRecord], list[StoredRecord]]:
-    """The explanation of the records' chosen examples, those examples, and the held-out high and
-    low records; activations are shown on a 0-10 scale of the highest example."""
-    shown, high, low = split_examples(records, n_holdout=n_holdout, seed=seed)
-    scale = max((r["activation"] for r in shown), default=0.0) or 1.0
-    return explain(llm_spec, shown, scale, seed=seed), shown, high, low
 
 
 REAL_TEXT_POOL = 20  # top real snippets (and as many ordinary ones) the caller draws: half are shown, half held out
@@ -225,9 +214,12 @@ def hypothesis(
     seed: int = 0,
     n_generated: int = 4,
 ) -> dict[str, Any]:
-    """The explanation of the records so far, scored by generation, appended to the run's
-    timeline of hypotheses (explanation.json) and returned."""
-    text, _, _, _ = _explained(_stored(run_dir), llm_spec, seed, n_holdout=0)
+    """The explanation of the records so far, from the same grounded view as the final one (one prompt
+    per theme, a seed-free sample, the saved real snippets; nothing held out), scored by generation,
+    appended to the run's timeline of hypotheses (explanation.json) and returned."""
+    view = build_view(_stored(run_dir), _saved_snippets(run_dir), (), n_holdout=0, seed=seed)
+    scale = max((r["activation"] for r in view.shown if r.get("activation") is not None), default=0.0) or 1.0
+    text = explain_grounded(llm_spec, view, read_evidence(run_dir).get("logit_effects"), scale, seed=seed)
     entry: dict[str, Any] = {"iteration": iteration, "explanation": text, "generation": None}
     if text:
         entry["generation"] = generation_score(llm_spec, text, measure, n=n_generated, seed=seed)
