@@ -199,6 +199,11 @@ def _retokenizing(subject: SubjectModel, rows: list[list[int]], allow_added_toke
     return [ids == row for ids, row in zip(again, rows)]
 
 
+def _retokenizing_rows(subject: SubjectModel, rows: list[list[int]], allow_added_tokens: bool) -> list[list[int]]:
+    """The rows, in order, that are measured as their own ids (`_retokenizing`): the children a draw keeps."""
+    return [row for row, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
+
+
 def retokenizes(subject: SubjectModel, row: list[int], allow_added_tokens: bool = False) -> bool:
     """Whether the prompt a row decodes to is measured as these very tokens: otherwise what would be
     measured is not what was optimised."""
@@ -270,8 +275,7 @@ def propose_children(
         if len(changed) < swaps or tuple(child) in proposed or (tried is not None and tried(child)):
             continue  # (fewer positions than swaps in the pool, or drawn before)
         proposed[tuple(child)] = None
-    rows = [list(child) for child in proposed]
-    return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
+    return _retokenizing_rows(subject, [list(child) for child in proposed], allow_added_tokens)
 
 
 def _uniform_children(
@@ -306,8 +310,7 @@ def _uniform_children(
         if tuple(child) in proposed or (tried is not None and tried(child)):
             continue
         proposed[tuple(child)] = None
-    rows = [list(child) for child in proposed]
-    return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
+    return _retokenizing_rows(subject, [list(child) for child in proposed], allow_added_tokens)
 
 
 def propose_edits(
@@ -349,8 +352,7 @@ def propose_edits(
         else:
             child = row[:at] + row[at + 1 :]
         proposed[tuple(child)] = None
-    rows = [list(child) for child in proposed]
-    return [child for child, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
+    return _retokenizing_rows(subject, [list(child) for child in proposed], allow_added_tokens)
 
 
 def stacked_swaps(
@@ -387,4 +389,4 @@ def stacked_swaps(
         rows.append(row)
         if len(rows) == count:
             break
-    return [row for row, ok in zip(rows, _retokenizing(subject, rows, allow_added_tokens)) if ok]
+    return _retokenizing_rows(subject, rows, allow_added_tokens)
