@@ -22,15 +22,13 @@ from neuron_search.services.evidence.attribution import Attribution, Source, att
 from neuron_search.services.evidence.evidence_block import EVIDENCE_FILE
 from neuron_search.services.evidence.logit_effects import DEFAULT_K, logit_effects
 from neuron_search.services.model.subject_model import SubjectModel
-from neuron_search.services.search.findings import distinct_findings
-from neuron_search.services.search.themes import group_themes
+from neuron_search.services.search.findings import ranked_themes
 from neuron_search.services.storage.files import write_atomic
 from neuron_search.services.storage.record_store import RecordStore
 
 log = logging.getLogger("neuron_search")
 
 ATTRIBUTED = 5  # top themes' best prompts, and real snippets, whose context is measured
-_READ_ROWS = 400  # top records read from the store to find the themes in
 
 
 def write_run_evidence(
@@ -93,13 +91,11 @@ def run_attribution(
 
 def top_theme_prompts(run_dir: Path, n: int = ATTRIBUTED) -> list[str]:
     """The prompt of the best record of each of the run's top `n` themes (services/search/themes.py,
-    over its distinct findings, services/search/findings.py), best first; [] without a record store."""
+    as `ranked_themes` reads them for the report's table), best first; [] without a record store."""
     store = RecordStore.read_only(Path(run_dir) / "records.sqlite")
     if store is None:
         return []
     try:
-        rows = store.by_activation(_READ_ROWS)
+        return [theme["best"]["prompt"] for theme in ranked_themes(store, n)]
     finally:
         store.close()
-    themes = group_themes(distinct_findings(rows))[:n]
-    return [theme["best"]["prompt"] for theme in themes]
