@@ -149,7 +149,9 @@ def run_peer(
         "method": method, "model": args.model, "layer": args.layer, "neuron": neuron, "start": start, "budget": budget,
         "width": args.peer_width, "top_k": args.peer_top_k, "seed": args.seed,
     }  # fmt: skip
-    path = Path(results_dir) / f"{method}-{'best' if start != NEUTRAL_START else 'neutral'}-{neuron}.json"
+    seed = f"-seed{args.seed}" if args.seed else ""  # seed 0's name is the one earlier runs saved
+    path = Path(results_dir) / f"{method}-{'best' if start != NEUTRAL_START else 'neutral'}-{neuron}{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if saved.get("settings") == settings:
         computed = fill_xent(subject, saved["records"], budgets, data_xent)

@@ -3,11 +3,13 @@
 Measured in a subprocess of its own, so that no other test's models count: the bundled Gemma 3
 270M (1.0 GiB of float32 weights), a search from a 30-token prompt (long enough that every
 cross-entropy pass fills the model's logits buffer), 320 measured prompts (about three iterations of
-~106). The bound stated in the
-issue: while it searches, a run adds at most 0.55 GiB to the loaded model's resident memory (the logits buffer,
-the vocabulary's token rules, the embedder of the filter, the report), and its memory at 320
-prompts is within 0.02 GiB of its memory at 160. Before large allocations got pages of their own
-(`return_large_frees_to_the_os`) it grew 0.05 GiB an iteration, and by 0.75 GiB over 160 prompts.
+~106). The bounds: the process's peak resident memory, libraries, tokenizer and report included, is
+within 2.25x the weights' file (measured 2.13x alone); while it searches, a run adds at most 0.3 GiB
+to the loaded model's resident memory (the logits buffer, the vocabulary's token rules, the
+embedder of the filter; measured 0.19 GiB); and its memory at 320 prompts is within 0.02 GiB of its
+memory at 160. Before large allocations got pages of their own (`return_large_frees_to_the_os`) it
+grew 0.05 GiB an iteration, and by 0.75 GiB over 160 prompts; before the tokenizer's text reader
+shared the tokenizer's model and each member's gradient was held alone, the peak was 2.7x.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ NeuronSearch(model="embedded", layer=9, neuron=1577, device="cpu", strategy="gra
              seed_prompts=(start,), seed_corpus=False, explain=False, threads=1, results_dir=tempfile.mkdtemp(),
              run_id="memory").run(progress=Watch(), iterations=10**6, max_prompts=320)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+from neuron_search.services.model.bundled import embedded_subject_folder
+weights = (embedded_subject_folder() / "model.safetensors").stat().st_size / 2**30
 half = next(r for n, r in seen if n >= 160)
-print(json.dumps({"loaded": loaded, "peak": peak, "search": max(r for _, r in seen), "half": half, "end": seen[-1][1], "measured": seen[-1][0]}))
+print(json.dumps({"loaded": loaded, "peak": peak, "search": max(r for _, r in seen), "half": half, "end": seen[-1][1], "measured": seen[-1][0], "weights": weights}))
 """
 
 
@@ -56,9 +60,8 @@ def test_a_gradient_runs_memory_is_bounded_and_flat() -> None:
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["measured"] == 320
     # While it searches (sampled after every iteration): bounded and flat.
-    assert found["search"] - found["loaded"] < 0.55, found
+    assert found["search"] - found["loaded"] < 0.3, found
     assert abs(found["end"] - found["half"]) < 0.02, found
-    # The process's peak: 0.47 GiB over the loaded model when this test runs alone, but 2.0 GiB under
-    # the suite's parallel runner, in a step after the search's last iteration (writing the evidence
-    # and the results) whose cause is not yet found (bench/RESULTS.md section 18, issue 33's note).
-    assert found["peak"] - found["loaded"] < 2.5, found
+    # The process's peak, from start to end (the evidence and the results written after the search
+    # included): ~2x the model's own weights.
+    assert found["peak"] < 2.25 * found["weights"], found

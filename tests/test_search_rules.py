@@ -66,6 +66,66 @@ def test_whitespace_and_ordinary_text_are_tokenized_as_before(gemma):
     assert gemma.token_ids("a\nb") == gemma.tokenizer("a\nb", add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_the_text_reader_shares_the_tokenizers_model_and_reads_as_a_full_copy_would(gemma, allow):
+    """The reader that keeps added tokens' names as characters is built on the tokenizer's own model
+    (a full copy of Gemma's tokenizer held 0.3 GiB more), and reads every text as a full copy with
+    the same flags does: the whole vocabulary's texts and random texts strung from them."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    from neuron_search.services.model.text_tokens import _sharing_copy, text_encoder
+
+    def anonymous_gib() -> float:
+        line = next(line for line in open("/proc/self/status") if line.startswith("RssAnon:"))
+        return int(line.split()[1]) / 2**20
+
+    tokenizer = gemma.tokenizer
+    backend = tokenizer.backend_tokenizer
+    ours = text_encoder(tokenizer, allow)
+    before = anonymous_gib()
+    another = _sharing_copy(backend, {t.content for t in backend.get_added_tokens_decoder().values()})
+    assert anonymous_gib() - before < 0.05  # a full copy of Gemma's tokenizer: 0.29 GiB
+    del another
+    kept_special = {tokenizer.convert_ids_to_tokens(i) for i in tokenizer.all_special_ids}
+    spec = json.loads(backend.to_str())
+    for entry in spec["added_tokens"]:
+        entry["special"] = entry["content"] in kept_special if allow else (entry["special"] or bool(entry["content"].strip()))
+    full = Tokenizer.from_str(json.dumps(spec))
+    full.encode_special_tokens = True
+    texts = tokenizer.batch_decode([[i] for i in range(0, len(tokenizer), 7)])
+    rng = random.Random(0)
+    texts += ["".join(rng.choice(texts) for _ in range(6)) for _ in range(2000)]
+    texts += ["Fashion<start_of_image><start_of_image>PLTA1", "<unused5><start_of_turn>user\n\n<b>hi</b>"]
+    assert [e.ids for e in ours.encode_batch(texts, add_special_tokens=False)] == [
+        e.ids for e in full.encode_batch(texts, add_special_tokens=False)
+    ]
+
+
+def test_a_tokenizer_the_reader_cannot_share_is_copied_whole():
+    """A backend with padding on (which a shared reader would not keep) is copied in full, with the
+    names to be read as text marked special."""
+    from tokenizers import AddedToken, Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    from neuron_search.services.model.text_tokens import _sharing_copy
+
+    backend = Tokenizer(WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    backend.add_tokens([AddedToken("<img>", special=False)])
+    backend.enable_padding(length=4)
+    copy = _sharing_copy(backend, {"<img>"})
+    assert copy.padding is not None
+    assert [t.special for t in copy.get_added_tokens_decoder().values()] == [True]
+    shared = Tokenizer(WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    shared.add_tokens([AddedToken("<img>", special=False)])
+    reader = _sharing_copy(shared, {"<img>"})
+    reader.encode_special_tokens = True
+    assert reader.encode("a<img>").ids != shared.encode("a<img>").ids
+
+
 def test_the_gradient_may_never_propose_an_added_token(gemma):
     from neuron_search.services.search.candidates import allowed_tokens
 

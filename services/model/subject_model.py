@@ -35,8 +35,9 @@ log = logging.getLogger("neuron_search")
 
 EMBEDDED = "embedded"
 # Positions unembedded at a time when only a reduction of their logits is kept (`logits_blocks`):
-# for Gemma's 262k-token head a 256 MiB buffer, which bounds a run's memory (tests/test_memory.py).
-LOGITS_BLOCK = 256
+# for Gemma's 262k-token head a 128 MiB buffer, which bounds a run's memory (tests/test_memory.py).
+# 128 rather than 256 saves 128 MiB for about 2% more time in a cross-entropy; 64 cost 20%.
+LOGITS_BLOCK = 128
 
 
 def resolve_device(device: str) -> str:

@@ -82,11 +82,13 @@ def text_encoder(tokenizer, allow_added_tokens: bool = False):
     is marked special, as GPT-2's `<|endoftext|>` is) or has no Rust core (a slow tokenizer: its
     non-special added tokens are then read as tokens).
 
-    Built once per tokenizer and setting (for Gemma's 262k tokens about 2 s on 2 CPU cores, when
-    the model loads; 5 s more the first time `allow_added_tokens` is asked for), by marking the
-    tokens to be read as text special in the copy and encoding with `encode_special_tokens`, which
-    is what `split_special_tokens` does for special ones. The copy is never changed afterwards, so
-    encoding with it needs no lock."""
+    Built once per tokenizer and setting, as a tokenizer that shares the original's model (its
+    vocabulary and merges: 0.3 GiB for Gemma's 262k tokens, which a full copy would hold twice) and
+    its normalizer, pre-tokenizer, post-processor and decoder, with the same added tokens except that
+    those to be read as text are marked special, and `encode_special_tokens` on, which is what
+    `split_special_tokens` does for special ones. Where the added tokens do not come back with their
+    own ids (a vocabulary whose added tokens are not in its model), a full copy is made instead. The
+    encoder is never changed afterwards, so encoding with it needs no lock."""
     with _encoders_lock:
         known = _encoders.setdefault(tokenizer, {})
         if allow_added_tokens in known:
@@ -94,28 +96,49 @@ def text_encoder(tokenizer, allow_added_tokens: bool = False):
     backend = getattr(tokenizer, "backend_tokenizer", None)
     encoder = None
     if backend is not None:
-        from tokenizers import AddedToken, Tokenizer
-
-        added = tokenizer.added_tokens_decoder
+        added = backend.get_added_tokens_decoder()
         if not allow_added_tokens:
             # Added tokens whose names the tokenizer would still read as tokens with split_special_tokens.
-            names = [a.content for a in added.values() if not a.special and not _is_whitespace(a.content)]
-            if names:
-                encoder = Tokenizer.from_str(backend.to_str())
-                encoder.add_special_tokens([AddedToken(n, special=True, normalized=False) for n in names])
+            as_text = {a.content for a in added.values() if not a.special and not _is_whitespace(a.content)}
+            special = {a.content for a in added.values() if a.special} | as_text
         else:
             kept_special = {tokenizer.convert_ids_to_tokens(i) for i in tokenizer.all_special_ids}
-            # A copy only where some added token marked special (Gemma's `<unusedN>`) is to be read
+            # Needed only where some added token marked special (Gemma's `<unusedN>`) is to be read
             # as the token: otherwise the tokenizer's own call already reads them all as wanted.
-            if any(a.special != (a.content in kept_special) for a in added.values()):
-                spec = json.loads(backend.to_str())
-                for entry in spec.get("added_tokens", []):
-                    entry["special"] = entry["content"] in kept_special
-                encoder = Tokenizer.from_str(json.dumps(spec))
-        if encoder is not None:
+            as_text = {a.content for a in added.values() if a.special != (a.content in kept_special)}
+            special = kept_special
+        if as_text:
+            encoder = _sharing_copy(backend, special)
             encoder.encode_special_tokens = True
     with _encoders_lock:
         return _encoders[tokenizer].setdefault(allow_added_tokens, encoder)
+
+
+def _sharing_copy(backend, special: set[str]):
+    """A Rust tokenizer like `backend`, sharing its model and pipeline, whose added tokens are
+    `backend`'s with the same ids and options, special exactly when their content is in `special`."""
+    from tokenizers import AddedToken, Tokenizer
+
+    added = backend.get_added_tokens_decoder()
+
+    def flagged(token) -> AddedToken:
+        return AddedToken(
+            token.content, single_word=token.single_word, lstrip=token.lstrip, rstrip=token.rstrip,
+            normalized=token.normalized, special=token.content in special,
+        )  # fmt: skip
+
+    copy = Tokenizer(backend.model)
+    for part in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
+        if getattr(backend, part) is not None:
+            setattr(copy, part, getattr(backend, part))
+    copy.add_tokens([flagged(added[i]) for i in sorted(added)])
+    same = {i: t.content for i, t in copy.get_added_tokens_decoder().items()} == {i: t.content for i, t in added.items()}
+    if same and backend.truncation is None and backend.padding is None:
+        return copy
+    spec = json.loads(backend.to_str())
+    for entry in spec.get("added_tokens", []):
+        entry["special"] = entry["content"] in special
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def encode_text(

@@ -28,6 +28,8 @@ _allowed: weakref.WeakKeyDictionary[SubjectModel, dict[tuple[bool, bool], torch.
 # Each population member's gradient and fluency gains, kept while it stays in the population.
 _members: weakref.WeakKeyDictionary[SubjectModel, _MemberMemo] = weakref.WeakKeyDictionary()
 _members_lock = threading.Lock()
+# Tokens decoded and tokenized again per call when the vocabulary is first read (`_usable_tokens`).
+_VOCABULARY_CHUNK = 8192
 
 
 @dataclass(frozen=True)
@@ -111,27 +113,33 @@ def member_swaps(
     with _members_lock:
         memo = _members.setdefault(subject, _MemberMemo(max_bytes))
     allowed_key = hash(allowed.cpu().numpy().tobytes())
-    grads: dict[tuple[int, ...], torch.Tensor] = {}
-    gains: dict[tuple[int, ...], torch.Tensor] = {}
-    out: list[RankedSwaps] = []
-    for row, weight in members:
-        key = (layer, neuron, position, tuple(row), float(weight), top_k, allowed_key)
-        with _members_lock:
-            found = memo.get(key)
-        if found is None:
-            ids = tuple(row)
-            if ids not in grads:
-                (grads[ids],) = token_gradients(subject, [list(row)], layer, neuron, position)[1]
-            score = grads[ids]
-            if weight > 0:
-                if ids not in gains:
-                    (gains[ids],) = fluency_gains(subject, [list(row)])
-                score = score + weight * gains[ids]
-            found = rank_swaps(list(row), score, allowed, top_k)
+    out: list[RankedSwaps | None] = [None] * len(members)
+    # Row by row, so that one row's gradient and gains (each 1 MiB a token for Gemma) are held at a
+    # time, however many members are new; they are shared by the members of equal rows.
+    by_row: dict[tuple[int, ...], list[int]] = {}
+    for index, (row, _) in enumerate(members):
+        by_row.setdefault(tuple(row), []).append(index)
+    for ids, indices in by_row.items():
+        grad: torch.Tensor | None = None
+        gains: torch.Tensor | None = None
+        for index in indices:
+            weight = float(members[index][1])
+            key = (layer, neuron, position, ids, weight, top_k, allowed_key)
             with _members_lock:
-                memo.put(key, found)
-        out.append(found)
-    return out
+                found = memo.get(key)
+            if found is None:
+                if grad is None:
+                    (grad,) = token_gradients(subject, [list(ids)], layer, neuron, position)[1]
+                score = grad
+                if weight > 0:
+                    if gains is None:
+                        (gains,) = fluency_gains(subject, [list(ids)])
+                    score = grad + weight * gains
+                found = rank_swaps(list(ids), score, allowed, top_k)
+                with _members_lock:
+                    memo.put(key, found)
+            out[index] = found
+    return out  # type: ignore[return-value] (every index was filled)
 
 
 def _usable_tokens(subject: SubjectModel, allow_added_tokens: bool = False) -> tuple[list[str], list[bool]]:
@@ -152,14 +160,20 @@ def _usable_tokens(subject: SubjectModel, allow_added_tokens: bool = False) -> t
             return cached
         tokenizer = subject.tokenizer
         size = min(len(tokenizer), embedding_matrix(subject).shape[0])
-        texts = tokenizer.batch_decode([[i] for i in range(size)])
-        # Tokenized as `SubjectModel.token_ids` tokenizes a prompt, in one batched call.
-        again = subject.encode(texts, allow_added_tokens)
         # Control tokens are excluded by id, not left to the round trip: their names come back as
         # other tokens here, but a vocabulary that also holds that text as an ordinary token would
         # give the control token's id back.
         excluded = not_text_ids(tokenizer, allow_added_tokens)
-        usable = [i not in excluded and text != "" and ids == [i] for i, (text, ids) in enumerate(zip(texts, again))]
+        texts: list[str] = []
+        usable: list[bool] = []
+        # Tokenized as `SubjectModel.token_ids` tokenizes a prompt, in batches: the whole vocabulary
+        # in one call left 0.2 GiB of the tokenizer's working memory with the process for good.
+        for start in range(0, size, _VOCABULARY_CHUNK):
+            ids = range(start, min(size, start + _VOCABULARY_CHUNK))
+            part = tokenizer.batch_decode([[i] for i in ids])
+            again = subject.encode(part, allow_added_tokens)
+            usable += [i not in excluded and text != "" and row == [i] for i, text, row in zip(ids, part, again)]
+            texts += part
         _usable[subject][allow_added_tokens] = (texts, usable)
         return texts, usable
 
