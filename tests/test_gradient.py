@@ -365,6 +365,20 @@ def test_fluency_gain_of_a_swap_at_the_last_token_is_its_exact_cross_entropy_cha
             assert before - loss == pytest.approx(float(gain[last, new]), abs=1e-4), new
 
 
+def test_fluency_gains_are_the_same_whatever_blocks_the_logits_come_in(model_and_layer, monkeypatch) -> None:
+    """Each row's gains are filled block by block as the logits come (`logits_blocks`): blocks of 3
+    positions, which cut rows apart and span them, give what one block gives."""
+    subject, _ = model_and_layer
+    rows = [subject.token_ids(p) for p in PROMPTS]
+    whole = fluency_gains(subject, rows)
+    blocks = type(subject).logits_blocks
+    monkeypatch.setattr(type(subject), "logits_blocks", lambda self, tokens, where, hooks=(): blocks(self, tokens, where, hooks, block=3))
+    cut = fluency_gains(subject, rows)
+    assert len(cut) == len(whole)
+    for a, b in zip(cut, whole):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)  # the unembedding of 3 rows may round differently
+
+
 def test_fluency_gains_without_a_bos_token_leave_the_first_position_alone(tiny) -> None:
     """A model with no BOS predicts nothing at the first text token: its gains are 0 there, the rest
     still match the cross-entropy, which then averages over one token fewer."""

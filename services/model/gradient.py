@@ -149,20 +149,40 @@ def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int 
         chunk = rows[start : start + batch_size]
         tokens, offset = subject.padded(chunk)
         lengths = [len(row) for row in chunk]
+        first = 1 - offset  # the first predicted text position (0 after BOS)
         with subject.exclusive, torch.inference_mode():
             where = predicting(tokens, offset, lengths)
-            # Row by row, the logits at each row's predicting positions: at padded position q they
-            # predict the token at q + 1, so text positions first..len(row)-1 (first = 1 - offset).
-            per_row = subject.logits_at(tokens, where).float().split(where.sum(dim=1).tolist())
-            first = 1 - offset
-            for row, logits in zip(chunk, per_row):
-                # log p(v | …) - log p(current | …) = logit(v) - logit(current): the normalizer
-                # cancels, so no log-softmax over the vocabulary is needed. Computed on the
-                # model's device in the logits' own memory (a fresh tensor), with a row of zeros
-                # in front where the first text token is not predicted.
-                if len(logits):
-                    current = logits.gather(1, torch.tensor(row[first:], device=logits.device)[:, None])
-                    logits.sub_(current).div_(len(logits))
-                gains = torch.cat([logits.new_zeros(first, logits.shape[-1]), logits]) if first else logits
-                out.append(gains.cpu())
+            counts = where.sum(dim=1).tolist()
+            # Each row's gains are written straight into a tensor of its own, block by block as
+            # the logits come (`logits_blocks`, in `where.nonzero()` order: row by row), with a row
+            # of zeros in front where the first text token is not predicted: no copy of the logits
+            # is ever held beside it (a 64-token row's is 64 MiB for Gemma).
+            gains: list[torch.Tensor] = []
+            row, filled = 0, 0
+            for block in subject.logits_blocks(tokens, where):
+                if not gains:
+                    gains = [block.new_zeros(length, block.shape[-1], dtype=torch.float32) for length in lengths]
+                taken = 0
+                while taken < len(block):
+                    while filled == counts[row]:
+                        row, filled = row + 1, 0
+                    n = min(len(block) - taken, counts[row] - filled)
+                    gains[row][first + filled : first + filled + n].copy_(block[taken : taken + n])
+                    taken, filled = taken + n, filled + n
+            if not gains:  # no row predicts anything: every gain is 0
+                gains = [torch.zeros(length, _vocabulary_out(subject)) for length in lengths]
+            for row_ids, predicted, gain in zip(chunk, counts, gains):
+                if predicted:
+                    # log p(v | …) - log p(current | …) = logit(v) - logit(current): the normalizer
+                    # cancels, so no log-softmax over the vocabulary is needed.
+                    logits = gain[first:]
+                    current = logits.gather(1, torch.tensor(row_ids[first:], device=logits.device)[:, None])
+                    logits.sub_(current).div_(predicted)
+                out.append(gain.cpu())
     return out
+
+
+def _vocabulary_out(subject: SubjectModel) -> int:
+    """The size of the model's logits: the unembedding's outputs (`d_vocab_out`), else W_E's rows."""
+    size = getattr(subject.bridge.cfg, "d_vocab_out", None)
+    return int(size) if isinstance(size, int) and size > 0 else embedding_matrix(subject).shape[0]

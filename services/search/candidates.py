@@ -56,11 +56,14 @@ def rank_swaps(row: list[int], score: torch.Tensor, allowed: torch.Tensor, top_k
     more than asked, since a row's own token may be among them and a swap never keeps it)."""
     if score.shape[0] != len(row):
         raise ValueError(f"scores for {score.shape[0]} positions, row of {len(row)}")
-    allowed = allowed.to(score.device)
-    k = min(top_k + 1, int(allowed.sum()))
+    # The allowed columns only (55% of Gemma's vocabulary with the ASCII rule): a smaller copy than
+    # a masked score, and a faster top-k.
+    columns = allowed.to(score.device).nonzero()[:, 0]
+    k = min(top_k + 1, len(columns))
     if k < 1:
         raise ValueError("no allowed token to swap in")
-    values, tokens = score.masked_fill(~allowed, -torch.inf).topk(k, dim=-1)
+    values, picked = score.index_select(1, columns).topk(k, dim=-1)
+    tokens = columns[picked]
     current = score.gather(1, torch.tensor(row, device=score.device)[:, None])[:, 0]
     return RankedSwaps(tokens.cpu(), values.float().cpu(), current.float().cpu(), tuple(row))
 
