@@ -4,9 +4,9 @@ Measured in a subprocess of its own, so that no other test's models count: the b
 270M (1.0 GiB of float32 weights), a search from a 30-token prompt (long enough that every
 cross-entropy pass fills the model's logits buffer), 320 measured prompts (about three iterations of
 ~106). The bounds: the process's peak resident memory, libraries, tokenizer and report included, is
-within 2.25x the weights' file (measured 2.13x alone); while it searches, a run adds at most 0.3 GiB
+within 2.2x the weights' file (measured 2.07x alone); while it searches, a run adds at most 0.3 GiB
 to the loaded model's resident memory (the logits buffer, the vocabulary's token rules, the
-embedder of the filter; measured 0.19 GiB); and its memory at 320 prompts is within 0.02 GiB of its
+embedder of the filter; measured 0.17 GiB); and its memory at 320 prompts is within 0.02 GiB of its
 memory at 160. Before large allocations got pages of their own (`return_large_frees_to_the_os`) it
 grew 0.05 GiB an iteration, and by 0.75 GiB over 160 prompts; before the tokenizer's text reader
 shared the tokenizer's model and each member's gradient was held alone, the peak was 2.7x.
@@ -64,4 +64,4 @@ def test_a_gradient_runs_memory_is_bounded_and_flat() -> None:
     assert abs(found["end"] - found["half"]) < 0.02, found
     # The process's peak, from start to end (the evidence and the results written after the search
     # included): ~2x the model's own weights.
-    assert found["peak"] < 2.25 * found["weights"], found
+    assert found["peak"] < 2.2 * found["weights"], found

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -56,16 +56,23 @@ def rank_swaps(row: list[int], score: torch.Tensor, allowed: torch.Tensor, top_k
     more than asked, since a row's own token may be among them and a swap never keeps it)."""
     if score.shape[0] != len(row):
         raise ValueError(f"scores for {score.shape[0]} positions, row of {len(row)}")
-    # The allowed columns only (55% of Gemma's vocabulary with the ASCII rule): a smaller copy than
-    # a masked score, and a faster top-k.
     columns = allowed.to(score.device).nonzero()[:, 0]
+    return _top_swaps(row, *_at_columns(row, score, columns), columns, top_k)
+
+
+def _at_columns(row: Sequence[int], full: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`full` ([len(row), d_vocab]) at the allowed `columns` only (55% of Gemma's vocabulary with the
+    ASCII rule: a smaller copy than a masked score, and a faster top-k), and at the row's own tokens."""
+    return full.index_select(1, columns), full.gather(1, torch.tensor(list(row), device=full.device)[:, None])[:, 0]
+
+
+def _top_swaps(row: Sequence[int], scores: torch.Tensor, current: torch.Tensor, columns: torch.Tensor, top_k: int) -> RankedSwaps:
+    """`rank_swaps` from the scores at the allowed `columns` and the scores of the row's own tokens."""
     k = min(top_k + 1, len(columns))
     if k < 1:
         raise ValueError("no allowed token to swap in")
-    values, picked = score.index_select(1, columns).topk(k, dim=-1)
-    tokens = columns[picked]
-    current = score.gather(1, torch.tensor(row, device=score.device)[:, None])[:, 0]
-    return RankedSwaps(tokens.cpu(), values.float().cpu(), current.float().cpu(), tuple(row))
+    values, picked = scores.topk(k, dim=-1)
+    return RankedSwaps(columns[picked].cpu(), values.float().cpu(), current.float().cpu(), tuple(row))
 
 
 class _MemberMemo:
@@ -122,9 +129,12 @@ def member_swaps(
     by_row: dict[tuple[int, ...], list[int]] = {}
     for index, (row, _) in enumerate(members):
         by_row.setdefault(tuple(row), []).append(index)
+    columns = allowed.nonzero()[:, 0]
     for ids, indices in by_row.items():
-        grad: torch.Tensor | None = None
-        gains: torch.Tensor | None = None
+        # A row's gradient and gains are cut to the allowed columns (and the row's own tokens) as
+        # soon as they are formed, so the full [len(row), d_vocab] ones are never held together.
+        grad: tuple[torch.Tensor, torch.Tensor] | None = None
+        gains: tuple[torch.Tensor, torch.Tensor] | None = None
         for index in indices:
             weight = float(members[index][1])
             key = (layer, neuron, position, ids, weight, top_k, allowed_key)
@@ -132,13 +142,18 @@ def member_swaps(
                 found = memo.get(key)
             if found is None:
                 if grad is None:
-                    (grad,) = token_gradients(subject, [list(ids)], layer, neuron, position)[1]
-                score = grad
+                    (full,) = token_gradients(subject, [list(ids)], layer, neuron, position)[1]
+                    grad = _at_columns(ids, full, columns.to(full.device))
+                    del full
+                scores, current = grad
                 if weight > 0:
                     if gains is None:
-                        (gains,) = fluency_gains(subject, [list(ids)])
-                    score = grad + weight * gains
-                found = rank_swaps(list(ids), score, allowed, top_k)
+                        (full,) = fluency_gains(subject, [list(ids)])
+                        gains = _at_columns(ids, full, columns.to(full.device))
+                        del full
+                    # As `rank_swaps` of grad + weight * gains, column by column.
+                    scores, current = scores + weight * gains[0], current + weight * gains[1]
+                found = _top_swaps(ids, scores, current, columns.to(scores.device), top_k)
                 with _members_lock:
                     memo.put(key, found)
             out[index] = found
