@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = r"""
-import json, os, resource, sys, tempfile
+import json, os, sys, tempfile
 from neuron_search.api import NeuronSearch
 from neuron_search.services.runtime import subject_model
 
@@ -45,7 +45,10 @@ start = ("The configuration file could not be read because the path given to the
 NeuronSearch(model="embedded", layer=9, neuron=1577, device="cpu", strategy="gradient", llm="embedded", builtin_seeds=False,
              seed_prompts=(start,), seed_corpus=False, explain=False, threads=1, results_dir=tempfile.mkdtemp(),
              run_id="memory").run(progress=Watch(), iterations=10**6, max_prompts=320)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+# The kernel's high-water mark of this process's own memory (VmHWM). Not getrusage's ru_maxrss,
+# which Linux carries over from the process that started this one (the test runner's worker, with
+# every model its earlier tests loaded: 3.8 GiB under -n 2), so it read as a spike that was never here.
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 2**20
 from neuron_search.services.model.bundled import embedded_subject_folder
 weights = (embedded_subject_folder() / "model.safetensors").stat().st_size / 2**30
 half = next(r for n, r in seen if n >= 160)
