@@ -142,7 +142,7 @@ def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int 
     This is EPO's direct fluency term, exact for that term; the swap's effect on how later tokens
     are predicted is not in it. Entries of the current tokens are 0. A model without a BOS token
     predicts nothing at the first position, whose row is then 0. One inference pass per
-    `batch_size` rows, with logits at the predicting positions only (`SubjectModel.logits_at`).
+    `batch_size` rows, with logits at the predicting positions only (`SubjectModel.logits_blocks`).
     """
     out: list[torch.Tensor] = []
     for start in range(0, len(rows), batch_size):

@@ -317,19 +317,14 @@ class SubjectModel:
             losses = self._cross_entropies(tokens, offset, [len(row) for row in ids], hooks)  # fills `captured` too
             return captured[0], offset, losses
 
-    def logits_at(self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = ()) -> torch.Tensor:
-        """The logits at the positions `where` ([rows, positions] bool) of one forward pass of
-        `tokens` (running `hooks` too): [where.sum(), d_vocab], in the order of `where.nonzero()`.
-        Call under `exclusive` and inference mode."""
-        blocks = [block.clone() for block in self.logits_blocks(tokens, where, hooks)]
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-
     def logits_blocks(
         self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = (), block: int = LOGITS_BLOCK
     ) -> Iterator[torch.Tensor]:
-        """`logits_at`, `block` positions at a time, so that a caller that reduces them never holds
-        all of them (a 2,048-position batch of Gemma's 262k-token logits is 2 GiB). A block is
-        valid until the next one is asked for, which may be written over it (`_unembed`).
+        """The logits at the positions `where` ([rows, positions] bool) of one forward pass of `tokens`
+        (running `hooks` too), in the order of `where.nonzero()`, `block` positions at a time, so that
+        a caller that reduces them never holds all of them (a 2,048-position batch of Gemma's
+        262k-token logits is 2 GiB). A block is valid until the next one is asked for, which may be
+        written over it (`_unembed`).
 
         The unembedding runs on those positions only, never on padding or on positions whose
         prediction nobody reads: for Gemma's 262k-token vocabulary it costs as much as all 18 blocks.
@@ -395,7 +390,7 @@ class SubjectModel:
         BOS token cannot predict the first one, which is then left out.
 
         One right-padded forward pass per `batch_size` rows, with logits at the predicting positions
-        only (`logits_at`).
+        only (`logits_blocks`).
         """
         losses: list[float] = []
         for start in range(0, len(ids), batch_size):
