@@ -25,7 +25,7 @@ from neuron_search.services.model.text_tokens import not_text_ids
 
 _usable: weakref.WeakKeyDictionary[SubjectModel, dict[bool, tuple[list[str], list[bool]]]] = weakref.WeakKeyDictionary()
 _allowed: weakref.WeakKeyDictionary[SubjectModel, dict[tuple[bool, bool], torch.Tensor]] = weakref.WeakKeyDictionary()
-# Each population member's gradient and fluency gains, kept while it stays in the population.
+# Each population member's ranked swaps (`member_swaps`), kept while it stays in the population.
 _members: weakref.WeakKeyDictionary[SubjectModel, _MemberMemo] = weakref.WeakKeyDictionary()
 _members_lock = threading.Lock()
 # Tokens decoded and tokenized again per call when the vocabulary is first read (`_usable_tokens`).
