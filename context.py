@@ -29,7 +29,7 @@ def _knob(default, help: str, **metadata):
 # useful setting, low enough that a typo cannot ask for an absurd allocation or overflow.
 LIMITS = {
     "neuron": 10**7, "layer": 10**4, "batch_size": 4096, "max_prompt_tokens": 4096, "top_k": 1000,
-    "population": 256, "children": 256, "lead_children": 1024, "lead_climb_children": 1024, "lead_patience": 10**6, "lead_widen": 8, "combine": 64, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
+    "population": 256, "children": 256, "lead_children": 1024, "lead_patience": 10**6, "combine": 64, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
     "iterations": 10**9, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
     "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
 }  # fmt: skip
@@ -126,16 +126,6 @@ class SearchContext:
         "Iterations in a row in which no child beats the lead after which the lead moves to its best child "
         "anyway (GCG's non-elitist step, which can leave a local maximum; the best ever stays in the records); "
         "0: the lead moves only up.",
-    )
-    lead_climb_children: int = _knob(
-        0,
-        "Children of the lead in an iteration right after it rose (a steady climb then takes more, smaller "
-        "steps); 0: always --lead-children.",
-    )
-    lead_widen: int = _knob(
-        0,
-        "Each iteration in a row in which no child beats the lead doubles the tokens a position its children "
-        "draw from (--gradient-top-k), up to 2^N times as many; 0: the lead always draws from --gradient-top-k.",
     )
     lead_uniform_positions: bool = _knob(
         True,
@@ -405,8 +395,8 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--position is max or last")
     if ctx.population < 1 or ctx.children < 1 or ctx.lead_children < 1 or ctx.gradient_top_k < 1 or ctx.swaps < 1:
         problems.append("--population, --children, --lead-children, --gradient-top-k and --swaps must be at least 1")
-    if ctx.edits < 0 or ctx.combine < 0 or ctx.lead_patience < 0 or ctx.lead_widen < 0 or ctx.lead_climb_children < 0:
-        problems.append("--edits, --combine, --lead-patience, --lead-widen and --lead-climb-children cannot be negative")
+    if ctx.edits < 0 or ctx.combine < 0 or ctx.lead_patience < 0:
+        problems.append("--edits, --combine and --lead-patience cannot be negative")
     try:
         fluency_weights(ctx)
     except ValueError:

@@ -42,22 +42,13 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     leads = [w == 0 for w in slot_weights]
     lead_slot = leads.index(True) if True in leads else None
     stall, moves = state.get("lead_stall", 0), 0
-    if lead_slot is not None and lead_slot < len(population):
+    if lead_slot is not None and ctx.lead_patience and lead_slot < len(population):
         moved, stall = _moved_lead(state, population, lead_slot, ctx, subject)
         moves, population = int(moved is not population), moved
-    # --lead-widen: each batch in a row in which no child beat the lead doubles the tokens a position
-    # its children draw from, so a lead that used up its gradient's top tokens looks further down.
-    lead_top_k = ctx.gradient_top_k << min(stall, ctx.lead_widen)
-    # --lead-climb-children: right after the lead rose (a child of its own, or any other prompt, beat it),
-    # fewer children, so that a steady climb takes more, smaller steps (GCG's width sets this too).
-    parent = state.get("lead_parent")
-    rose = lead_slot is not None and lead_slot < len(population) and parent is not None and not moves and population[lead_slot]["ids"] != parent["ids"]
-    lead_count = ctx.lead_climb_children if rose and ctx.lead_climb_children else ctx.lead_children
-    top_ks = [lead_top_k if lead else ctx.gradient_top_k for lead in leads[: len(population)]]
-    ranked = [
-        member_swaps(subject, [(m["ids"], w if ctx.fluency_gradient else 0.0)], ctx.layer, ctx.neuron, ctx.position, allowed, k)[0]
-        for m, w, k in zip(population, slot_weights, top_ks)
-    ]
+    ranked = member_swaps(
+        subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w in zip(population, slot_weights)], ctx.layer, ctx.neuron, ctx.position, allowed,
+        ctx.gradient_top_k,
+    )  # fmt: skip
 
     def tried(row: list[int]) -> bool:  # measured before: the filter would drop it as a duplicate
         return subject.decode(row) in services.index
@@ -71,7 +62,7 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     for member, swaps, lead in zip(population, ranked, leads):
         positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(member["ids"]))
         rows = propose_children(
-            subject, swaps, rng, lead_count if lead else ctx.children, lead_top_k if lead else ctx.gradient_top_k, ctx.swaps, positions,
+            subject, swaps, rng, ctx.lead_children if lead else ctx.children, ctx.gradient_top_k, ctx.swaps, positions,
             tried, allow_added, uniform_positions=lead and ctx.lead_uniform_positions,
         )  # fmt: skip
         if ctx.edits:
@@ -91,10 +82,10 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
 
 
 def _moved_lead(state: SearchState, population: list[Member], lead_slot: int, ctx: SearchContext, subject) -> tuple[list[Member], int]:
-    """--lead-patience: the population and the lead's stall count after this rule (the count is kept for
-    --lead-widen too, whether or not patience is on). When none of the lead's children in the latest
-    gradient batch beat it (the lead is still their parent), the stall count grows; at --lead-patience the lead moves to its best child of that batch, even a worse one (GCG's
-    step), and the count starts again. The best ever measured stays in the records and the top table."""
+    """--lead-patience: the population and the lead's stall count after this rule. When none of the lead's
+    children in the latest gradient batch beat it (the lead is still their parent), the stall count grows;
+    at --lead-patience the lead moves to its best child of that batch, even a worse one (GCG's step), and
+    the count starts again. The best ever measured stays in the records and the top table."""
     parent = state.get("lead_parent")
     stall = state.get("lead_stall", 0)
     if parent is None:
@@ -107,7 +98,7 @@ def _moved_lead(state: SearchState, population: list[Member], lead_slot: int, ct
     stall += 1
     last = zip(state.get("measured", []), state.get("accepted", [])) if state.get("source") == "gradient" else []
     children = [m for m, c in last if c.get("lead") and not m["error"] and m["prompt"] != parent["prompt"]]
-    if not ctx.lead_patience or stall < ctx.lead_patience or not children:
+    if stall < ctx.lead_patience or not children:
         return population, stall
     best = max(children, key=lambda m: m["activation"])
     moved = list(population)

@@ -214,9 +214,6 @@ def test_the_lead_moves_to_its_best_child_after_patience_iterations_without_a_be
     assert after_fallback is population and stall == 2
     later, stall = _moved_lead({**state, "lead_stall": 2}, population, 0, ctx, tiny_model)
     assert later[0]["prompt"] == "b" and stall == 0
-    # Patience off: the count is kept (for --lead-widen), the lead never moves down.
-    kept, stall = _moved_lead({**state, "lead_stall": 5}, population, 0, SearchContext(), tiny_model)
-    assert kept is population and stall == 6
 
 
 def test_a_patient_lead_moves_in_a_whole_run_and_the_best_ever_stays(tiny_model_dir, tmp_path):
@@ -231,45 +228,3 @@ def test_a_patient_lead_moves_in_a_whole_run_and_the_best_ever_stays(tiny_model_
     # The lead may sit below the best ever; the records and the top table keep the best.
     assert moving.state["population"][0]["activation"] <= moving.best[1]
 
-
-def recorded_draws(monkeypatch) -> list[tuple[int, int, bool]]:
-    """(children asked, top_k, lead?) of every `propose_children` call the gradient node makes from now on."""
-    import importlib
-
-    node = importlib.import_module("neuron_search.nodes.gradient")  # the module, not the node it exports
-    calls: list[tuple[int, int, bool]] = []
-    real = node.propose_children
-
-    def recording(subject, ranked, rng, children, top_k, *args, uniform_positions=False, **kwargs):
-        calls.append((children, top_k, uniform_positions))
-        return real(subject, ranked, rng, children, top_k, *args, uniform_positions=uniform_positions, **kwargs)
-
-    monkeypatch.setattr(node, "propose_children", recording)
-    return calls
-
-
-def test_a_stalled_lead_widens_its_draw_and_only_the_lead(tiny_model_dir, tmp_path, monkeypatch):
-    """--lead-widen N: each gradient batch in a row without a child above the lead doubles the tokens a
-    position its children draw from, up to 2^N times --gradient-top-k; the readable slots keep theirs."""
-    draws = recorded_draws(monkeypatch)
-    settings = dict(iterations=12, gradient_top_k=2, patience=10**6)
-    gradient_search(tiny_model_dir, tmp_path, lead_widen=2, run_id="wide", **settings).run(progress=False)
-    lead_k = [k for n, k, lead in draws if lead]
-    assert {k for n, k, lead in draws if not lead} == {2}
-    assert 2 in lead_k and max(lead_k) > 2 and set(lead_k) <= {2, 4, 8}
-    draws.clear()
-    gradient_search(tiny_model_dir, tmp_path, run_id="narrow", **settings).run(progress=False)
-    assert {k for _, k, _ in draws} == {2}
-
-
-def test_a_climbing_lead_takes_smaller_steps(tiny_model_dir, tmp_path, monkeypatch):
-    """--lead-climb-children: the batch right after the lead rose asks for that many children of it, the
-    others --lead-children; the readable slots always ask for --children."""
-    draws = recorded_draws(monkeypatch)
-    result = gradient_search(
-        tiny_model_dir, tmp_path, iterations=12, lead_children=6, lead_climb_children=3, patience=10**6, run_id="climb"
-    ).run(progress=False)
-    assert {n for n, _, lead in draws if not lead} == {4}
-    lead_n = [n for n, _, lead in draws if lead]
-    assert lead_n[0] == 6 and set(lead_n) == {3, 6}  # the first batch has no rise behind it
-    assert result.stats["gradient_batches"] == len(lead_n)
