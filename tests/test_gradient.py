@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import neuron_search.services.model.gradient as gradient_module
 import neuron_search.services.search.candidates as candidates_module
 from transformers import AutoModelForCausalLM
 
@@ -418,15 +419,15 @@ def test_member_swaps_are_each_rows_own_and_computed_once(tiny, monkeypatch) -> 
     rows = [tiny.token_ids(p) for p in PROMPTS]
     allowed = allowed_tokens(tiny, ascii_only=True)
     monkeypatch.setattr(candidates_module, "_members", type(candidates_module._members)())
-    calls: list[int] = []
-    real = candidates_module.token_gradients
-    monkeypatch.setattr(candidates_module, "token_gradients", lambda s, r, *a: calls.append(len(r)) or real(s, r, *a))
+    calls: list[list[float]] = []
+    real = candidates_module.swap_scores
+    monkeypatch.setattr(candidates_module, "swap_scores", lambda s, r, w, *a: calls.append(list(w)) or real(s, r, w, *a))
     first = member_swaps(tiny, [(rows[0], 0.0), (rows[1], 2.0), (rows[1], 0.0)], 1, 3, "max", allowed, 8)
-    assert calls == [1, 1]  # rows[1] in two slots: one gradient
+    assert calls == [[0.0], [0.0, 2.0]]  # rows[1] in two slots: one gradient
     again = member_swaps(tiny, [(rows[2], 2.0), (rows[1], 2.0)], 1, 3, "max", allowed, 8)
-    assert calls == [1, 1, 1] and again[1] is first[1]
+    assert calls == [[0.0], [0.0, 2.0], [2.0]] and again[1] is first[1]
     for (row, weight), got in zip([(rows[0], 0.0), (rows[1], 2.0), (rows[1], 0.0), (rows[2], 2.0)], first + again[:1]):
-        (grad,) = real(tiny, [row], 1, 3, "max")[1]
+        (grad,) = token_gradients(tiny, [row], 1, 3, "max")[1]
         score = grad + weight * fluency_gains(tiny, [row])[0] if weight else grad
         want = rank_swaps(row, score, allowed, 8)
         assert torch.equal(got.tokens, want.tokens) and torch.equal(got.scores, want.scores)
@@ -434,6 +435,30 @@ def test_member_swaps_are_each_rows_own_and_computed_once(tiny, monkeypatch) -> 
     # Another neuron is another gradient.
     other = member_swaps(tiny, [(rows[0], 0.0)], 1, 4, "max", allowed, 8)
     assert len(calls) == 4 and not torch.equal(other[0].scores, first[0].scores)
+
+
+def test_member_swaps_from_pieces_rank_as_the_whole_rows_scores(gemma, monkeypatch) -> None:
+    """A member's scores come a piece at a time (`swap_scores`): pieces of 1,000 token ids, and the
+    gains from logits blocks of 5 positions, rank the swaps of an 18-token row as its whole gradient
+    plus the weight times its whole gains do (to rounding: a product of 1,000 columns may round
+    otherwise than one of 262k)."""
+    row = gemma.token_ids("The configuration file could not be read because the path given to the loader does not exist")
+    assert len(row) > 16
+    allowed = allowed_tokens(gemma, ascii_only=True)
+    monkeypatch.setattr(candidates_module, "_members", type(candidates_module._members)())
+    monkeypatch.setattr(gradient_module, "PIECE_BYTES", 4 * 1000 * len(row))
+    blocks = type(gemma).logits_blocks
+    monkeypatch.setattr(type(gemma), "logits_blocks", lambda self, tokens, where, hooks=(): blocks(self, tokens, where, hooks, block=5))
+    lead, readable = member_swaps(gemma, [(row, 0.0), (row, 3.0)], 9, 840, "max", allowed, 16)
+    (grad,) = token_gradients(gemma, [row], 9, 840, "max")[1]
+    (gain,) = fluency_gains(gemma, [row])
+    for got, score in ((lead, grad), (readable, grad + 3.0 * gain)):
+        want = rank_swaps(row, score, allowed, 16)
+        assert got.row == want.row and got.tokens.shape == want.tokens.shape
+        assert torch.allclose(got.scores, want.scores, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(got.current, want.current, rtol=1e-5, atol=1e-5)
+        # Each token ranked is one the whole row's scores rank as high (a near tie may swap two).
+        assert torch.allclose(score.gather(1, got.tokens), want.scores, rtol=1e-5, atol=1e-5)
 
 
 def test_ranked_swaps_hold_the_top_of_the_scores_and_little_memory(gemma) -> None:

@@ -25,9 +25,8 @@ peak token's own (taking it away changes which token is read). BOS is never remo
 
 Cost: the full prompt is measured first, alone (its values give the peak). The ablated rows stop at
 the peak token (nothing after it can change it), so all removals have one length (the peak's index)
-and all replacements one more: the 2 * peak ablations go through one right-padded forward pass of
-up to `batch_size` rows (128: a peak at up to the 65th token; real snippets have at most 64), split into
-passes of that many rows beyond. Right padding leaves real tokens' values as they are, under causal
+and all replacements one more: the 2 * peak ablations go through right-padded forward passes of
+`batch_size` rows (8). Right padding leaves real tokens' values as they are, under causal
 attention. Each pass runs under inference mode (no gradient kept) and stops at the neuron's layer,
 as `SubjectModel.measure` does.
 """
@@ -44,7 +43,10 @@ from neuron_search.services.model.subject_model import SubjectModel
 
 PRIMARY = "removal"  # the ablation the report and the tables show first
 NEUTRAL_TEXT = " the"
-BATCH_SIZE = 128  # ablated rows a forward pass: a peak at up to the 65th token is one pass
+# Ablated rows a forward pass. With 128 (a peak at up to the 65th token in one pass) a default run's
+# evidence held 0.23 GiB more than before it, the peak of the whole run; 32 held 0.08 GiB, 8 holds
+# 0.007 and ran faster on a CPU (bench/RESULTS.md section 23).
+BATCH_SIZE = 8
 AFTER_PEAK = "no effect: after the peak (causal attention), or the peak token itself"
 
 Source = Literal["top prompt", "real snippet"]

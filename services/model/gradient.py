@@ -18,6 +18,7 @@ the process).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -26,6 +27,12 @@ from neuron_search.services.model.subject_model import SubjectModel, predicting
 
 # Read once per model and kept for as long as the model lives.
 _scales: weakref.WeakKeyDictionary[SubjectModel, float] = weakref.WeakKeyDictionary()
+
+# The bytes of one piece of swap scores (`swap_scores`): [positions, tokens] float, as many tokens as
+# fit. At least 4 MiB, so that each piece gets pages of its own and gives them back when freed
+# (`return_large_frees_to_the_os`): pieces of 16,384 tokens (2 MiB for a 30-token row) came from the
+# heap, which grew by 0.02 GiB over 160 prompts in tests/test_memory.py.
+PIECE_BYTES = 8 << 20
 
 # Any text will do: the scale is read from the ratio of the hook's output to W_E's rows.
 _SCALE_PROBE = "The quick brown fox jumps over the lazy dog"
@@ -78,18 +85,17 @@ def embedding_scale(subject: SubjectModel) -> float:
         return scale
 
 
-def token_gradients(
+def embedding_gradients(
     subject: SubjectModel, rows: list[list[int]], layer: int, neuron: int, position: str
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The neuron's activation for each row of text tokens, and its gradient with respect to the
-    row's one-hot tokens.
+    row's embedded tokens times the embedding scale: per row [len(row), d_model], on the model's
+    device. `token_gradients` is this times W_E.T; kept this small, a caller can form that product
+    a few positions at a time (`swap_scores`).
 
     One right-padded forward pass (BOS added) that ends at `blocks.{layer}.mlp.hook_post`. The
     objective of a row is the neuron at its peak text token (`position` "max") or its last text
-    token ("last"), as `SubjectModel.measure` reads it. Returns the activations, [len(rows)], and
-    per row a [len(row), d_vocab] gradient: entry [p, v] is the first-order change of the
-    activation if the token at text position p were v (so a swap old -> new is predicted to add
-    grad[p, new] - grad[p, old]). Both on the CPU.
+    token ("last"), as `SubjectModel.measure` reads it. The activations are on the CPU.
     """
     if position not in ("max", "last"):
         raise ValueError(f"position must be 'max' or 'last', not {position!r}")
@@ -128,12 +134,24 @@ def token_gradients(
         # gives every row its own gradient. autograd.grad on `e` alone leaves the weights' .grad alone.
         (grad_e,) = torch.autograd.grad(activations.sum(), leaves[0])
     # Scaled before the product, on [len(row), d_model] rather than on [len(row), d_vocab].
+    return activations.detach().float().cpu(), [grad_e[i, offset : offset + len(row)] * scale for i, row in enumerate(rows)]
+
+
+def token_gradients(
+    subject: SubjectModel, rows: list[list[int]], layer: int, neuron: int, position: str
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The neuron's activation for each row of text tokens (`embedding_gradients`), and its gradient
+    with respect to the row's one-hot tokens: per row [len(row), d_vocab], entry [p, v] the
+    first-order change of the activation if the token at text position p were v (so a swap old -> new
+    is predicted to add grad[p, new] - grad[p, old]). Both on the CPU. A search ranks its swaps
+    from `swap_scores` instead, which never holds a whole row of these (1 MiB a token for Gemma).
+    """
+    activations, grads = embedding_gradients(subject, rows, layer, neuron, position)
     unembedded = embedding_matrix(subject).T
-    grads = [((grad_e[i, offset : offset + len(row)] * scale) @ unembedded).float().cpu() for i, row in enumerate(rows)]
-    return activations.detach().float().cpu(), grads
+    return activations, [(grad @ unembedded).float().cpu() for grad in grads]
 
 
-def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int = 8) -> list[torch.Tensor]:
+def fluency_gains(subject: SubjectModel, rows: list[list[int]]) -> list[torch.Tensor]:
     """Per row of text tokens, [len(row), d_vocab]: entry [p, v] is how much swapping the token at
     text position p for v lowers the row's cross-entropy (`SubjectModel.cross_entropy`, the mean
     next-token loss of its own tokens) through that position's own term:
@@ -141,45 +159,88 @@ def fluency_gains(subject: SubjectModel, rows: list[list[int]], batch_size: int 
 
     This is EPO's direct fluency term, exact for that term; the swap's effect on how later tokens
     are predicted is not in it. Entries of the current tokens are 0. A model without a BOS token
-    predicts nothing at the first position, whose row is then 0. One inference pass per
-    `batch_size` rows, with logits at the predicting positions only (`SubjectModel.logits_blocks`).
+    predicts nothing at the first position, whose row is then 0. Gathered from `_gain_blocks`, one
+    row at a time; a search takes them block by block instead (`swap_scores`).
     """
     out: list[torch.Tensor] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        tokens, offset = subject.padded(chunk)
-        lengths = [len(row) for row in chunk]
-        first = 1 - offset  # the first predicted text position (0 after BOS)
-        with subject.exclusive, torch.inference_mode():
-            where = predicting(tokens, offset, lengths)
-            counts = where.sum(dim=1).tolist()
-            # Each row's gains are written straight into a tensor of its own, block by block as
-            # the logits come (`logits_blocks`, in `where.nonzero()` order: row by row), with a row
-            # of zeros in front where the first text token is not predicted: no copy of the logits
-            # is ever held beside it (a 64-token row's is 64 MiB for Gemma).
-            gains: list[torch.Tensor] = []
-            row, filled = 0, 0
-            for block in subject.logits_blocks(tokens, where):
-                if not gains:
-                    gains = [block.new_zeros(length, block.shape[-1], dtype=torch.float32) for length in lengths]
-                taken = 0
-                while taken < len(block):
-                    while filled == counts[row]:
-                        row, filled = row + 1, 0
-                    n = min(len(block) - taken, counts[row] - filled)
-                    gains[row][first + filled : first + filled + n].copy_(block[taken : taken + n])
-                    taken, filled = taken + n, filled + n
-            if not gains:  # no row predicts anything: every gain is 0
-                gains = [torch.zeros(length, _vocabulary_out(subject)) for length in lengths]
-            for row_ids, predicted, gain in zip(chunk, counts, gains):
-                if predicted:
-                    # log p(v | …) - log p(current | …) = logit(v) - logit(current): the normalizer
-                    # cancels, so no log-softmax over the vocabulary is needed.
-                    logits = gain[first:]
-                    current = logits.gather(1, torch.tensor(row_ids[first:], device=logits.device)[:, None])
-                    logits.sub_(current).div_(predicted)
-                out.append(gain.cpu())
+    for row in rows:
+        gain = torch.zeros(len(row), _vocabulary_out(subject))
+
+        def keep(start: int, block: torch.Tensor) -> None:
+            gain[start : start + len(block)].copy_(block)
+
+        _gain_blocks(subject, row, keep)
+        out.append(gain)
     return out
+
+
+def _gain_blocks(subject: SubjectModel, row: list[int], consume: Callable[[int, torch.Tensor], None]) -> None:
+    """`fluency_gains` of one row, handed to `consume(start, block)` block by block as the logits
+    come (`SubjectModel.logits_blocks`): `block` [n, d_vocab] float holds the gains at text positions
+    start .. start + n - 1, computed in the logits' own memory, and is valid only during the call.
+    Positions never handed over (the first, for a model without BOS) have gains of 0. One inference
+    pass, with logits at the predicting positions only."""
+    tokens, offset = subject.padded([row])
+    first = 1 - offset  # the first predicted text position (0 after BOS)
+    with subject.exclusive, torch.inference_mode():
+        where = predicting(tokens, offset, [len(row)])
+        predicted = int(where.sum())
+        at = first
+        for block in subject.logits_blocks(tokens, where):
+            gains = block.float()  # the logits block itself, for a float32 model
+            # log p(v | …) - log p(current | …) = logit(v) - logit(current): the normalizer cancels,
+            # so no log-softmax over the vocabulary is needed.
+            current = gains.gather(1, torch.tensor(row[at : at + len(gains)], device=gains.device)[:, None])
+            consume(at, gains.sub_(current).div_(predicted))
+            at += len(gains)
+
+
+def swap_scores(
+    subject: SubjectModel,
+    row: list[int],
+    weights: Sequence[float],
+    layer: int,
+    neuron: int,
+    position: str,
+    consume: Callable[[range, float, range, torch.Tensor], None],
+) -> None:
+    """What a population member ranks its swaps by, for each fluency weight in `weights`: the row's
+    `token_gradients` plus the weight times its `fluency_gains` (a weight of 0: the gradient alone,
+    and no gains computed), handed over a piece at a time as `consume(positions, weight, tokens,
+    scores)`: scores [len(positions), len(tokens)] float, for those text positions and that range of
+    token ids, valid only during the call. Every (position, token) pair comes exactly once per weight.
+
+    The same numbers as those two functions give (to rounding: the product with W_E is taken a
+    piece of the vocabulary at a time), without ever holding a row's whole gradient or gains: for a
+    64-token row of Gemma's 262k vocabulary those are 64 MiB each, and forming them was a search's
+    peak memory (bench/RESULTS.md section 23). A piece is `PIECE_BYTES`; the gains are read in place
+    from the logits buffer the cross-entropy uses anyway, and W_E is read once per block of logits.
+    """
+    _, (grad_e,) = embedding_gradients(subject, [row], layer, neuron, position)
+    embedding = embedding_matrix(subject)
+
+    def emit(start: int, stop: int, gains: torch.Tensor | None) -> None:
+        if start == stop:
+            return
+        width = max(1, PIECE_BYTES // (4 * (stop - start)))
+        for first in range(0, embedding.shape[0], width):
+            tokens = range(first, min(embedding.shape[0], first + width))
+            grad = (grad_e[start:stop] @ embedding[tokens.start : tokens.stop].T).float()
+            for w in weights:
+                consume(range(start, stop), w, tokens, grad + w * gains[:, tokens.start : tokens.stop] if w > 0 and gains is not None else grad)
+
+    if not any(w > 0 for w in weights):
+        emit(0, len(row), None)
+        return
+    covered = [0]
+
+    def with_gains(start: int, block: torch.Tensor) -> None:
+        emit(covered[0], start, None)  # positions nothing predicts: gains of 0
+        emit(start, start + len(block), block)
+        covered[0] = start + len(block)
+
+    _gain_blocks(subject, row, with_gains)
+    emit(covered[0], len(row), None)
 
 
 def _vocabulary_out(subject: SubjectModel) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from neuron_search.services.model.gradient import embedding_matrix, fluency_gains, token_gradients
+from neuron_search.services.model.gradient import embedding_matrix, swap_scores
 from neuron_search.services.model.subject_model import SubjectModel
 from neuron_search.services.model.text_tokens import not_text_ids
 
@@ -111,53 +111,83 @@ def member_swaps(
 ) -> list[RankedSwaps]:
     """Per (row, fluency weight), the row's `rank_swaps` by its `token_gradients` gradient plus the
     weight times its `fluency_gains` (a weight of 0: the gradient alone, and no gains computed),
-    each computed for the row alone and remembered per model for the next call.
+    each computed for the row alone (`swap_scores`) and remembered per model for the next call.
 
     A population member usually stays for many iterations (a slot changes only when a child beats
     it), so most rows here were asked for before. Computed alone, a row's values never depend on
     which other rows were asked with it, or on whether they were remembered: a resumed run proposes
-    the same children as one that never stopped. The full [len(row), d_vocab] gradient and gains
-    live only inside this call; at most `max_bytes` of ranked swaps are kept, the least recently
-    used dropped first.
+    the same children as one that never stopped. A row's full [len(row), d_vocab] gradient and gains
+    are never held: its scores come a block of positions at a time and are cut to their top at once.
+    At most `max_bytes` of ranked swaps are kept, the least recently used dropped first.
     """
     with _members_lock:
         memo = _members.setdefault(subject, _MemberMemo(max_bytes))
     allowed_key = hash(allowed.cpu().numpy().tobytes())
     out: list[RankedSwaps | None] = [None] * len(members)
-    # Row by row, so that one row's gradient and gains (each 1 MiB a token for Gemma) are held at a
-    # time, however many members are new; they are shared by the members of equal rows.
+    # Row by row, so that one row's scores are formed at a time, however many members are new; one
+    # gradient pass a row, shared by the members of equal rows.
     by_row: dict[tuple[int, ...], list[int]] = {}
     for index, (row, _) in enumerate(members):
         by_row.setdefault(tuple(row), []).append(index)
     columns = allowed.nonzero()[:, 0]
     for ids, indices in by_row.items():
-        # A row's gradient and gains are cut to the allowed columns (and the row's own tokens) as
-        # soon as they are formed, so the full [len(row), d_vocab] ones are never held together.
-        grad: tuple[torch.Tensor, torch.Tensor] | None = None
-        gains: tuple[torch.Tensor, torch.Tensor] | None = None
-        for index in indices:
-            weight = float(members[index][1])
-            key = (layer, neuron, position, ids, weight, top_k, allowed_key)
-            with _members_lock:
-                found = memo.get(key)
-            if found is None:
-                if grad is None:
-                    (full,) = token_gradients(subject, [list(ids)], layer, neuron, position)[1]
-                    grad = _at_columns(ids, full, columns.to(full.device))
-                    del full
-                scores, current = grad
-                if weight > 0:
-                    if gains is None:
-                        (full,) = fluency_gains(subject, [list(ids)])
-                        gains = _at_columns(ids, full, columns.to(full.device))
-                        del full
-                    # As `rank_swaps` of grad + weight * gains, column by column.
-                    scores, current = scores + weight * gains[0], current + weight * gains[1]
-                found = _top_swaps(ids, scores, current, columns.to(scores.device), top_k)
-                with _members_lock:
-                    memo.put(key, found)
-            out[index] = found
+        keys = {index: (layer, neuron, position, ids, float(members[index][1]), top_k, allowed_key) for index in indices}
+        with _members_lock:
+            for index, key in keys.items():
+                out[index] = memo.get(key)
+        missing = sorted({key[4] for index, key in keys.items() if out[index] is None})
+        if not missing:
+            continue
+        ranked = _ranked_row(subject, list(ids), missing, layer, neuron, position, columns, top_k)
+        with _members_lock:
+            for index, key in keys.items():
+                if out[index] is None:
+                    out[index] = ranked[key[4]]
+                    memo.put(key, out[index])
     return out  # type: ignore[return-value] (every index was filled)
+
+
+def _ranked_row(
+    subject: SubjectModel, row: list[int], weights: list[float], layer: int, neuron: int, position: str, columns: torch.Tensor, top_k: int
+) -> dict[float, RankedSwaps]:
+    """Per weight, `rank_swaps` of the row's `swap_scores`, taken piece by piece: each piece's scores are
+    cut to the allowed `columns` in it and merged into a running top, so the row's full
+    [len(row), d_vocab] scores are never held."""
+    k = min(top_k + 1, len(columns))
+    if k < 1:
+        raise ValueError("no allowed token to swap in")
+    own = torch.tensor(row)
+    tops: dict[float, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {w: {} for w in weights}  # weight -> first position -> (scores, tokens)
+    current = {w: torch.zeros(len(row)) for w in weights}
+    allowed_in: dict[tuple[int, int], torch.Tensor] = {}  # a piece's tokens -> its allowed columns, from its first
+
+    def take(positions: range, weight: float, tokens: range, score: torch.Tensor) -> None:
+        mine = own[positions.start : positions.stop]
+        inside = (mine >= tokens.start) & (mine < tokens.stop)
+        if inside.any():
+            at = inside.nonzero()[:, 0]
+            current[weight][positions.start + at] = score[at.to(score.device), (mine[at] - tokens.start).to(score.device)].float().cpu()
+        piece = (tokens.start, tokens.stop)
+        if piece not in allowed_in:
+            allowed_in[piece] = columns[(columns >= tokens.start) & (columns < tokens.stop)] - tokens.start
+        on = allowed_in[piece].to(score.device)
+        if len(on) == 0:
+            return
+        values, picked = score.index_select(1, on).topk(min(k, len(on)), dim=-1)
+        values, picked = values.float().cpu(), (on[picked] + tokens.start).cpu()
+        before = tops[weight].get(positions.start)
+        if before is not None:
+            values, picked = torch.cat([before[0], values], dim=1), torch.cat([before[1], picked], dim=1)
+            values, order = values.topk(min(k, values.shape[1]), dim=-1)
+            picked = picked.gather(1, order)
+        tops[weight][positions.start] = (values, picked)
+
+    swap_scores(subject, row, weights, layer, neuron, position, take)
+    ranked: dict[float, RankedSwaps] = {}
+    for w in weights:
+        blocks = [tops[w][start] for start in sorted(tops[w])]
+        ranked[w] = RankedSwaps(torch.cat([t for _, t in blocks]), torch.cat([v for v, _ in blocks]), current[w], tuple(row))
+    return ranked
 
 
 def _usable_tokens(subject: SubjectModel, allow_added_tokens: bool = False) -> tuple[list[str], list[bool]]:
