@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,7 +122,9 @@ def fill_xent(subject, records: list[dict], budgets: list[int], max_xent: float,
     """Give a peer's records the cross-entropies `best_at` needs (peers measure none while searching),
     as `SubjectModel.cross_entropy` of each prompt's tokens: at each budget, the best prompt's, and
     every prompt's from the highest activation down until one is at or below max_xent (so the readable
-    point read from the records is exact). Returns how many were computed."""
+    point read from the records is exact). Returns how many were computed. Where the peer found nothing
+    readable but its start, that is every prompt above the start (a plain GCG run of neuron 1990, 61
+    tokens a prompt, needs about 2,000: minutes of the 262k-token head), so it says how far it is."""
     done = 0
     for budget in budgets:
         ranked = sorted((r for r in records[:budget] if r["activation"] is not None), key=lambda r: -r["activation"])
@@ -131,6 +134,8 @@ def fill_xent(subject, records: list[dict], budgets: list[int], max_xent: float,
             if chunk:
                 for r, xent in zip(chunk, subject.cross_entropy([subject.token_ids(r["prompt"]) for r in chunk])):
                     r["xent"] = xent
+                if done // 200 != (done + len(chunk)) // 200:
+                    print(f"  cross-entropies for the readable point: {done + len(chunk)} computed", file=sys.stderr, flush=True)
                 done += len(chunk)
             if any(r["xent"] <= max_xent for r in ranked[: at + (1 if at == 0 else batch)]):
                 break
@@ -240,6 +245,7 @@ def main() -> None:
         for start in starts:
             start_prompt = NEUTRAL_START if start == "neutral" else top["prompt"]
             for method in methods:
+                print(f"neuron {neuron}: {method} from the {start} start, seed {args.seed}", file=sys.stderr, flush=True)
                 if method in PEERS:
                     peer = run_peer(method, subject, args, neuron, start_prompt, budgets, data_xent, results_dir, hf)
                     records = peer["records"]
