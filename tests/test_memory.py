@@ -4,8 +4,8 @@ Measured in a subprocess of its own, so that no other test's models count: the b
 270M (1.0 GiB of float32 weights), a search from a 30-token prompt (long enough that every
 cross-entropy pass fills the model's logits buffer), 320 measured prompts (about three iterations of
 ~106). The bounds: the process's peak resident memory, libraries, tokenizer and report included, is
-within 2.2x the weights' file (measured 2.07x alone); while it searches, a run adds at most 0.3 GiB
-to the loaded model's resident memory (the logits buffer, the vocabulary's token rules, the
+within 2.2x the weights' file (measured 2.04-2.06x alone; 2.07x before bench/RESULTS.md section 23);
+while it searches, a run adds at most 0.3 GiB to the loaded model's resident memory (the logits buffer, the vocabulary's token rules, the
 embedder of the filter; measured 0.17 GiB); and its memory at 320 prompts is within 0.02 GiB of its
 memory at 160. Before large allocations got pages of their own (`return_large_frees_to_the_os`) it
 grew 0.05 GiB an iteration, and by 0.75 GiB over 160 prompts; before the tokenizer's text reader
@@ -19,6 +19,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,15 +54,22 @@ peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.s
 from neuron_search.services.model.bundled import embedded_subject_folder
 weights = (embedded_subject_folder() / "model.safetensors").stat().st_size / 2**30
 half = next(r for n, r in seen if n >= 160)
-print(json.dumps({"loaded": loaded, "peak": peak, "search": max(r for _, r in seen), "half": half, "end": seen[-1][1], "measured": seen[-1][0], "weights": weights}))
+run = {"loaded": loaded, "peak": peak, "search": max(r for _, r in seen), "half": half, "end": seen[-1][1], "measured": seen[-1][0], "weights": weights}
 """
 
 
-def test_a_gradient_runs_memory_is_bounded_and_flat() -> None:
+@pytest.fixture(scope="module")
+def measured() -> dict:
+    """The run's figures (`SCRIPT`) and then, in the same process and with the same model, the two
+    steps' (`STEPS`): one model load for both tests."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGSMITH_TRACING": "false"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", SCRIPT + STEPS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_gradient_runs_memory_is_bounded_and_flat(measured: dict) -> None:
+    found = measured["run"]
     assert found["measured"] == 320
     # While it searches (sampled after every iteration): bounded and flat.
     assert found["search"] - found["loaded"] < 0.3, found
@@ -71,17 +80,14 @@ def test_a_gradient_runs_memory_is_bounded_and_flat() -> None:
 
 
 STEPS = r"""
-import json, os, threading, time
+import threading, time
 from neuron_search.services.evidence.attribution import attribution
-from neuron_search.services.model.subject_model import return_large_frees_to_the_os
-from neuron_search.services.runtime import subject_model
 from neuron_search.services.search.candidates import allowed_tokens, member_swaps
 
-def rss():
+def mib():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-return_large_frees_to_the_os()  # as a search sets it up
-subject = subject_model("embedded", "cpu")
+subject = subject_model("embedded", "cpu")  # the run's model, as the search left it
 text = " ".join(["The configuration file could not be read because the path given to the loader was wrong"] * 4)
 row = subject.token_ids(text)[:64]
 allowed = allowed_tokens(subject, ascii_only=True)
@@ -93,7 +99,7 @@ top, stop = [0.0], [False]
 
 def sample():
     while not stop[0]:
-        top[0] = max(top[0], rss())
+        top[0] = max(top[0], mib())
         time.sleep(0.002)
 
 threading.Thread(target=sample, daemon=True).start()
@@ -101,23 +107,21 @@ found = {}
 for name, step in (("swaps", lambda: member_swaps(subject, [(row, 0.0), (row, 1.0), (row, 10.0)], 9, 840, "max", allowed, 64)),
                    ("attribution", lambda: attribution(subject, subject.decode(row), 9, 840))):
     time.sleep(0.05)
-    before = top[0] = rss()
+    before = top[0] = mib()
     step()
     time.sleep(0.05)
     found[name] = top[0] - before
 stop[0] = True
-print(json.dumps(found))
+print(json.dumps({"run": run, "steps": found}))
 """
 
 
-def test_a_members_swaps_and_the_evidence_never_hold_a_whole_rows_vocabulary() -> None:
+def test_a_members_swaps_and_the_evidence_never_hold_a_whole_rows_vocabulary(measured: dict) -> None:
     """The two steps that set a default run's peak (bench/RESULTS.md section 23), on a 64-token Gemma
     row: ranking a member's swaps for three fluency weights once held its whole gradient and gains
     (64 MiB each, and their copies: about 0.2 GiB), and the evidence's token attribution ran its 128
     ablated rows in one pass (0.23 GiB of activations): 173 and 210 MiB measured here before. Now each
-    adds less than 100 MiB to the process's memory at its peak (measured 49-73 and 1-8 MiB)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGSMITH_TRACING": "false"}
-    done = subprocess.run([sys.executable, "-c", STEPS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    adds less than 100 MiB to the process's memory at its peak (measured 47-73 and 1-10 MiB, in the
+    process of the run above, after it)."""
+    found = measured["steps"]
     assert found["swaps"] < 100 and found["attribution"] < 100, found
