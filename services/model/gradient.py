@@ -232,15 +232,16 @@ def swap_scores(
     if not any(w > 0 for w in weights):
         emit(0, len(row), None)
         return
-    covered = [0]
+    covered = 0  # text positions handed over so far
 
     def with_gains(start: int, block: torch.Tensor) -> None:
-        emit(covered[0], start, None)  # positions nothing predicts: gains of 0
+        nonlocal covered
+        emit(covered, start, None)  # positions nothing predicts: gains of 0
         emit(start, start + len(block), block)
-        covered[0] = start + len(block)
+        covered = start + len(block)
 
     _gain_blocks(subject, row, with_gains)
-    emit(covered[0], len(row), None)
+    emit(covered, len(row), None)
 
 
 def _vocabulary_out(subject: SubjectModel) -> int:

@@ -117,7 +117,7 @@ def member_swaps(
     it), so most rows here were asked for before. Computed alone, a row's values never depend on
     which other rows were asked with it, or on whether they were remembered: a resumed run proposes
     the same children as one that never stopped. A row's full [len(row), d_vocab] gradient and gains
-    are never held: its scores come a block of positions at a time and are cut to their top at once.
+    are never held: its scores come a piece of the vocabulary at a time and are cut to their top at once.
     At most `max_bytes` of ranked swaps are kept, the least recently used dropped first.
     """
     with _members_lock:
