@@ -51,11 +51,12 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=40, help="iterations of the whole search on the device")
     parser.add_argument("--sweep-neurons", type=int, default=8, help="neurons of the sweep on the device (0: no sweep)")
     parser.add_argument("--sweep-prompts", type=int, default=200, help="measured prompts per neuron of the sweep")
+    parser.add_argument("--width", type=int, default=768, help="the subject's d_model (768, GPT-2 small's; the tests check the script itself on a narrow one)")
     args = parser.parse_args()
     folder = Path(args.folder or tempfile.mkdtemp(prefix="gpu-check-"))
-    model = build_tiny_gpt2(folder / "gpt2-shaped", **GPT2_SMALL)
+    model = build_tiny_gpt2(folder / "gpt2-shaped", **{**GPT2_SMALL, "n_embd": args.width, "n_head": max(1, args.width // 64), "n_inner": 3072})
     embedder = build_tiny_embedder(folder / "embedder")
-    print(f"torch {torch.__version__}, device {args.device}: {device_name(args.device)}")
+    print(f"torch {torch.__version__}, device {args.device}: {device_name(args.device)}; subject: 12 layers, d_model {args.width}, d_mlp 3072")
 
     # 1. The same activations on both devices.
     cpu, device = SubjectModel.load(str(model), "cpu"), SubjectModel.load(str(model), args.device)

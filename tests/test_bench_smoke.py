@@ -79,7 +79,7 @@ def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path) ->
     script = BENCH.parent / "scripts" / "gpu_check.py"
     done = subprocess.run(
         [sys.executable, str(script), "--device", "cpu", "--prompts", "8", "--iterations", "3", "--folder", str(tmp_path),
-         "--sweep-neurons", "2", "--sweep-prompts", "24"],
+         "--sweep-neurons", "2", "--sweep-prompts", "24", "--width", "128"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
