@@ -24,7 +24,7 @@ from neuron_search.services.search.candidates import (
     retokenizes,
     stacked_swaps,
 )
-from neuron_search.services.model.subject_model import SubjectModel, _logsumexp_, _mean_losses, distinct_prefixes, predicting
+from neuron_search.services.model.subject_model import LogitsBlock, SubjectModel, _logsumexp_tiles, _mean_losses, distinct_prefixes, predicting
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -253,9 +253,14 @@ def test_cross_entropy_equals_the_transformers_loss_and_ignores_padding(tiny, ti
         assert tiny.cross_entropy([row]) == pytest.approx([loss], abs=1e-5)  # alone: no padding
 
 
+def whole(block) -> torch.Tensor:
+    """A `LogitsBlock`'s logits put together from its tiles (each copied before the next overwrites it)."""
+    return torch.cat([tile.clone() for _, tile in block.tiles()], dim=1)
+
+
 def test_logits_at_the_predicting_positions_are_those_of_the_full_pass(model_and_layer) -> None:
     # The unembedding runs on the selected positions only; it must give the full pass's logits there
-    # (GPT-2's unembedding has a bias, Gemma's is tied to its embedding).
+    # (GPT-2's unembedding has a bias, Gemma's is tied to its embedding), whatever the blocks and tiles.
     subject, _ = model_and_layer
     rows = [subject.token_ids(p) for p in PROMPTS]
     tokens, offset = subject.padded(rows)
@@ -264,22 +269,33 @@ def test_logits_at_the_predicting_positions_are_those_of_the_full_pass(model_and
     with torch.inference_mode():
         full = subject.bridge(tokens, return_type="logits")
         assert subject._unembedding_gives_logits()
-        selected = torch.cat([block.clone() for block in subject.logits_blocks(tokens, where, block=10_000)])
-        # Blocks share one buffer, each written over the last: read one at a time, each is right.
-        blocks = [block.clone() for block in subject.logits_blocks(tokens, where, block=3)]
+        selected = torch.cat([whole(block) for block in subject.logits_blocks(tokens, where, block=10_000)])
+        # Blocks of 3 positions, tiles of 1,000 bytes: each tile is written over the last, read one at a time.
+        blocks = list(subject.logits_blocks(tokens, where, block=3, tile_bytes=1000))
+        tiled = [whole(block) for block in blocks]
+        widths = [len(ids) for ids, _ in blocks[0].tiles()]
+        # `at` reads single entries: the logits of a few tokens at every position.
+        ids = torch.tensor([0, 7, full.shape[-1] - 1])
+        picked = torch.cat([torch.stack([b.at(torch.arange(b.size), torch.full((b.size,), int(i))) for i in ids], 1) for b in blocks])
     assert selected.shape == (int(where.sum()), full.shape[-1])
     assert torch.allclose(selected, full[where], atol=1e-4, rtol=1e-4)
-    assert len(blocks) > 1 and torch.allclose(torch.cat(blocks), selected, atol=1e-4, rtol=1e-4)
+    assert len(tiled) > 1 and torch.allclose(torch.cat(tiled), selected, atol=1e-4, rtol=1e-4)
+    assert len(widths) > 1 and sum(widths) == full.shape[-1] and max(widths) * 4 * 3 <= 1000
+    assert torch.allclose(picked, full[where][:, ids], atol=1e-4, rtol=1e-4)
 
 
-def test_the_in_place_logsumexp_is_torchs() -> None:
-    # The cross-entropy reduces each block of logits in its own memory: the numbers must be torch's.
+def test_the_tiled_logsumexp_is_torchs() -> None:
+    # The cross-entropy reduces the logits a tile of the vocabulary at a time, each in its own memory:
+    # the numbers must be torch's, rows of -inf and rows holding +inf included, whatever the tiles.
     logits = torch.randn(6, 5000, generator=torch.Generator().manual_seed(0)) * 8
     logits[1] = float("-inf")
-    logits[2, 7] = float("inf")
+    logits[2, 4321] = float("inf")
+    logits[3, :2500] = float("-inf")  # its first tiles hold nothing
     expected = torch.logsumexp(logits, dim=-1)
-    assert torch.equal(_logsumexp_(logits.clone()), expected)
-    assert expected[1] == float("-inf") and expected[2] == float("inf")
+    for width in (5000, 1000, 333, 1):
+        got = _logsumexp_tiles(tile.clone() for tile in logits.split(width, dim=1))
+        assert torch.allclose(got, expected, rtol=1e-6, atol=1e-5), width
+        assert got[1] == float("-inf") and got[2] == float("inf")
 
 
 def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir) -> None:
@@ -292,7 +308,7 @@ def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir)
     where = predicting(tokens, offset, [len(row) for row in rows])
     with torch.inference_mode():
         full = subject.bridge(tokens, return_type="logits")
-        reference = _mean_losses([full[where]], torch.arange(int(where.sum())), tokens, where)
+        reference = _mean_losses([LogitsBlock(full[where])], torch.arange(int(where.sum())), tokens, where)
     assert not subject._unembedding_gives_logits()
     assert subject.cross_entropy(rows) == pytest.approx(reference, abs=1e-5)
     fused = subject.measure(PROMPTS, 1, 3, "max", batch_size=8, fluency=True)
@@ -300,15 +316,16 @@ def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir)
 
 
 def test_losses_do_not_depend_on_how_many_positions_are_unembedded_at_a_time(tiny) -> None:
-    # The logits come in blocks so that a big batch never holds all of them; blocks of 3 positions
-    # (prefixes shared across block edges) must give what one block of all of them gives.
+    # The logits come in blocks and tiles so that a big batch never holds all of them; blocks of 3
+    # positions (prefixes shared across block edges) in tiles of 100 bytes must give what one block
+    # of all of them gives.
     rows = [tiny.token_ids(p) for p in PROMPTS]
     tokens, offset = tiny.padded(rows)
     where = predicting(tokens, offset, [len(row) for row in rows])
     first, shared = distinct_prefixes(tokens, where)
     with torch.inference_mode():
         whole = _mean_losses(tiny.logits_blocks(tokens, first, block=10_000), shared, tokens, where)
-        blocked = _mean_losses(tiny.logits_blocks(tokens, first, block=3), shared, tokens, where)
+        blocked = _mean_losses(tiny.logits_blocks(tokens, first, block=3, tile_bytes=100), shared, tokens, where)
         assert len(list(tiny.logits_blocks(tokens, first, block=3))) == -(-int(first.sum()) // 3)
     assert blocked == pytest.approx(whole, abs=1e-6)
     assert whole == pytest.approx(tiny.cross_entropy(rows), abs=1e-6)
@@ -367,13 +384,13 @@ def test_fluency_gain_of_a_swap_at_the_last_token_is_its_exact_cross_entropy_cha
 
 
 def test_fluency_gains_are_the_same_whatever_blocks_the_logits_come_in(model_and_layer, monkeypatch) -> None:
-    """Each row's gains are filled block by block as the logits come (`logits_blocks`): blocks of 3
-    positions, which cut rows apart and span them, give what one block gives."""
+    """Each row's gains are filled tile by tile as the logits come (`logits_blocks`): blocks of 3
+    positions, which cut rows apart and span them, in tiles of 1,000 bytes, give what one tile gives."""
     subject, _ = model_and_layer
     rows = [subject.token_ids(p) for p in PROMPTS]
     whole = fluency_gains(subject, rows)
     blocks = type(subject).logits_blocks
-    monkeypatch.setattr(type(subject), "logits_blocks", lambda self, tokens, where, hooks=(): blocks(self, tokens, where, hooks, block=3))
+    monkeypatch.setattr(type(subject), "logits_blocks", lambda self, tokens, where, hooks=(): blocks(self, tokens, where, hooks, block=3, tile_bytes=1000))
     cut = fluency_gains(subject, rows)
     assert len(cut) == len(whole)
     for a, b in zip(cut, whole):
@@ -439,7 +456,7 @@ def test_member_swaps_are_each_rows_own_and_computed_once(tiny, monkeypatch) -> 
 
 def test_member_swaps_from_pieces_rank_as_the_whole_rows_scores(gemma, monkeypatch) -> None:
     """A member's scores come a piece at a time (`swap_scores`): pieces of 1,000 token ids, and the
-    gains from logits blocks of 5 positions, rank the swaps of an 18-token row as its whole gradient
+    gains from logits blocks of 5 positions in tiles of 1,000 token ids, rank the swaps of an 18-token row as its whole gradient
     plus the weight times its whole gains do (to rounding: a product of 1,000 columns may round
     otherwise than one of 262k)."""
     row = gemma.token_ids("The configuration file could not be read because the path given to the loader does not exist")
@@ -448,7 +465,7 @@ def test_member_swaps_from_pieces_rank_as_the_whole_rows_scores(gemma, monkeypat
     monkeypatch.setattr(candidates_module, "_members", type(candidates_module._members)())
     monkeypatch.setattr(gradient_module, "PIECE_BYTES", 4 * 1000 * len(row))
     blocks = type(gemma).logits_blocks
-    monkeypatch.setattr(type(gemma), "logits_blocks", lambda self, tokens, where, hooks=(): blocks(self, tokens, where, hooks, block=5))
+    monkeypatch.setattr(type(gemma), "logits_blocks", lambda self, tokens, where, hooks=(): blocks(self, tokens, where, hooks, block=5, tile_bytes=4 * 5 * 1000))
     lead, readable = member_swaps(gemma, [(row, 0.0), (row, 3.0)], 9, 840, "max", allowed, 16)
     (grad,) = token_gradients(gemma, [row], 9, 840, "max")[1]
     (gain,) = fluency_gains(gemma, [row])

@@ -159,27 +159,27 @@ def fluency_gains(subject: SubjectModel, rows: list[list[int]]) -> list[torch.Te
 
     This is EPO's direct fluency term, exact for that term; the swap's effect on how later tokens
     are predicted is not in it. Entries of the current tokens are 0. A model without a BOS token
-    predicts nothing at the first position, whose row is then 0. Gathered from `_gain_blocks`, one
-    row at a time; a search takes them block by block instead (`swap_scores`).
+    predicts nothing at the first position, whose row is then 0. Gathered from `_gain_tiles`, one
+    row at a time; a search takes them tile by tile instead (`swap_scores`).
     """
     out: list[torch.Tensor] = []
     for row in rows:
         gain = torch.zeros(len(row), _vocabulary_out(subject))
 
-        def keep(start: int, block: torch.Tensor) -> None:
-            gain[start : start + len(block)].copy_(block)
+        def keep(start: int, ids: range, tile: torch.Tensor) -> None:
+            gain[start : start + len(tile), ids.start : ids.stop].copy_(tile)
 
-        _gain_blocks(subject, row, keep)
+        _gain_tiles(subject, row, keep)
         out.append(gain)
     return out
 
 
-def _gain_blocks(subject: SubjectModel, row: list[int], consume: Callable[[int, torch.Tensor], None]) -> None:
-    """`fluency_gains` of one row, handed to `consume(start, block)` block by block as the logits
-    come (`SubjectModel.logits_blocks`): `block` [n, d_vocab] float holds the gains at text positions
-    start .. start + n - 1, computed in the logits' own memory, and is valid only during the call.
-    Positions never handed over (the first, for a model without BOS) have gains of 0. One inference
-    pass, with logits at the predicting positions only."""
+def _gain_tiles(subject: SubjectModel, row: list[int], consume: Callable[[int, range, torch.Tensor], None]) -> None:
+    """`fluency_gains` of one row, handed to `consume(start, ids, tile)` tile by tile as the logits
+    come (`SubjectModel.logits_blocks`): `tile` [n, len(ids)] float holds the gains at text positions
+    start .. start + n - 1 for the token ids `ids`, computed in the logits' own memory, and is valid
+    only during the call. Positions never handed over (the first, for a model without BOS) have gains
+    of 0. One inference pass, with logits at the predicting positions only."""
     tokens, offset = subject.padded([row])
     first = 1 - offset  # the first predicted text position (0 after BOS)
     with subject.exclusive, torch.inference_mode():
@@ -187,12 +187,18 @@ def _gain_blocks(subject: SubjectModel, row: list[int], consume: Callable[[int, 
         predicted = int(where.sum())
         at = first
         for block in subject.logits_blocks(tokens, where):
-            gains = block.float()  # the logits block itself, for a float32 model
+            ids_here = torch.tensor(row[at : at + block.size], device=tokens.device)
+            positions = torch.arange(block.size, device=tokens.device)
             # log p(v | …) - log p(current | …) = logit(v) - logit(current): the normalizer cancels,
             # so no log-softmax over the vocabulary is needed.
-            current = gains.gather(1, torch.tensor(row[at : at + len(gains)], device=gains.device)[:, None])
-            consume(at, gains.sub_(current).div_(predicted))
-            at += len(gains)
+            current = block.at(positions, ids_here).float()[:, None]
+            for ids, tile in block.tiles():
+                gains = tile.float().sub_(current).div_(predicted)  # the tile itself, for a float32 model
+                # The current token's own gain is 0 exactly (its logit from `at` may round otherwise).
+                mine = (ids_here >= ids.start) & (ids_here < ids.stop)
+                gains[positions[mine], ids_here[mine] - ids.start] = 0
+                consume(at, ids, gains)
+            at += block.size
 
 
 def swap_scores(
@@ -213,35 +219,37 @@ def swap_scores(
     The same numbers as those two functions give (to rounding: the product with W_E is taken a
     piece of the vocabulary at a time), without ever holding a row's whole gradient or gains: for a
     64-token row of Gemma's 262k vocabulary those are 64 MiB each, and forming them was a search's
-    peak memory (bench/RESULTS.md section 23). A piece is `PIECE_BYTES`; the gains are read in place
-    from the logits buffer the cross-entropy uses anyway, and W_E is read once per block of logits.
+    peak memory (bench/RESULTS.md section 23). A piece is `PIECE_BYTES`, or with gains one tile of the
+    logits (`SubjectModel.logits_blocks`), whose memory the gains are computed in.
     """
     _, (grad_e,) = embedding_gradients(subject, [row], layer, neuron, position)
     embedding = embedding_matrix(subject)
 
-    def emit(start: int, stop: int, gains: torch.Tensor | None) -> None:
-        if start == stop:
+    def emit(start: int, stop: int, tokens: range, gains: torch.Tensor | None) -> None:
+        grad = (grad_e[start:stop] @ embedding[tokens.start : tokens.stop].T).float()
+        for w in weights:
+            consume(range(start, stop), w, tokens, grad + w * gains if w > 0 and gains is not None else grad)
+
+    def emit_without_gains(start: int, stop: int) -> None:
+        if start >= stop:
             return
         width = max(1, PIECE_BYTES // (4 * (stop - start)))
         for first in range(0, embedding.shape[0], width):
-            tokens = range(first, min(embedding.shape[0], first + width))
-            grad = (grad_e[start:stop] @ embedding[tokens.start : tokens.stop].T).float()
-            for w in weights:
-                consume(range(start, stop), w, tokens, grad + w * gains[:, tokens.start : tokens.stop] if w > 0 and gains is not None else grad)
+            emit(start, stop, range(first, min(embedding.shape[0], first + width)), None)
 
     if not any(w > 0 for w in weights):
-        emit(0, len(row), None)
+        emit_without_gains(0, len(row))
         return
     covered = 0  # text positions handed over so far
 
-    def with_gains(start: int, block: torch.Tensor) -> None:
+    def with_gains(start: int, ids: range, tile: torch.Tensor) -> None:
         nonlocal covered
-        emit(covered, start, None)  # positions nothing predicts: gains of 0
-        emit(start, start + len(block), block)
-        covered = start + len(block)
+        emit_without_gains(covered, start)  # positions nothing predicts: gains of 0
+        emit(start, start + len(tile), ids, tile)
+        covered = max(covered, start + len(tile))
 
-    _gain_blocks(subject, row, with_gains)
-    emit(covered, len(row), None)
+    _gain_tiles(subject, row, with_gains)
+    emit_without_gains(covered, len(row))
 
 
 def _vocabulary_out(subject: SubjectModel) -> int:

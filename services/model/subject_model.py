@@ -34,10 +34,13 @@ from neuron_search.state import Measurement
 log = logging.getLogger("neuron_search")
 
 EMBEDDED = "embedded"
-# Positions unembedded at a time when only a reduction of their logits is kept (`logits_blocks`):
-# for Gemma's 262k-token head a 128 MiB buffer, which bounds a run's memory (tests/test_memory.py).
-# 128 rather than 256 saves 128 MiB for about 2% more time in a cross-entropy; 64 cost 20%.
-LOGITS_BLOCK = 128
+# When only a reduction of the logits is kept (`logits_blocks`), they are computed for up to
+# LOGITS_BLOCK positions at a time, a tile of LOGITS_TILE_BYTES of the vocabulary at a time. The tile
+# bounds the memory: whole blocks of Gemma's 262k-token logits, 128 positions of them, took a 128 MiB
+# buffer, a search's largest. The positions set how often the unembedding's weights are read: with
+# tiles, 512 of them were 10-15% faster than 128 (bench/RESULTS.md section 24).
+LOGITS_BLOCK = 512
+LOGITS_TILE_BYTES = 8 << 20
 
 
 def resolve_device(device: str) -> str:
@@ -83,7 +86,7 @@ class SubjectModel:
         # that a caller may hold it across several passes (e.g. a gradient step and its children).
         self.exclusive = threading.RLock()
         self._unembedding_checked: bool | None = None
-        self._logits_buffer: torch.Tensor | None = None  # reused by `logits_blocks`, see `_unembed`
+        self._tile_buffer: torch.Tensor | None = None  # reused by `logits_blocks`, see `LogitsBlock.tiles`
         self._check_hooks()
 
     @classmethod
@@ -318,13 +321,18 @@ class SubjectModel:
             return captured[0], offset, losses
 
     def logits_blocks(
-        self, tokens: torch.Tensor, where: torch.Tensor, hooks: Sequence = (), block: int = LOGITS_BLOCK
-    ) -> Iterator[torch.Tensor]:
+        self,
+        tokens: torch.Tensor,
+        where: torch.Tensor,
+        hooks: Sequence = (),
+        block: int = LOGITS_BLOCK,
+        tile_bytes: int = LOGITS_TILE_BYTES,
+    ) -> Iterator[LogitsBlock]:
         """The logits at the positions `where` ([rows, positions] bool) of one forward pass of `tokens`
         (running `hooks` too), in the order of `where.nonzero()`, `block` positions at a time, so that
         a caller that reduces them never holds all of them (a 2,048-position batch of Gemma's
-        262k-token logits is 2 GiB). A block is valid until the next one is asked for, which may be
-        written over it (`_unembed`).
+        262k-token logits is 2 GiB). Each `LogitsBlock` gives its logits a tile of the vocabulary at a
+        time, a tile at most `tile_bytes`, and is valid until the next block is asked for.
 
         The unembedding runs on those positions only, never on padding or on positions whose
         prediction nobody reads: for Gemma's 262k-token vocabulary it costs as much as all 18 blocks.
@@ -334,7 +342,8 @@ class SubjectModel:
         inference mode.
         """
         if not self._unembedding_gives_logits():
-            yield from self.bridge.run_with_hooks(tokens, fwd_hooks=list(hooks))[where].split(block)
+            for part in self.bridge.run_with_hooks(tokens, fwd_hooks=list(hooks))[where].split(block):
+                yield LogitsBlock(part)
             return
         final: list[torch.Tensor] = []
 
@@ -346,25 +355,24 @@ class SubjectModel:
             self.bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, ("unembed.hook_in", keep_final)])
         except _NeuronRead:
             pass
-        for part in final[0][where].split(block):
-            yield self._unembed(part)
-
-    def _unembed(self, residual: torch.Tensor) -> torch.Tensor:
-        """The unembedding of `residual` [positions, d_model]. A linear unembedding writes it into
-        a buffer the model keeps for the next call (a block of Gemma's logits is 256 MiB, and
-        allocating that afresh for each block cost its page faults each time: bench/RESULTS.md
-        section 15d). Call under `exclusive`: the next call writes over it."""
         head = self.bridge.unembed.original_component
-        if not isinstance(head, torch.nn.Linear) or residual.dtype != head.weight.dtype:
-            return head(residual)
-        shape = (len(residual), head.out_features)
-        buffer = self._logits_buffer
-        if buffer is None or len(buffer) < shape[0] or buffer.dtype != residual.dtype or buffer.device != residual.device:
-            buffer = self._logits_buffer = torch.empty(max(shape[0], LOGITS_BLOCK), shape[1], dtype=residual.dtype, device=residual.device)
-        out = buffer[: shape[0]]
-        if head.bias is None:
-            return torch.mm(residual, head.weight.T, out=out)
-        return torch.addmm(head.bias, residual, head.weight.T, out=out)
+        linear = isinstance(head, torch.nn.Linear) and head.weight.dtype == final[0].dtype
+        for part in final[0][where].split(block):
+            if linear:
+                yield LogitsBlock(part, head, self._tile, tile_bytes)
+            else:
+                yield LogitsBlock(head(part))
+
+    def _tile(self, rows: int, width: int) -> torch.Tensor:
+        """An uninitialised [rows, width] tensor in a buffer the model keeps for the next tile (a tile
+        of Gemma's logits is 8 MiB, and allocating it afresh each time cost page faults each time:
+        bench/RESULTS.md section 15d). Call under `exclusive`: the next call writes over it."""
+        weight = self.bridge.unembed.original_component.weight
+        buffer = self._tile_buffer
+        if buffer is None or buffer.numel() < rows * width or buffer.dtype != weight.dtype or buffer.device != weight.device:
+            size = max(rows * width, LOGITS_TILE_BYTES // weight.element_size())
+            buffer = self._tile_buffer = torch.empty(size, dtype=weight.dtype, device=weight.device)
+        return buffer[: rows * width].view(rows, width)
 
     def _unembedding_gives_logits(self) -> bool:
         """Whether the model's logits are exactly its unembedding applied to the unembedding's
@@ -483,7 +491,7 @@ def distinct_prefixes(tokens: torch.Tensor, where: torch.Tensor) -> tuple[torch.
     return first, torch.tensor(shared, dtype=torch.long)
 
 
-def _mean_losses(blocks: Iterable[torch.Tensor], shared: torch.Tensor, tokens: torch.Tensor, where: torch.Tensor) -> list[float]:
+def _mean_losses(blocks: Iterable[LogitsBlock], shared: torch.Tensor, tokens: torch.Tensor, where: torch.Tensor) -> list[float]:
     """Each row's mean next-token cross-entropy over its text tokens, from the logits of the
     distinct prefixes (`distinct_prefixes`) among the positions `where` (`predicting`) of a padded
     pass, given in consecutive blocks (`logits_blocks`): `shared` says which logits row each
@@ -493,16 +501,15 @@ def _mean_losses(blocks: Iterable[torch.Tensor], shared: torch.Tensor, tokens: t
     # log p(target) = logit(target) - logsumexp(logits): never written out as log_softmax is,
     # which makes this ~3x faster than torch.nn.functional.cross_entropy on a 262k vocabulary (and
     # closer to a float64 reference: bench/fluency_cost.py, RESULTS section 10). The target's logit
-    # is read first: the logsumexp then reduces the block in its own memory (`_logsumexp_`).
+    # is read first: the logsumexp then reduces each tile in its own memory (`_logsumexp_tiles`).
     norms: list[torch.Tensor] = []
     picked = torch.zeros(len(targets), device=tokens.device)
     start = 0
-    for logits in blocks:
-        predicted = logits.float()
-        end = start + len(predicted)
+    for block in blocks:
+        end = start + block.size
         mine = (shared >= start) & (shared < end)
-        picked[mine] = predicted[shared[mine] - start, targets[mine]]
-        norms.append(_logsumexp_(predicted))
+        picked[mine] = block.at(shared[mine] - start, targets[mine]).float()
+        norms.append(_logsumexp_tiles(tile for _, tile in block.tiles()))
         start = end
     per_token = (torch.cat(norms) if norms else picked[:0])[shared] - picked
     counts = where.sum(dim=1)
@@ -529,10 +536,66 @@ def return_large_frees_to_the_os() -> None:
         pass
 
 
-def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
-    """`torch.logsumexp(logits, dim=-1)`, the same operations in the same order (so the same
-    numbers), computed in `logits`' own memory, which it overwrites: a block of Gemma's logits
-    gets no 256 MiB temporary."""
-    top = logits.amax(dim=-1, keepdim=True)
-    top.masked_fill_(top.isinf(), 0)  # as torch does: a row of -inf stays -inf, not NaN
-    return logits.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
+def _logsumexp_tiles(tiles: Iterable[torch.Tensor]) -> torch.Tensor:
+    """`torch.logsumexp(logits, dim=-1)` of logits [positions, vocabulary] that come as tiles of their
+    columns (`LogitsBlock.tiles`), each reduced in its own memory, which it overwrites: a running sum of
+    exponentials, rescaled whenever a tile holds a new maximum (the online softmax's normaliser). As
+    torch does, a row of -inf gives -inf and a row holding +inf gives +inf, never NaN."""
+    top: torch.Tensor | None = None
+    total = shift = torch.zeros(0)
+    for tile in tiles:
+        tile = tile.float()  # the tile itself, for a float32 model
+        high = tile.amax(dim=-1)
+        new = high if top is None else torch.maximum(top, high)
+        new_shift = new.masked_fill(new.isinf(), 0)  # as torch does: no inf - inf
+        if top is None:
+            total = torch.zeros_like(new)
+        else:
+            total.mul_((shift - new_shift).exp_())
+        total.add_(tile.sub_(new_shift[:, None]).exp_().sum(dim=-1))
+        top, shift = new, new_shift
+    if top is None:
+        raise ValueError("no logits")
+    return total.log_().add_(shift)
+
+
+class LogitsBlock:
+    """The logits of `size` consecutive positions (`SubjectModel.logits_blocks`), never all held at
+    once by a linear unembedding: `at` reads single entries, `tiles` gives them a slice of the
+    vocabulary at a time. Read `at` before `tiles`, whose tiles a caller may overwrite."""
+
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        head: torch.nn.Linear | None = None,
+        tile: Callable[[int, int], torch.Tensor] | None = None,
+        tile_bytes: int = LOGITS_TILE_BYTES,
+    ) -> None:
+        # rows: the unembedding's input [size, d_model] with `head`, else the logits [size, vocabulary].
+        self._rows, self._head, self._tile, self._tile_bytes = rows, head, tile, tile_bytes
+        self.size = len(rows)
+
+    def at(self, positions: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The logit of token ids[i] at position positions[i] of the block (to rounding what the
+        tiles hold there: a dot product, not a column of a matrix product)."""
+        if self._head is None or self._tile is None:
+            return self._rows[positions, ids]
+        picked = (self._rows[positions] * self._head.weight[ids]).sum(dim=-1)
+        return picked if self._head.bias is None else picked + self._head.bias[ids]
+
+    def tiles(self) -> Iterator[tuple[range, torch.Tensor]]:
+        """(token ids, their logits [size, len(ids)]) over the whole vocabulary, in order; a tile is
+        valid until the next one is asked for, which may be written over it."""
+        if self._head is None or self._tile is None:
+            yield range(self._rows.shape[1]), self._rows
+            return
+        weight, bias = self._head.weight, self._head.bias
+        width = max(1, self._tile_bytes // (weight.element_size() * self.size))
+        for first in range(0, len(weight), width):
+            ids = range(first, min(len(weight), first + width))
+            out = self._tile(self.size, len(ids))
+            if bias is None:
+                torch.mm(self._rows, weight[ids.start : ids.stop].T, out=out)
+            else:
+                torch.addmm(bias[ids.start : ids.stop], self._rows, weight[ids.start : ids.stop].T, out=out)
+            yield ids, out
