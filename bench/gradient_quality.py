@@ -223,6 +223,13 @@ def main() -> None:
         args.model, args.layer, args.neurons, args.budgets, args.snippets = model, 1, 1, "60,120", 300
         llm = scripted(fresh_answers(200, per_answer=8))
     settings = dict(kv.split("=", 1) for kv in args.set)
+    corpus = ""  # the standard library's docstrings and comments
+    if args.smoke:  # a few paragraphs instead: reading the standard library was most of a smoke run's time
+        from neuron_search.services.search.seeds import BUILTIN_SEEDS
+
+        corpus = str(Path(tempfile.mkdtemp(prefix="bench-corpus-")) / "corpus.txt")
+        Path(corpus).write_text("\n\n".join(BUILTIN_SEEDS), encoding="utf-8")
+        settings["corpus"] = corpus  # what the shipped starts' --seed-corpus reads
     budgets = sorted(int(b) for b in args.budgets.split(","))
     methods = args.methods.split(",")
     starts = args.starts.split(",")
@@ -238,7 +245,7 @@ def main() -> None:
 
     rows = []
     for neuron in neurons:
-        top = exemplars(subject, args.layer, neuron, top_k=1, max_snippets=args.snippets).records[0]
+        top = exemplars(subject, args.layer, neuron, corpus or None, top_k=1, max_snippets=args.snippets).records[0]
         (data_xent,) = subject.cross_entropy([subject.token_ids(top["prompt"])])
         row = {"neuron": neuron, "data": top["activation"], "data_xent": data_xent, "data_prompt": top["prompt"], "runs": {}}
         reach_level = top["activation"] - 1e-5 * max(1.0, abs(top["activation"]))  # reached within float rounding
@@ -291,7 +298,7 @@ def main() -> None:
     runs = [(method, start) for start in starts for method in methods]
     print(
         f"model {args.model}, layer {args.layer}, neurons {neurons} (seed {args.seed}); dataset: top of "
-        f"{args.snippets} standard-library snippets; budgets {budgets} measured prompts (seeds included"
+        f"{args.snippets} snippets of {corpus or 'the standard library'}; budgets {budgets} measured prompts (seeds included"
         f"; --seed-corpus {({None: 'at the search default (on for gradient and mixed)', True: 'on', False: 'off'})[args.seed_corpus]}"
         f" for shipped starts); starts {starts}\n"
         f"machine before: {load_before}\nmachine after:  {machine()}"
