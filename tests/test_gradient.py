@@ -553,3 +553,53 @@ def test_uniform_positions_spread_children_over_positions_and_keep_each_position
         changed_at |= set(changed)
     assert changed_at == set(positions)
     assert {i for c in pooled for i, (a, b) in enumerate(zip(c, row)) if a != b} < set(positions)
+
+
+def test_position_weights_draw_the_lead_children_where_the_odds_are(tiny) -> None:
+    """--lead-position-odds: a weight of 0 is never drawn, and positions are drawn about in proportion
+    to their weights; wrong weights are refused."""
+    allowed = allowed_tokens(tiny, True)
+    row = tiny.token_ids(PROMPTS[2])
+    _, (grad,) = token_gradients(tiny, [row], 1, 3, "last")
+    positions, top_k = range(len(row)), 64
+    ranked = rank_swaps(row, grad, allowed, top_k)
+    weights = [0.0] * len(row)
+    weights[0], weights[1] = 3.0, 1.0
+    children = propose_children(
+        tiny, ranked, torch.Generator().manual_seed(0), 40, top_k, 1, positions, uniform_positions=True, position_weights=weights
+    )
+    at = [next(i for i, (a, b) in enumerate(zip(c, row)) if a != b) for c in children]
+    assert set(at) == {0, 1} and len(at) >= 30
+    assert at.count(0) > 2 * at.count(1)  # 3 to 1 expected
+    with pytest.raises(ValueError, match="position weights"):
+        propose_children(tiny, ranked, torch.Generator(), 4, top_k, 1, positions, uniform_positions=True, position_weights=[1.0])
+    with pytest.raises(ValueError, match="position weights"):
+        propose_children(tiny, ranked, torch.Generator(), 4, top_k, 1, positions, uniform_positions=True, position_weights=[0.0] * len(row))
+    with pytest.raises(ValueError, match="uniform draw"):
+        propose_children(tiny, ranked, torch.Generator(), 4, top_k, 1, positions, position_weights=weights)
+
+
+def test_position_odds_count_one_swap_children_by_distance_before_the_peak() -> None:
+    from neuron_search.services.search.position_odds import BUCKETS, bucket, counted, new_counts, position_weights, single_swap
+
+    assert [bucket(d) for d in (0, 1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 500)] == [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    with pytest.raises(ValueError):
+        bucket(-1)
+    assert single_swap([1, 2, 3], [1, 9, 3]) == 1 and single_swap([1, 2, 3], [1, 2]) is None
+    assert single_swap([1, 2, 3], [9, 9, 3]) is None and single_swap([1, 2, 3], [1, 2, 3]) is None
+    parent, peak = [1, 2, 3, 4, 5, 6], 4
+    children = [
+        ([1, 2, 3, 4, 9, 6], False),  # the peak itself: bucket 0
+        ([1, 2, 3, 9, 5, 6], True),  # 1 before: bucket 1
+        ([9, 2, 3, 4, 5, 6], True),  # 4 before: bucket 3
+        ([9, 2, 3, 4, 5, 6], False),  # the same swap again counts again
+        ([1, 2, 3, 4, 5, 9], True),  # after the peak: not counted
+        ([1, 2, 3, 4, 5], True),  # an edit: not counted
+        ([9, 9, 3, 4, 5, 6], True),  # two swaps: not counted
+    ]
+    counts = counted(new_counts(), parent, peak, children)
+    assert len(counts) == BUCKETS and counts[0] == [1, 0] and counts[1] == [1, 1] and counts[3] == [2, 1]
+    assert sum(t for t, _ in counts) == 4
+    assert counted(counts, parent, peak, []) == counts and counts is not counted(counts, parent, peak, [])
+    # A bucket's odds: (rises + 1) / (tries + 2); each position takes its bucket's.
+    assert position_weights(counts, range(5), peak) == [2 / 4, 1 / 2, 1 / 2, 2 / 3, 1 / 3]  # distances 4, 3, 2, 1, 0
