@@ -133,12 +133,6 @@ class SearchContext:
         "--gradient-top-k best (GCG's draw); off: among the --gradient-top-k best (position, token) pairs over "
         "all positions.",
     )
-    lead_position_odds: bool = _knob(
-        True,
-        "With --lead-uniform-positions, the lead's children draw a swap's position by how often swaps as far "
-        "before the peak beat the lead so far in this run (0, 1, 2-3, 4-7, ... tokens before it; the peak token "
-        "itself almost never does); off: uniformly, as GCG does.",
-    )
     gradient_top_k: int = _knob(64, "A swap picks among this many tokens, those the gradient ranks highest at its position.")
     swaps: int = _knob(1, "Tokens each gradient child changes.")
     combine: int = _knob(

@@ -94,7 +94,6 @@ class SearchState(TypedDict, total=False):
     population: list[Member]  # the gradient search's slots, one per fluency weight (empty for --strategy llm)
     lead_parent: Member | None  # the lead whose children the latest gradient batch holds
     lead_stall: int  # gradient batches in a row in which no child beat the lead (--lead-patience)
-    lead_positions: list[list[int]]  # per distance before the peak: [tries, rises] of the lead's one-swap children
     best: Record | None
     hypothesis: str  # the latest --explain-every explanation and its score, shown to the LLM ("" before one)
     explanation: str  # the run's final explanation (explanation.json holds its scores)

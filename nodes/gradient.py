@@ -8,11 +8,8 @@ from the gradient's top at a position, or delete one, so that a prompt's length 
 With --position max, only positions up to the member's peak change: tokens after it cannot move a
 causal model's activation there. With --fluency-gradient (the default) slot i ranks the tokens by
 the gradient plus its fluency weight times how much the swap lowers the prompt's own next-token
-loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens.
-The lead (the slot of weight 0) draws its swaps as GCG does: a position, then one of its top tokens;
-with --lead-position-odds (the default) the position is drawn by the odds that the run's earlier
-swaps as far before the peak beat the lead (services/search/position_odds.py). A member's gradient
-and gains are computed once, when it joins the population. Children are ordinary candidates: the filter, the measurement and the records treat
+loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens. A member's gradient and gains are computed once, when it joins the
+population. Children are ordinary candidates: the filter, the measurement and the records treat
 them like any other prompt. No LLM is involved. No child holds an added or control token of the
 tokenizer (`<start_of_image>`, `<unusedN>`, ...) unless the run allows them (`allow_added_tokens`).
 """
@@ -24,7 +21,6 @@ from langgraph.runtime import Runtime
 
 from neuron_search.context import SearchContext, fluency_weights
 from neuron_search.services.search.candidates import allowed_tokens, member_swaps, propose_children, propose_edits, stacked_swaps
-from neuron_search.services.search.position_odds import counted, new_counts, position_weights
 from neuron_search.services.runtime import context_of, services_for
 from neuron_search.state import Candidate, Member, SearchState, bump
 
@@ -57,7 +53,6 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     def tried(row: list[int]) -> bool:  # measured before: the filter would drop it as a duplicate
         return subject.decode(row) in services.index
 
-    odds = _position_counts(state, ctx, subject)
     # Prompt -> whether only the lead proposed it. Two members (one prompt in two slots) may propose
     # the same child; one also proposed by a readable slot needs its cross-entropy measured.
     children: dict[str, bool] = {}
@@ -69,7 +64,6 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
         rows = propose_children(
             subject, swaps, rng, ctx.lead_children if lead else ctx.children, ctx.gradient_top_k, ctx.swaps, positions,
             tried, allow_added, uniform_positions=lead and ctx.lead_uniform_positions,
-            position_weights=position_weights(odds, positions, member["peak"]) if lead and ctx.lead_uniform_positions and ctx.lead_position_odds else None,
         )  # fmt: skip
         if ctx.edits:
             rows += propose_edits(subject, swaps, rng, ctx.edits, ctx.gradient_top_k, positions, ctx.max_prompt_tokens, allow_added)
@@ -83,24 +77,8 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
         stats=bump(stats, generated=len(children), gradient_batches=1, lead_moves=moves),
         lead_parent=population[lead_slot] if lead_slot is not None else None,
         lead_stall=stall,
-        lead_positions=odds,
         population=population,
     )
-
-
-def _position_counts(state: SearchState, ctx: SearchContext, subject) -> list[list[int]]:
-    """--lead-position-odds: the run's tries and rises of the lead's one-swap children by distance before
-    the peak (services/search/position_odds.py), with the latest gradient batch's children counted."""
-    counts = state.get("lead_positions") or new_counts()
-    parent = state.get("lead_parent")
-    if not ctx.lead_position_odds or parent is None or state.get("source") != "gradient":
-        return counts
-    children = [
-        (subject.token_ids(m["prompt"], ctx.allow_added_tokens), m["activation"] > parent["activation"])
-        for m, c in zip(state.get("measured", []), state.get("accepted", []))
-        if c.get("lead") and not m["error"]
-    ]
-    return counted(counts, parent["ids"], parent["peak"], children)
 
 
 def _moved_lead(state: SearchState, population: list[Member], lead_slot: int, ctx: SearchContext, subject) -> tuple[list[Member], int]:

@@ -216,43 +216,6 @@ def test_the_lead_moves_to_its_best_child_after_patience_iterations_without_a_be
     assert later[0]["prompt"] == "b" and stall == 0
 
 
-def test_a_run_learns_its_position_odds_from_the_leads_one_swap_children(tiny_model_dir, tmp_path):
-    """--lead-position-odds in a whole run: the lead's one-swap children are counted, some of them rises;
-    off, nothing is counted. And for one batch: only the lead's measured children that change one token
-    at or before the parent's peak count, each in its bucket, rises above the parent's activation."""
-    from neuron_search.nodes.gradient import _position_counts
-    from neuron_search.services.runtime import subject_model
-    from neuron_search.services.search.position_odds import new_counts
-
-    tiny = subject_model(str(tiny_model_dir), "cpu")
-    ids = tiny.token_ids("the cat sat on the mat")  # the, c, at, ' ', s, at, ...
-    parent = Member(prompt=tiny.decode(ids), ids=ids, activation=2.0, peak=3, xent=None)
-
-    def child(at: int, token: str, activation: float, lead: bool = True, error: str = "") -> tuple[dict, dict]:
-        (new,) = tiny.token_ids(token)
-        row = ids[:at] + [new] + ids[at + 1 :]
-        prompt = tiny.decode(row)
-        assert tiny.token_ids(prompt) == row
-        return {"prompt": prompt, "activation": activation, "error": error}, {"prompt": prompt, "lead": lead}
-
-    batch = [child(3, " dog", 1.0), child(2, " dog", 3.0), child(1, " a", 2.0), child(1, " the", 5.0, lead=False),
-             child(2, " a", 9.0, error="failed"), child(5, " dog", 9.0)]  # fmt: skip
-    state = {"source": "gradient", "lead_parent": parent, "measured": [m for m, _ in batch], "accepted": [c for _, c in batch]}
-    counts = _position_counts(state, SearchContext(lead_position_odds=True), tiny)
-    assert counts[0] == [1, 0] and counts[1] == [1, 1] and counts[2] == [1, 0] and sum(t for t, _ in counts) == 3
-    assert _position_counts({**state, "lead_positions": counts}, SearchContext(lead_position_odds=True), tiny)[0] == [2, 0]
-    assert _position_counts({**state, "source": "fallback"}, SearchContext(lead_position_odds=True), tiny) == new_counts()
-    assert _position_counts(state, SearchContext(lead_position_odds=False), tiny) == new_counts()
-
-    off = gradient_search(tiny_model_dir, tmp_path, iterations=3, lead_position_odds=False, run_id="off").run(progress=False)
-    assert "lead_positions" not in off.state or sum(t for t, _ in off.state["lead_positions"]) == 0
-    search = gradient_search(tiny_model_dir, tmp_path, iterations=4, lead_children=16, run_id="odds")  # on by default
-    done = search.run(progress=False)
-    counts = done.state["lead_positions"]
-    tries = sum(t for t, _ in counts)
-    assert tries >= 16 and 0 < sum(r for _, r in counts) <= tries
-
-
 def test_a_patient_lead_moves_in_a_whole_run_and_the_best_ever_stays(tiny_model_dir, tmp_path):
     # The pooled draw: on the tiny model its lead runs out of better children within these iterations.
     steady = gradient_search(tiny_model_dir, tmp_path, iterations=10, lead_uniform_positions=False, run_id="steady").run(progress=False)

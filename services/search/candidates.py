@@ -283,7 +283,6 @@ def propose_children(
     tried: Callable[[list[int]], bool] | None = None,
     allow_added_tokens: bool = False,
     uniform_positions: bool = False,
-    position_weights: Sequence[float] | None = None,
 ) -> list[list[int]]:
     """Up to `children` distinct children of a row of text tokens (`ranked.row`), each with `swaps`
     tokens at distinct positions (from `positions`, all by default) changed.
@@ -299,8 +298,7 @@ def propose_children(
     not retokenize exactly are dropped, so fewer than `children` can come back (measured as
     `allow_added_tokens` says). `rng` is a CPU generator. With `uniform_positions` (GCG's draw), each
     swap's position is drawn uniformly from `positions` instead, then its token uniformly from the
-    `top_k` allowed tokens of highest predicted gain there; `position_weights` (one per position of
-    `positions`) makes that draw of positions weighted instead (services/search/position_odds.py).
+    `top_k` allowed tokens of highest predicted gain there.
     """
     row = list(ranked.row)
     positions = range(len(row)) if positions is None else positions
@@ -313,11 +311,7 @@ def propose_children(
     gains = ranked.scores[where] - ranked.current[where][:, None]
     gains[candidates == torch.tensor(row)[where][:, None]] = -torch.inf  # never the current token
     if uniform_positions:
-        return _uniform_children(
-            subject, row, where, candidates, gains, rng, children, top_k, swaps, tried, allow_added_tokens, position_weights
-        )  # fmt: skip
-    if position_weights is not None:
-        raise ValueError("position weights are for the uniform draw of positions (GCG's)")
+        return _uniform_children(subject, row, where, candidates, gains, rng, children, top_k, swaps, tried, allow_added_tokens)
     # At most top_k / swaps pairs a position, so that a child can find `swaps` distinct positions
     # in the pool; never more pairs than there are allowed tokens other than the current ones.
     per_position, order = gains.topk(min(-(-top_k // swaps), gains.shape[1]), dim=-1)
@@ -358,28 +352,20 @@ def _uniform_children(
     swaps: int,
     tried: Callable[[list[int]], bool] | None,
     allow_added_tokens: bool,
-    position_weights: Sequence[float] | None = None,
 ) -> list[list[int]]:
-    """`propose_children` with GCG's draw: positions uniformly (or by `position_weights`), then a token
-    among a position's top_k."""
+    """`propose_children` with GCG's draw: positions uniformly, then a token among a position's top_k."""
     values, order = gains.topk(min(top_k, gains.shape[1]), dim=-1)
     tokens = candidates.gather(1, order)
     counts = torch.isfinite(values).sum(dim=1)  # the current token (-inf) is never among them
     usable = [i for i in range(len(where)) if counts[i] > 0]
     if len(usable) < swaps:
         raise ValueError("no allowed token to swap in" if not usable else f"fewer than {swaps} positions can change")
-    if position_weights is not None and len(position_weights) != len(where):
-        raise ValueError(f"{len(position_weights)} position weights for {len(where)} positions")
-    weights = None if position_weights is None else torch.tensor([float(position_weights[i]) for i in usable], dtype=torch.float64)
-    if weights is not None and not (torch.isfinite(weights).all() and (weights >= 0).all() and int((weights > 0).sum()) >= swaps):
-        raise ValueError("position weights must be finite, non-negative and positive on enough positions")
     proposed: dict[tuple[int, ...], None] = {}
     for _ in range(children * 4):
         if len(proposed) == children:
             break
         child = list(row)
-        drawn = torch.randperm(len(usable), generator=rng)[:swaps] if weights is None else torch.multinomial(weights, swaps, generator=rng)
-        for i in drawn.tolist():
+        for i in torch.randperm(len(usable), generator=rng)[:swaps].tolist():
             p = usable[i]
             j = int(torch.randint(int(counts[p]), (1,), generator=rng))
             child[int(where[p])] = int(tokens[p, j])
