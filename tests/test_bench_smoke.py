@@ -86,3 +86,42 @@ def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path) ->
     assert "agreement: OK" in done.stdout and "GPU CHECK PASSED" in done.stdout
     assert "search on cpu: 3 iterations" in done.stdout
     assert "sweep on cpu: 2 neurons x 24 prompts" in done.stdout and "neurons/hour (OK)" in done.stdout
+
+
+def test_swap_positions_counts_the_leads_one_swap_children_by_distance_before_the_peak(tmp_path):
+    """bench/swap_positions.py: a child is one token changed at or before the best earlier prompt's peak;
+    edits, two-token changes and swaps after the peak are left out."""
+    import csv
+    import json
+
+    def row(iteration: int, slot: int, tokens: list[str], values: list[float]) -> dict:
+        return {"iteration": iteration, "slot": slot, "source": "gradient", "prompt": "".join(tokens), "activation": max(values),
+                "token": "", "error": "", "xent": "", "tokens": json.dumps(tokens), "values": json.dumps(values)}  # fmt: skip
+
+    parent = ["a", "b", "c", "d", "e"]  # peak at "d" (index 3)
+    rows = [
+        row(0, 0, parent, [0, 0, 0, 1.0, 0]),
+        row(1, 0, ["a", "b", "c", "X", "e"], [0, 0, 0, 0.5, 0]),  # the peak token: 0 before it, no rise
+        row(1, 1, ["a", "b", "X", "d", "e"], [0, 0, 0, 2.0, 0]),  # 1 before: a rise of 1.0
+        row(1, 2, ["X", "b", "c", "d", "e"], [0, 0, 0, 1.5, 0]),  # 3 before: a rise of 0.5
+        row(1, 3, ["a", "b", "c", "d", "X"], [0, 0, 0, 3.0, 0]),  # after the peak: left out
+        row(1, 4, ["a", "b", "c", "d"], [0, 0, 0, 3.0]),  # an edit: left out
+        row(1, 5, ["X", "X", "c", "d", "e"], [0, 0, 0, 3.0, 0]),  # two changes: left out
+        row(2, 0, ["a", "b", "c", "X", "e"], [0, 0, 0, 3.5, 0]),  # its parent is now slot 3's prompt (the first at 3.0): two changes
+    ]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with open(folder / "records.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    sys.path.insert(0, str(BENCH))
+    try:
+        from swap_positions import count
+    finally:
+        sys.path.remove(str(BENCH))
+    counts = count(folder)
+    assert dict(counts) == {0: [1, 0, 0.0], 1: [1, 1, 1.0], 2: [1, 1, 0.5]}
+    done = subprocess.run([sys.executable, str(BENCH / "swap_positions.py"), str(folder)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "| 2-3 | 1 | 33% | 1 | 100.0% | 0.5000 |" in done.stdout and "all: 2 of 3 rose" in done.stdout

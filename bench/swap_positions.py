@@ -1,0 +1,78 @@
+"""Where the lead's one-swap children rose: rates by distance before the parent's peak, read from runs' records.
+
+    python bench/swap_positions.py RUN_FOLDER [RUN_FOLDER ...]
+
+Each folder is a run's (or a bench run's) results folder holding records.csv. A child is a prompt of the
+same length as the best prompt measured before its iteration (the lead, its parent) that differs from it in
+one token at or before the parent's peak. It rose if its activation is above the parent's. bench/RESULTS.md
+section 25 reads section 23's and 24's runs with this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+BOUNDS = (1, 2, 4, 8, 16, 32)
+NAMES = ("0 (the peak token)", "1", "2-3", "4-7", "8-15", "16-31", "32+")
+
+
+def bucket(distance: int) -> int:
+    return next((i for i, bound in enumerate(BOUNDS) if distance < bound), len(BOUNDS))
+
+
+def count(folder: Path) -> dict[int, list[float]]:
+    """Per bucket: [children, rises, summed rise] of one run's one-swap children of the lead."""
+    with open(folder / "records.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    by_iteration: dict[int, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_iteration[int(row["iteration"])].append(row)
+    out: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    best = None
+    for iteration in sorted(by_iteration):
+        measured = [r for r in by_iteration[iteration] if not r["error"]]
+        if best is not None:
+            parent = json.loads(best["tokens"])
+            values = json.loads(best["values"])
+            peak = max(range(len(values)), key=values.__getitem__)
+            for row in measured:
+                tokens = json.loads(row["tokens"])
+                changed = [i for i, (a, b) in enumerate(zip(tokens, parent)) if a != b] if len(tokens) == len(parent) else []
+                if len(changed) != 1 or changed[0] > peak:
+                    continue
+                rise = float(row["activation"]) - float(best["activation"])
+                cell = out[bucket(peak - changed[0])]
+                cell[0] += 1
+                cell[1] += rise > 0
+                cell[2] += max(rise, 0.0)
+        for row in measured:
+            if best is None or float(row["activation"]) > float(best["activation"]):
+                best = row
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="run folders holding records.csv")
+    args = parser.parse_args()
+    total: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    for folder in args.folders:
+        for b, (n, rises, rise) in count(folder).items():
+            cell = total[b]
+            cell[0], cell[1], cell[2] = cell[0] + n, cell[1] + rises, cell[2] + rise
+    children = sum(cell[0] for cell in total.values()) or 1
+    print(f"{len(args.folders)} runs")
+    print("| tokens before the peak | one-swap children of the lead | share | beat it | rate | mean rise a child |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for b in sorted(total):
+        n, rises, rise = total[b]
+        print(f"| {NAMES[b]} | {int(n):,} | {n / children:.0%} | {int(rises)} | {rises / n:.1%} | {rise / n:.4f} |")
+    print(f"all: {int(sum(c[1] for c in total.values())):,} of {int(children):,} rose")
+
+
+if __name__ == "__main__":
+    main()
