@@ -29,6 +29,7 @@ in --results-dir as evidence-quality-N.json and reused (--fresh recomputes them)
 from __future__ import annotations
 
 import argparse
+import email
 import json
 import os
 import tempfile
@@ -44,6 +45,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from neuron_search.api import NeuronSearch
+from neuron_search.services.dataset.corpus import run_corpus
 from neuron_search.services.dataset.exemplars import real_text_holdout, seed_corpus_scan
 from neuron_search.services.evidence.evidence_block import read_evidence
 from neuron_search.services.evidence.run_evidence import write_run_evidence
@@ -88,7 +90,7 @@ def ensure_run(args: argparse.Namespace, neuron: int, llm: str) -> Path:
     if not (run_dir / "results.json").is_file():
         NeuronSearch(
             model=args.model, layer=args.layer, neuron=neuron, llm=llm, device="cpu", seed=args.seed,
-            results_dir=args.results_dir, run_id=f"ev-{neuron}", explain=False, threads=1,
+            results_dir=args.results_dir, run_id=f"ev-{neuron}", explain=False, threads=1, corpus=args.corpus,
         ).run(progress=False, max_prompts=args.max_prompts, iterations=10**6)  # fmt: skip
     return run_dir
 
@@ -97,8 +99,9 @@ def measure_neuron(args: argparse.Namespace, neuron: int, spec: str, llm: str) -
     run_dir = ensure_run(args, neuron, llm)
     subject = subject_model(args.model, "cpu")
     measure = measurer(subject, args.layer, neuron, "max", 32)
-    seed_corpus_scan(subject, args.layer)  # the layer's scan of the default corpus: read from the cache, else made now
-    real = real_text_holdout(subject, args.layer, neuron, n=REAL_TEXT_POOL, seed=args.seed)
+    source = run_corpus(args.corpus)
+    seed_corpus_scan(subject, args.layer, source=source)  # the layer's scan of the corpus: read from the cache, else made now
+    real = real_text_holdout(subject, args.layer, neuron, n=REAL_TEXT_POOL, seed=args.seed, source=source)
     if real is None:
         raise SystemExit(f"The layer's scan is not cached: run `run.py exemplars --model {args.model} --layer {args.layer}` first.")
     real_high = sorted(measure.records(real[0]), key=lambda r: -r["activation"])
@@ -166,9 +169,10 @@ def main() -> None:
     parser.add_argument("--max-prompts", type=int, default=2000)
     parser.add_argument("--llm", default="embedded")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corpus", default="", help="the searches' and the held-out real text's corpus, as run.py's --corpus (default: the standard library)")
     parser.add_argument("--results-dir", default="", help="where the runs and each neuron's numbers are kept (default: a new temporary folder)")
     parser.add_argument("--fresh", action="store_true", help="recompute the numbers of neurons already measured here")
-    parser.add_argument("--smoke", action="store_true", help="the tiny test model, a 120-prompt run, a scripted LLM")
+    parser.add_argument("--smoke", action="store_true", help="the tiny test model, a 120-prompt run, a scripted LLM, the email package's text as the corpus")
     parser.add_argument("--kept-only", action="store_true", help="print the table of the neurons already measured in --results-dir; measure none")
     args = parser.parse_args()
     llm = args.llm
@@ -176,6 +180,9 @@ def main() -> None:
         args.results_dir = args.results_dir or tempfile.mkdtemp(prefix="bench-evidence-")
         os.environ.setdefault("NEURON_SEARCH_CACHE", str(Path(args.results_dir) / "cache"))
         args.model, args.layer, args.neurons, args.max_prompts = tiny_model_dir(f"{args.results_dir}/tiny-gpt2"), 1, "3", 120
+        # One standard-library package's docstrings and comments (726 texts) instead of the whole library,
+        # whose reading was a third of a smoke run.
+        args.corpus = args.corpus or str(Path(email.__file__).parent)
         llm = register_chat_model(SmokeLLM())
     args.results_dir = args.results_dir or tempfile.mkdtemp(prefix="bench-evidence-")
     spec = resolve_llm(llm)
