@@ -115,11 +115,8 @@ def test_swap_positions_counts_the_leads_one_swap_children_by_distance_before_th
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    sys.path.insert(0, str(BENCH))
-    try:
-        from swap_positions import count
-    finally:
-        sys.path.remove(str(BENCH))
+    from swap_positions import count  # bench/ is on the tests' path (pyproject.toml's pythonpath)
+
     counts = count(folder)
     assert dict(counts) == {0: [1, 0, 0.0], 1: [1, 1, 1.0], 2: [1, 1, 0.5]}
     done = subprocess.run([sys.executable, str(BENCH / "swap_positions.py"), str(folder)], capture_output=True, text=True, timeout=60)
