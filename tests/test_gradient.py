@@ -298,6 +298,19 @@ def test_the_tiled_logsumexp_is_torchs() -> None:
         assert got[1] == float("-inf") and got[2] == float("inf")
 
 
+def test_a_logits_block_takes_its_head_and_tile_buffer_together() -> None:
+    # A head without a buffer for its tiles would read the unembedding's input as logits.
+    head = torch.nn.Linear(4, 10, bias=False)
+    rows = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="together"):
+        LogitsBlock(rows, head)
+    with pytest.raises(ValueError, match="together"):
+        LogitsBlock(rows, tile=lambda size, width: torch.empty(size, width))
+    block = LogitsBlock(rows, head, lambda size, width: torch.empty(size, width), tile_bytes=3 * 4 * 4)
+    with torch.no_grad():
+        assert torch.allclose(whole(block), head(rows))
+
+
 def test_logits_changed_after_the_unembedding_are_found_and_used(tiny_model_dir) -> None:
     # A model whose logits are more than its unembedding (as Gemma 2's soft-capping is) must not
     # get the unembedding alone: the probe finds it, and cross-entropies come from the full logits.

@@ -571,14 +571,17 @@ class LogitsBlock:
         tile: Callable[[int, int], torch.Tensor] | None = None,
         tile_bytes: int = LOGITS_TILE_BYTES,
     ) -> None:
-        # rows: the unembedding's input [size, d_model] with `head`, else the logits [size, vocabulary].
+        # rows: the unembedding's input [size, d_model] with `head` (and `tile`, the buffer its tiles are
+        # written into), else the logits [size, vocabulary].
+        if (head is None) != (tile is None):
+            raise ValueError("a LogitsBlock takes a head and a tile buffer together, or neither")
         self._rows, self._head, self._tile, self._tile_bytes = rows, head, tile, tile_bytes
         self.size = len(rows)
 
     def at(self, positions: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The logit of token ids[i] at position positions[i] of the block (to rounding what the
         tiles hold there: a dot product, not a column of a matrix product)."""
-        if self._head is None or self._tile is None:
+        if self._head is None:
             return self._rows[positions, ids]
         picked = (self._rows[positions] * self._head.weight[ids]).sum(dim=-1)
         return picked if self._head.bias is None else picked + self._head.bias[ids]
@@ -586,7 +589,7 @@ class LogitsBlock:
     def tiles(self) -> Iterator[tuple[range, torch.Tensor]]:
         """(token ids, their logits [size, len(ids)]) over the whole vocabulary, in order; a tile is
         valid until the next one is asked for, which may be written over it."""
-        if self._head is None or self._tile is None:
+        if self._head is None or self._tile is None:  # (both None: __init__ takes them together)
             yield range(self._rows.shape[1]), self._rows
             return
         weight, bias = self._head.weight, self._head.bias
