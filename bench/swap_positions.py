@@ -6,6 +6,11 @@ Each folder is a run's (or a bench run's) results folder holding records.csv. A 
 same length as the best prompt measured before its iteration (the lead, its parent) that differs from it in
 one token at or before the parent's peak. It rose if its activation is above the parent's. bench/RESULTS.md
 section 25 reads section 23's and 24's runs with this.
+
+A second table sets apart the children that only re-apply swaps which rose the iteration before: a child of
+the previous lead that changed one token and beat it is a winner, and a child of the new lead whose every
+change is a winner's swap (`--combine`'s stacked rows, or one winner's swap alone) is counted by how many it
+re-applies, against the fresh one-swap children. Section 26 reads it.
 """
 
 from __future__ import annotations
@@ -24,17 +29,22 @@ def bucket(distance: int) -> int:
     return next((i for i, bound in enumerate(BOUNDS) if distance < bound), len(BOUNDS))
 
 
-def count(folder: Path) -> dict[int, list[float]]:
-    """Per bucket: [children, rises, summed rise] of one run's one-swap children of the lead."""
+def _rows_by_iteration(folder: Path) -> list[list[dict]]:
+    """The measured (error-free) rows of each iteration, in order."""
     with open(folder / "records.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     by_iteration: dict[int, list[dict]] = defaultdict(list)
     for row in rows:
-        by_iteration[int(row["iteration"])].append(row)
+        if not row["error"]:
+            by_iteration[int(row["iteration"])].append(row)
+    return [by_iteration[i] for i in sorted(by_iteration)]
+
+
+def count(folder: Path) -> dict[int, list[float]]:
+    """Per bucket: [children, rises, summed rise] of one run's one-swap children of the lead."""
     out: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
     best = None
-    for iteration in sorted(by_iteration):
-        measured = [r for r in by_iteration[iteration] if not r["error"]]
+    for measured in _rows_by_iteration(folder):
         if best is not None:
             parent = json.loads(best["tokens"])
             values = json.loads(best["values"])
@@ -49,6 +59,44 @@ def count(folder: Path) -> dict[int, list[float]]:
                 cell[0] += 1
                 cell[1] += rise > 0
                 cell[2] += max(rise, 0.0)
+        for row in measured:
+            if best is None or float(row["activation"]) > float(best["activation"]):
+                best = row
+    return out
+
+
+def restacked(folder: Path) -> dict[int, list[int]]:
+    """Per number of winners' swaps re-applied (0: a fresh one-swap child): [children, rose, won the
+    iteration] over one run's children of the lead of the same length."""
+    out: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    best: dict | None = None
+    winners: dict[int, set[str]] = {}  # position -> tokens that rose there, the iteration before
+    for measured in _rows_by_iteration(folder):
+        found: dict[int, set[str]] = defaultdict(set)
+        if best is not None:
+            lead = json.loads(best["tokens"])
+            top = max(measured, key=lambda r: float(r["activation"]), default=None)
+            for row in measured:
+                tokens = json.loads(row["tokens"])
+                if len(tokens) != len(lead):
+                    continue
+                changed = [i for i, (a, b) in enumerate(zip(tokens, lead)) if a != b]
+                if not changed:
+                    continue
+                rose = float(row["activation"]) > float(best["activation"])
+                if all(tokens[i] in winners.get(i, ()) for i in changed):
+                    kind = len(changed)
+                elif len(changed) == 1:
+                    kind = 0
+                else:
+                    continue
+                cell = out[kind]
+                cell[0] += 1
+                cell[1] += rose
+                cell[2] += rose and row is top  # the iteration's best prompt, and above the lead
+                if len(changed) == 1 and rose:
+                    found[changed[0]].add(tokens[changed[0]])
+        winners = found
         for row in measured:
             if best is None or float(row["activation"]) > float(best["activation"]):
                 best = row
@@ -72,6 +120,17 @@ def main() -> None:
         n, rises, rise = total[b]
         print(f"| {NAMES[b]} | {int(n):,} | {n / children:.0%} | {int(rises)} | {rises / n:.1%} | {rise / n:.4f} |")
     print(f"all: {int(sum(c[1] for c in total.values())):,} of {int(children):,} rose")
+    again: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for folder in args.folders:
+        for k, cell in restacked(folder).items():
+            again[k] = [a + b for a, b in zip(again[k], cell)]
+    print()
+    print("| children of the lead | children | rose | rate | won their iteration |")
+    print("|---|---:|---:|---:|---:|")
+    for k in sorted(again):
+        n, rose, won = again[k]
+        name = "fresh: one swap" if k == 0 else ("re-applying 1 winner's swap" if k == 1 else f"re-applying {k} winners' swaps")
+        print(f"| {name} | {n:,} | {rose:,} | {rose / n:.1%} | {won} ({won / n:.1%}) |")
 
 
 if __name__ == "__main__":

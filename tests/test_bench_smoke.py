@@ -122,3 +122,35 @@ def test_swap_positions_counts_the_leads_one_swap_children_by_distance_before_th
     done = subprocess.run([sys.executable, str(BENCH / "swap_positions.py"), str(folder)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "| 2-3 | 1 | 33% | 1 | 100.0% | 0.5000 |" in done.stdout and "all: 2 of 3 rose" in done.stdout
+
+
+def test_swap_positions_sets_apart_children_that_re_apply_the_last_iterations_winners(tmp_path):
+    """bench/swap_positions.py's second table: a child of the new lead whose every change is a swap that beat
+    the previous lead the iteration before is counted by how many it re-applies; other one-swap children are fresh."""
+    import csv
+    import json
+
+    def row(iteration: int, tokens: list[str], activation: float) -> dict:
+        return {"iteration": iteration, "slot": 0, "source": "gradient", "prompt": "".join(tokens), "activation": activation,
+                "token": "", "error": "", "xent": "", "tokens": json.dumps(tokens), "values": json.dumps([activation] * len(tokens))}  # fmt: skip
+
+    rows = [
+        row(0, ["a", "b", "c", "d"], 1.0),
+        row(1, ["X", "b", "c", "d"], 3.0),  # a winner: the new lead
+        row(1, ["a", "b", "Y", "d"], 2.0),  # a winner
+        row(1, ["a", "Z", "c", "d"], 0.5),  # fell short: not a winner
+        row(2, ["X", "b", "Y", "d"], 3.5),  # re-applies Y: rose, and won the iteration
+        row(2, ["X", "Z", "c", "d"], 3.2),  # Z did not win before: fresh, rose
+        row(2, ["X", "b", "c", "W"], 2.0),  # fresh, fell short
+        row(2, ["X", "Z", "Y", "d"], 9.0),  # a winner's swap and a fresh one: left out
+    ]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with open(folder / "records.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    from swap_positions import restacked
+
+    # Iteration 1's three are fresh children of the first lead (two rose, one won); iteration 2's as above.
+    assert dict(restacked(folder)) == {0: [5, 3, 1], 1: [1, 1, 0]}
