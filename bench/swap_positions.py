@@ -11,6 +11,11 @@ A second table sets apart the children that only re-apply swaps which rose the i
 the previous lead that changed one token and beat it is a winner, and a child of the new lead whose every
 change is a winner's swap (`--combine`'s stacked rows, or one winner's swap alone) is counted by how many it
 re-applies, against the fresh one-swap children. Section 26 reads it.
+
+With `--ranks LAYER` (and `--model`, the bundled Gemma by default), a third table: the same one-swap
+children by their token's rank among the top 64 tokens the activation's gradient alone gives the parent
+at that position (the lead's ranking; recomputed, about a second a parent). The neuron is read from the
+folder's name (`gradient-best-N`, as bench/gradient_quality.py names it) or given with `--neuron`.
 """
 
 from __future__ import annotations
@@ -103,9 +108,48 @@ def restacked(folder: Path) -> dict[int, list[int]]:
     return out
 
 
+RANKS = ((0, 8), (8, 16), (16, 32), (32, 64), (64, None))
+
+
+def ranks(folder: Path, subject, layer: int, neuron: int, top_k: int = 64) -> dict[int, list[float]]:
+    """Per bucket of RANKS: [children, rises, summed rise] of one run's one-swap children of the lead, by their
+    token's rank among the `top_k` allowed tokens with the highest gradient at that position of the parent
+    (64 and beyond: not among them, e.g. a re-applied winner's swap or a readable slot's child)."""
+    from neuron_search.services.search.candidates import allowed_tokens, member_swaps
+
+    allowed = allowed_tokens(subject, True)
+    out: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    best = None
+    for measured in _rows_by_iteration(folder):
+        if best is not None:
+            parent = subject.token_ids(best["prompt"])
+            children = []
+            for row in measured:
+                tokens = subject.token_ids(row["prompt"])
+                changed = [i for i, (a, b) in enumerate(zip(tokens, parent)) if a != b] if len(tokens) == len(parent) else []
+                if len(changed) == 1:
+                    children.append((changed[0], tokens[changed[0]], float(row["activation"]) - float(best["activation"])))
+            if children:
+                (ranked,) = member_swaps(subject, [(parent, 0.0)], layer, neuron, "max", allowed, top_k)
+                for position, token, rise in children:
+                    order = [t for t in ranked.tokens[position].tolist() if t != parent[position]][:top_k]
+                    rank = order.index(token) if token in order else top_k
+                    cell = out[next(i for i, (lo, hi) in enumerate(RANKS) if rank >= lo and (hi is None or rank < hi))]
+                    cell[0] += 1
+                    cell[1] += rise > 0
+                    cell[2] += max(rise, 0.0)
+        for row in measured:
+            if best is None or float(row["activation"]) > float(best["activation"]):
+                best = row
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="run folders holding records.csv")
+    parser.add_argument("--ranks", type=int, metavar="LAYER", help="also the children by their token's gradient rank (loads the model)")
+    parser.add_argument("--model", default="embedded", help="the runs' model, for --ranks (default: the bundled Gemma)")
+    parser.add_argument("--neuron", type=int, help="the runs' neuron, for --ranks (default: from each folder's name)")
     args = parser.parse_args()
     total: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
     for folder in args.folders:
@@ -131,6 +175,23 @@ def main() -> None:
         n, rose, won = again[k]
         name = "fresh: one swap" if k == 0 else ("re-applying 1 winner's swap" if k == 1 else f"re-applying {k} winners' swaps")
         print(f"| {name} | {n:,} | {rose:,} | {rose / n:.1%} | {won} ({won / n:.1%}) |")
+    if args.ranks is not None:
+        from neuron_search.services.runtime import subject_model
+
+        subject = subject_model(args.model, "cpu")
+        by_rank: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+        for folder in args.folders:
+            neuron = args.neuron if args.neuron is not None else int(folder.name.rsplit("-", 1)[-1])
+            for b, cell in ranks(folder, subject, args.ranks, neuron).items():
+                by_rank[b] = [a + c for a, c in zip(by_rank[b], cell)]
+        print()
+        print("| the token's gradient rank at its position | one-swap children | beat the lead | rate | mean rise of a rise |")
+        print("|---|---:|---:|---:|---:|")
+        for b in sorted(by_rank):
+            n, rises, rise = by_rank[b]
+            lo, hi = RANKS[b]
+            name = f"{lo}-{hi - 1}" if hi is not None else f"{lo}+ (not among the top 64)"
+            print(f"| {name} | {int(n):,} | {int(rises):,} | {rises / n:.1%} | {rise / max(rises, 1):.4f} |")
 
 
 if __name__ == "__main__":

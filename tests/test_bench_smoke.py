@@ -154,3 +154,36 @@ def test_swap_positions_sets_apart_children_that_re_apply_the_last_iterations_wi
 
     # Iteration 1's three are fresh children of the first lead (two rose, one won); iteration 2's as above.
     assert dict(restacked(folder)) == {0: [5, 3, 1], 1: [1, 1, 0]}
+
+
+def test_swap_positions_ranks_a_childs_token_by_the_parents_gradient(tmp_path, tiny_model_dir):
+    """bench/swap_positions.py --ranks: a one-swap child's token is put in the bucket of its rank among the top 64
+    tokens the activation's gradient gives the parent at that position (64 and beyond: not among them)."""
+    import csv
+    import json
+
+    from neuron_search.services.model.subject_model import SubjectModel
+    from neuron_search.services.search.candidates import allowed_tokens, member_swaps, retokenizes
+    from swap_positions import ranks
+
+    tiny = SubjectModel.load(str(tiny_model_dir), "cpu")
+    parent = tiny.token_ids("The quick brown fox jumps over the lazy dog")
+    (ranked,) = member_swaps(tiny, [(parent, 0.0)], 1, 3, "max", allowed_tokens(tiny, True), 64)
+    order = [t for t in ranked.tokens[2].tolist() if t != parent[2]]
+
+    def child(rank_from: int, rank_to: int | None) -> list[int]:
+        pool = order[rank_from:rank_to] if rank_to is not None else [t for t in range(200, 5000) if t not in order[:64] and t != parent[2]]
+        return next(row for t in pool if retokenizes(tiny, row := parent[:2] + [t] + parent[3:]))
+
+    def row(iteration: int, ids: list[int], activation: float) -> dict:
+        return {"iteration": iteration, "slot": 0, "source": "gradient", "prompt": tiny.decode(ids), "activation": activation,
+                "token": "", "error": "", "xent": "", "tokens": "[]", "values": json.dumps([activation])}  # fmt: skip
+
+    rows = [row(0, parent, 1.0), row(1, child(0, 8), 2.0), row(1, child(16, 32), 0.5), row(1, child(64, None), 1.5)]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with open(folder / "records.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert dict(ranks(folder, tiny, 1, 3)) == {0: [1, 1, 1.0], 2: [1, 0, 0.0], 4: [1, 1, 0.5]}
