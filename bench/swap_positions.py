@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 BOUNDS = (1, 2, 4, 8, 16, 32)
@@ -34,22 +35,35 @@ def bucket(distance: int) -> int:
     return next((i for i, bound in enumerate(BOUNDS) if distance < bound), len(BOUNDS))
 
 
-def _rows_by_iteration(folder: Path) -> list[list[dict]]:
-    """The measured (error-free) rows of each iteration, in order."""
+def _iterations(folder: Path) -> Iterator[tuple[dict | None, list[dict]]]:
+    """Each iteration's measured (error-free) rows of a run's records.csv, in order, with the lead they
+    were proposed from: the best row measured before the iteration (None for the first)."""
     with open(folder / "records.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     by_iteration: dict[int, list[dict]] = defaultdict(list)
     for row in rows:
         if not row["error"]:
             by_iteration[int(row["iteration"])].append(row)
-    return [by_iteration[i] for i in sorted(by_iteration)]
+    best: dict | None = None
+    for iteration in sorted(by_iteration):
+        measured = by_iteration[iteration]
+        yield best, measured
+        for row in measured:
+            if best is None or float(row["activation"]) > float(best["activation"]):
+                best = row
+
+
+def _add(cell: list, rise: float) -> None:
+    """One child into a [children, rises, summed rise] cell."""
+    cell[0] += 1
+    cell[1] += rise > 0
+    cell[2] += max(rise, 0.0)
 
 
 def count(folder: Path) -> dict[int, list[float]]:
     """Per bucket: [children, rises, summed rise] of one run's one-swap children of the lead."""
     out: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
-    best = None
-    for measured in _rows_by_iteration(folder):
+    for best, measured in _iterations(folder):
         if best is not None:
             parent = json.loads(best["tokens"])
             values = json.loads(best["values"])
@@ -59,14 +73,7 @@ def count(folder: Path) -> dict[int, list[float]]:
                 changed = [i for i, (a, b) in enumerate(zip(tokens, parent)) if a != b] if len(tokens) == len(parent) else []
                 if len(changed) != 1 or changed[0] > peak:
                     continue
-                rise = float(row["activation"]) - float(best["activation"])
-                cell = out[bucket(peak - changed[0])]
-                cell[0] += 1
-                cell[1] += rise > 0
-                cell[2] += max(rise, 0.0)
-        for row in measured:
-            if best is None or float(row["activation"]) > float(best["activation"]):
-                best = row
+                _add(out[bucket(peak - changed[0])], float(row["activation"]) - float(best["activation"]))
     return out
 
 
@@ -74,9 +81,8 @@ def restacked(folder: Path) -> dict[int, list[int]]:
     """Per number of winners' swaps re-applied (0: a fresh one-swap child): [children, rose, won the
     iteration] over one run's children of the lead of the same length."""
     out: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
-    best: dict | None = None
     winners: dict[int, set[str]] = {}  # position -> tokens that rose there, the iteration before
-    for measured in _rows_by_iteration(folder):
+    for best, measured in _iterations(folder):
         found: dict[int, set[str]] = defaultdict(set)
         if best is not None:
             lead = json.loads(best["tokens"])
@@ -102,9 +108,6 @@ def restacked(folder: Path) -> dict[int, list[int]]:
                 if len(changed) == 1 and rose:
                     found[changed[0]].add(tokens[changed[0]])
         winners = found
-        for row in measured:
-            if best is None or float(row["activation"]) > float(best["activation"]):
-                best = row
     return out
 
 
@@ -119,8 +122,7 @@ def ranks(folder: Path, subject, layer: int, neuron: int, top_k: int = 64) -> di
 
     allowed = allowed_tokens(subject, True)
     out: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
-    best = None
-    for measured in _rows_by_iteration(folder):
+    for best, measured in _iterations(folder):
         if best is not None:
             parent = subject.token_ids(best["prompt"])
             children = []
@@ -134,13 +136,7 @@ def ranks(folder: Path, subject, layer: int, neuron: int, top_k: int = 64) -> di
                 for position, token, rise in children:
                     order = [t for t in ranked.tokens[position].tolist() if t != parent[position]][:top_k]
                     rank = order.index(token) if token in order else top_k
-                    cell = out[next(i for i, (lo, hi) in enumerate(RANKS) if rank >= lo and (hi is None or rank < hi))]
-                    cell[0] += 1
-                    cell[1] += rise > 0
-                    cell[2] += max(rise, 0.0)
-        for row in measured:
-            if best is None or float(row["activation"]) > float(best["activation"]):
-                best = row
+                    _add(out[next(i for i, (lo, hi) in enumerate(RANKS) if rank >= lo and (hi is None or rank < hi))], rise)
     return out
 
 
@@ -151,48 +147,56 @@ def main() -> None:
     parser.add_argument("--model", default="embedded", help="the runs' model, for --ranks (default: the bundled Gemma)")
     parser.add_argument("--neuron", type=int, help="the runs' neuron, for --ranks (default: from each folder's name)")
     args = parser.parse_args()
-    total: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
-    for folder in args.folders:
-        for b, (n, rises, rise) in count(folder).items():
-            cell = total[b]
-            cell[0], cell[1], cell[2] = cell[0] + n, cell[1] + rises, cell[2] + rise
+    total = _summed(count(folder) for folder in args.folders)
     children = sum(cell[0] for cell in total.values()) or 1
     print(f"{len(args.folders)} runs")
-    print("| tokens before the peak | one-swap children of the lead | share | beat it | rate | mean rise a child |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for b in sorted(total):
-        n, rises, rise = total[b]
-        print(f"| {NAMES[b]} | {int(n):,} | {n / children:.0%} | {int(rises)} | {rises / n:.1%} | {rise / n:.4f} |")
+    _table(
+        "| tokens before the peak | one-swap children of the lead | share | beat it | rate | mean rise a child |",
+        (f"| {NAMES[b]} | {int(n):,} | {n / children:.0%} | {int(rises)} | {rises / n:.1%} | {rise / n:.4f} |" for b, (n, rises, rise) in sorted(total.items())),
+    )  # fmt: skip
     print(f"all: {int(sum(c[1] for c in total.values())):,} of {int(children):,} rose")
-    again: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for folder in args.folders:
-        for k, cell in restacked(folder).items():
-            again[k] = [a + b for a, b in zip(again[k], cell)]
+
+    def again(k: int) -> str:
+        return "fresh: one swap" if k == 0 else ("re-applying 1 winner's swap" if k == 1 else f"re-applying {k} winners' swaps")
+
     print()
-    print("| children of the lead | children | rose | rate | won their iteration |")
-    print("|---|---:|---:|---:|---:|")
-    for k in sorted(again):
-        n, rose, won = again[k]
-        name = "fresh: one swap" if k == 0 else ("re-applying 1 winner's swap" if k == 1 else f"re-applying {k} winners' swaps")
-        print(f"| {name} | {n:,} | {rose:,} | {rose / n:.1%} | {won} ({won / n:.1%}) |")
+    _table(
+        "| children of the lead | children | rose | rate | won their iteration |",
+        (f"| {again(k)} | {n:,} | {rose:,} | {rose / n:.1%} | {won} ({won / n:.1%}) |" for k, (n, rose, won) in sorted(_summed(restacked(f) for f in args.folders).items())),
+    )  # fmt: skip
     if args.ranks is not None:
         from neuron_search.services.runtime import subject_model
 
         subject = subject_model(args.model, "cpu")
-        by_rank: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
-        for folder in args.folders:
-            neuron = args.neuron if args.neuron is not None else int(folder.name.rsplit("-", 1)[-1])
-            for b, cell in ranks(folder, subject, args.ranks, neuron).items():
-                by_rank[b] = [a + c for a, c in zip(by_rank[b], cell)]
-        print()
-        print("| the token's gradient rank at its position | one-swap children | beat the lead | rate | mean rise of a rise |")
-        print("|---|---:|---:|---:|---:|")
-        for b in sorted(by_rank):
-            n, rises, rise = by_rank[b]
-            lo, hi = RANKS[b]
-            name = f"{lo}-{hi - 1}" if hi is not None else f"{lo}+ (not among the top 64)"
-            print(f"| {name} | {int(n):,} | {int(rises):,} | {rises / n:.1%} | {rise / max(rises, 1):.4f} |")
+        neuron = lambda folder: args.neuron if args.neuron is not None else int(folder.name.rsplit("-", 1)[-1])  # noqa: E731
+        by_rank = _summed(ranks(folder, subject, args.ranks, neuron(folder)) for folder in args.folders)
 
+        def rank(b: int) -> str:
+            lo, hi = RANKS[b]
+            return f"{lo}-{hi - 1}" if hi is not None else f"{lo}+ (not among the top 64)"
+
+        print()
+        _table(
+            "| the token's gradient rank at its position | one-swap children | beat the lead | rate | mean rise of a rise |",
+            (f"| {rank(b)} | {int(n):,} | {int(rises):,} | {rises / n:.1%} | {rise / max(rises, 1):.4f} |" for b, (n, rises, rise) in sorted(by_rank.items())),
+        )  # fmt: skip
+
+
+def _summed(tables: Iterable[dict[int, list]]) -> dict[int, list]:
+    """Tables of cells (lists of counts) added up key by key, over runs."""
+    total: dict[int, list] = {}
+    for table in tables:
+        for key, cell in table.items():
+            total[key] = [a + b for a, b in zip(total.get(key, [0] * len(cell)), cell)]
+    return total
+
+
+def _table(header: str, rows: Iterable[str]) -> None:
+    """A markdown table: the header, its rule (the first column left, the others right) and the rows."""
+    print(header)
+    print("|---|" + "---:|" * (header.count("|") - 2))
+    for row in rows:
+        print(row)
 
 if __name__ == "__main__":
     main()

@@ -88,10 +88,22 @@ def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path) ->
     assert "sweep on cpu: 2 neurons x 24 prompts" in done.stdout and "neurons/hour (OK)" in done.stdout
 
 
+def records_folder(tmp_path: Path, rows: list[dict]) -> Path:
+    """A run folder whose records.csv holds `rows`."""
+    import csv
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with open(folder / "records.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
 def test_swap_positions_counts_the_leads_one_swap_children_by_distance_before_the_peak(tmp_path):
     """bench/swap_positions.py: a child is one token changed at or before the best earlier prompt's peak;
     edits, two-token changes and swaps after the peak are left out."""
-    import csv
     import json
 
     def row(iteration: int, slot: int, tokens: list[str], values: list[float]) -> dict:
@@ -109,12 +121,7 @@ def test_swap_positions_counts_the_leads_one_swap_children_by_distance_before_th
         row(1, 5, ["X", "X", "c", "d", "e"], [0, 0, 0, 3.0, 0]),  # two changes: left out
         row(2, 0, ["a", "b", "c", "X", "e"], [0, 0, 0, 3.5, 0]),  # its parent is now slot 3's prompt (the first at 3.0): two changes
     ]
-    folder = tmp_path / "run"
-    folder.mkdir()
-    with open(folder / "records.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    folder = records_folder(tmp_path, rows)
     from swap_positions import count  # bench/ is on the tests' path (pyproject.toml's pythonpath)
 
     counts = count(folder)
@@ -127,7 +134,6 @@ def test_swap_positions_counts_the_leads_one_swap_children_by_distance_before_th
 def test_swap_positions_sets_apart_children_that_re_apply_the_last_iterations_winners(tmp_path):
     """bench/swap_positions.py's second table: a child of the new lead whose every change is a swap that beat
     the previous lead the iteration before is counted by how many it re-applies; other one-swap children are fresh."""
-    import csv
     import json
 
     def row(iteration: int, tokens: list[str], activation: float) -> dict:
@@ -144,12 +150,7 @@ def test_swap_positions_sets_apart_children_that_re_apply_the_last_iterations_wi
         row(2, ["X", "b", "c", "W"], 2.0),  # fresh, fell short
         row(2, ["X", "Z", "Y", "d"], 9.0),  # a winner's swap and a fresh one: left out
     ]
-    folder = tmp_path / "run"
-    folder.mkdir()
-    with open(folder / "records.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    folder = records_folder(tmp_path, rows)
     from swap_positions import restacked
 
     # Iteration 1's three are fresh children of the first lead (two rose, one won); iteration 2's as above.
@@ -159,7 +160,6 @@ def test_swap_positions_sets_apart_children_that_re_apply_the_last_iterations_wi
 def test_swap_positions_ranks_a_childs_token_by_the_parents_gradient(tmp_path, tiny_model_dir):
     """bench/swap_positions.py --ranks: a one-swap child's token is put in the bucket of its rank among the top 64
     tokens the activation's gradient gives the parent at that position (64 and beyond: not among them)."""
-    import csv
     import json
 
     from neuron_search.services.model.subject_model import SubjectModel
@@ -180,10 +180,5 @@ def test_swap_positions_ranks_a_childs_token_by_the_parents_gradient(tmp_path, t
                 "token": "", "error": "", "xent": "", "tokens": "[]", "values": json.dumps([activation])}  # fmt: skip
 
     rows = [row(0, parent, 1.0), row(1, child(0, 8), 2.0), row(1, child(16, 32), 0.5), row(1, child(64, None), 1.5)]
-    folder = tmp_path / "run"
-    folder.mkdir()
-    with open(folder / "records.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    folder = records_folder(tmp_path, rows)
     assert dict(ranks(folder, tiny, 1, 3)) == {0: [1, 1, 1.0], 2: [1, 0, 0.0], 4: [1, 1, 0.5]}
