@@ -53,6 +53,11 @@ def _iterations(folder: Path) -> Iterator[tuple[dict | None, list[dict]]]:
                 best = row
 
 
+def _changed(tokens: list, parent: list) -> list[int]:
+    """The positions where a child differs from its parent; none for a child of another length (an edit)."""
+    return [i for i, (a, b) in enumerate(zip(tokens, parent)) if a != b] if len(tokens) == len(parent) else []
+
+
 def _add(cell: list, rise: float) -> None:
     """One child into a [children, rises, summed rise] cell."""
     cell[0] += 1
@@ -69,8 +74,7 @@ def count(folder: Path) -> dict[int, list[float]]:
             values = json.loads(best["values"])
             peak = max(range(len(values)), key=values.__getitem__)
             for row in measured:
-                tokens = json.loads(row["tokens"])
-                changed = [i for i, (a, b) in enumerate(zip(tokens, parent)) if a != b] if len(tokens) == len(parent) else []
+                changed = _changed(json.loads(row["tokens"]), parent)
                 if len(changed) != 1 or changed[0] > peak:
                     continue
                 _add(out[bucket(peak - changed[0])], float(row["activation"]) - float(best["activation"]))
@@ -89,9 +93,7 @@ def restacked(folder: Path) -> dict[int, list[int]]:
             top = max(measured, key=lambda r: float(r["activation"]), default=None)
             for row in measured:
                 tokens = json.loads(row["tokens"])
-                if len(tokens) != len(lead):
-                    continue
-                changed = [i for i, (a, b) in enumerate(zip(tokens, lead)) if a != b]
+                changed = _changed(tokens, lead)
                 if not changed:
                     continue
                 rose = float(row["activation"]) > float(best["activation"])
@@ -128,7 +130,7 @@ def ranks(folder: Path, subject, layer: int, neuron: int, top_k: int = 64) -> di
             children = []
             for row in measured:
                 tokens = subject.token_ids(row["prompt"])
-                changed = [i for i, (a, b) in enumerate(zip(tokens, parent)) if a != b] if len(tokens) == len(parent) else []
+                changed = _changed(tokens, parent)
                 if len(changed) == 1:
                     children.append((changed[0], tokens[changed[0]], float(row["activation"]) - float(best["activation"])))
             if children:
@@ -197,6 +199,7 @@ def _table(header: str, rows: Iterable[str]) -> None:
     print("|---|" + "---:|" * (header.count("|") - 2))
     for row in rows:
         print(row)
+
 
 if __name__ == "__main__":
     main()
