@@ -29,7 +29,7 @@ def _knob(default, help: str, **metadata):
 # useful setting, low enough that a typo cannot ask for an absurd allocation or overflow.
 LIMITS = {
     "neuron": 10**7, "layer": 10**4, "batch_size": 4096, "max_prompt_tokens": 4096, "top_k": 1000,
-    "population": 256, "children": 256, "lead_children": 1024, "lead_patience": 10**6, "combine": 64, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
+    "population": 256, "children": 256, "lead_children": 1024, "lead_patience": 10**6, "combine": 64, "readable_every": 1000, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
     "iterations": 10**9, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
     "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
 }  # fmt: skip
@@ -132,6 +132,11 @@ class SearchContext:
         "The lead's children draw their swap's position uniformly, then a token among that position's "
         "--gradient-top-k best (GCG's draw); off: among the --gradient-top-k best (position, token) pairs over "
         "all positions.",
+    )
+    readable_every: int = _knob(
+        1,
+        "The readable slots (fluency weight > 0) propose children in every Nth gradient batch only; the lead "
+        "proposes in every one, so with a smaller --lead-children it takes more, smaller steps for the same share.",
     )
     gradient_top_k: int = _knob(64, "A swap picks among this many tokens, those the gradient ranks highest at its position.")
     swaps: int = _knob(1, "Tokens each gradient child changes.")
@@ -395,6 +400,8 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--position is max or last")
     if ctx.population < 1 or ctx.children < 1 or ctx.lead_children < 1 or ctx.gradient_top_k < 1 or ctx.swaps < 1:
         problems.append("--population, --children, --lead-children, --gradient-top-k and --swaps must be at least 1")
+    if ctx.readable_every < 1:
+        problems.append("--readable-every must be at least 1")
     if ctx.edits < 0 or ctx.combine < 0 or ctx.lead_patience < 0:
         problems.append("--edits, --combine and --lead-patience cannot be negative")
     try:

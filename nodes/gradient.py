@@ -45,8 +45,11 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     if lead_slot is not None and ctx.lead_patience and lead_slot < len(population):
         moved, stall = _moved_lead(state, population, lead_slot, ctx, subject)
         moves, population = int(moved is not population), moved
+    # --readable-every: in the other gradient batches only the lead proposes (and is ranked).
+    readable_turn = stats["gradient_batches"] % ctx.readable_every == 0
+    proposing = [(m, w, lead) for m, w, lead in zip(population, slot_weights, leads) if lead or readable_turn]
     ranked = member_swaps(
-        subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w in zip(population, slot_weights)], ctx.layer, ctx.neuron, ctx.position, allowed,
+        subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w, _ in proposing], ctx.layer, ctx.neuron, ctx.position, allowed,
         ctx.gradient_top_k,
     )  # fmt: skip
 
@@ -59,7 +62,7 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     if lead_slot is not None:
         for row in _stacked(state, population[lead_slot], ctx, subject, allowed):
             children[subject.decode(row)] = True
-    for member, swaps, lead in zip(population, ranked, leads):
+    for (member, _, lead), swaps in zip(proposing, ranked):
         positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(member["ids"]))
         rows = propose_children(
             subject, swaps, rng, ctx.lead_children if lead else ctx.children, ctx.gradient_top_k, ctx.swaps, positions,

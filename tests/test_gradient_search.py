@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from neuron_search.context import SearchContext, fluency_weights, seeds_from_corpus
@@ -177,6 +179,25 @@ def test_edits_change_prompt_lengths_and_without_them_lengths_stay(tiny_model_di
     assert fixed and fixed <= seeds  # swaps keep every child at its parent's length
     seeds, edited = lengths(2)
     assert edited - seeds  # inserted or deleted tokens give children lengths no seed had
+
+
+def test_readable_every_lets_only_the_lead_propose_in_the_batches_between(tiny_model_dir, tmp_path, monkeypatch):
+    """--readable-every 2: the readable slots are ranked and propose children in every other gradient
+    batch; the lead in every one. By default (1) every member proposes every time."""
+    module = importlib.import_module("neuron_search.nodes.gradient")
+    real, asked = module.member_swaps, []
+
+    def counted(subject, members, *args, **kwargs):
+        asked.append(len(members))
+        return real(subject, members, *args, **kwargs)
+
+    monkeypatch.setattr(module, "member_swaps", counted)
+    gradient_search(tiny_model_dir, tmp_path, iterations=6, run_id="every-1").run(progress=False)
+    assert len(asked) >= 4 and min(asked) > 1, asked
+    asked.clear()
+    gradient_search(tiny_model_dir, tmp_path, iterations=6, readable_every=2, run_id="every-2").run(progress=False)
+    assert len(asked) >= 4, asked
+    assert all(n > 1 for n in asked[0::2]) and all(n == 1 for n in asked[1::2]), asked
 
 
 def test_the_lead_moves_to_its_best_child_after_patience_iterations_without_a_better_one(tiny_model_dir):
