@@ -116,7 +116,7 @@ class SearchContext:
     population: int = _knob(8, "Prompts the gradient search keeps and improves, one per fluency weight.")
     children: int = _knob(4, "Token-swap children the gradient proposes per readable slot (fluency weight > 0) and iteration.")
     lead_children: int = _knob(
-        64,
+        32,
         "Token-swap children of the lead (the slot of fluency weight 0, which keeps the highest activation) per "
         "iteration, ranked by the activation's gradient alone; measured for the activation only, and for the "
         "cross-entropy too when one beats the lead.",
@@ -134,9 +134,10 @@ class SearchContext:
         "all positions.",
     )
     readable_every: int = _knob(
-        1,
+        2,
         "The readable slots (fluency weight > 0) propose children in every Nth gradient batch only; the lead "
-        "proposes in every one, so with a smaller --lead-children it takes more, smaller steps for the same share.",
+        "proposes in every one, so it takes more, smaller steps for the same share of the budget "
+        "(bench/RESULTS.md section 27; 1 with --lead-children 64 was the default before).",
     )
     gradient_top_k: int = _knob(64, "A swap picks among this many tokens, those the gradient ranks highest at its position.")
     swaps: int = _knob(1, "Tokens each gradient child changes.")

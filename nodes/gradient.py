@@ -8,9 +8,11 @@ from the gradient's top at a position, or delete one, so that a prompt's length 
 With --position max, only positions up to the member's peak change: tokens after it cannot move a
 causal model's activation there. With --fluency-gradient (the default) slot i ranks the tokens by
 the gradient plus its fluency weight times how much the swap lowers the prompt's own next-token
-loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens. A member's gradient and gains are computed once, when it joins the
-population. Children are ordinary candidates: the filter, the measurement and the records treat
-them like any other prompt. No LLM is involved. No child holds an added or control token of the
+loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens.
+The lead (weight 0) proposes in every batch and the readable slots in every --readable-every'th, so
+the lead climbs in many small steps, as GCG does. A member's gradient and gains are computed once,
+when it joins the population. Children are ordinary candidates: the filter, the measurement and the
+records treat them like any other prompt. No LLM is involved. No child holds an added or control token of the
 tokenizer (`<start_of_image>`, `<unusedN>`, ...) unless the run allows them (`allow_added_tokens`).
 """
 

@@ -182,8 +182,8 @@ def test_edits_change_prompt_lengths_and_without_them_lengths_stay(tiny_model_di
 
 
 def test_readable_every_lets_only_the_lead_propose_in_the_batches_between(tiny_model_dir, tmp_path, monkeypatch):
-    """--readable-every 2: the readable slots are ranked and propose children in every other gradient
-    batch; the lead in every one. By default (1) every member proposes every time."""
+    """--readable-every 2 (the default): the readable slots are ranked and propose children in every other
+    gradient batch; the lead in every one. With 1 every member proposes every time."""
     module = importlib.import_module("neuron_search.nodes.gradient")
     real, asked = module.member_swaps, []
 
@@ -192,10 +192,10 @@ def test_readable_every_lets_only_the_lead_propose_in_the_batches_between(tiny_m
         return real(subject, members, *args, **kwargs)
 
     monkeypatch.setattr(module, "member_swaps", counted)
-    gradient_search(tiny_model_dir, tmp_path, iterations=6, run_id="every-1").run(progress=False)
+    gradient_search(tiny_model_dir, tmp_path, iterations=6, readable_every=1, run_id="every-1").run(progress=False)
     assert len(asked) >= 4 and min(asked) > 1, asked
     asked.clear()
-    gradient_search(tiny_model_dir, tmp_path, iterations=6, readable_every=2, run_id="every-2").run(progress=False)
+    gradient_search(tiny_model_dir, tmp_path, iterations=6, run_id="every-2").run(progress=False)
     assert len(asked) >= 4, asked
     assert all(n > 1 for n in asked[0::2]) and all(n == 1 for n in asked[1::2]), asked
 
