@@ -1,8 +1,9 @@
 """A gradient run's memory is bounded and flat with the number of prompts (issue 33, item 3).
 
 Measured in a subprocess of its own, so that no other test's models count: the bundled Gemma 3
-270M (1.0 GiB of float32 weights), a search from a 30-token prompt, 320 measured prompts (about
-three iterations of ~106). The bounds: the process's peak resident memory, libraries, tokenizer and
+270M (1.0 GiB of float32 weights), a search from a 30-token prompt, 320 measured prompts (several
+gradient batches, of about 70 prompts where the readable slots propose and 35 where only the lead
+does). The bounds: the process's peak resident memory, libraries, tokenizer and
 report included, is within 2.0x the weights' file (measured 1.92x alone; 2.04x before the logits came
 in tiles of the vocabulary, bench/RESULTS.md section 24); while it searches, a run adds at most 0.12
 GiB to the loaded model's resident memory (the vocabulary's token rules, the embedder of the filter,
