@@ -399,10 +399,8 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--strategy is llm, gradient or mixed")
     if ctx.position not in ("max", "last"):
         problems.append("--position is max or last")
-    if ctx.population < 1 or ctx.children < 1 or ctx.lead_children < 1 or ctx.gradient_top_k < 1 or ctx.swaps < 1:
-        problems.append("--population, --children, --lead-children, --gradient-top-k and --swaps must be at least 1")
-    if ctx.readable_every < 1:
-        problems.append("--readable-every must be at least 1")
+    if min(ctx.population, ctx.children, ctx.lead_children, ctx.readable_every, ctx.gradient_top_k, ctx.swaps) < 1:
+        problems.append("--population, --children, --lead-children, --readable-every, --gradient-top-k and --swaps must be at least 1")
     if ctx.edits < 0 or ctx.combine < 0 or ctx.lead_patience < 0:
         problems.append("--edits, --combine and --lead-patience cannot be negative")
     try:
