@@ -137,7 +137,8 @@ class SearchContext:
         2,
         "The readable slots (fluency weight > 0) propose children in every Nth gradient batch only; the lead "
         "proposes in every one, so it takes more, smaller steps for the same share of the budget "
-        "(bench/RESULTS.md section 27; 1 with --lead-children 64 was the default before).",
+        "(bench/RESULTS.md section 27; 1 with --lead-children 64 was the default before). Without a lead "
+        "(--fluency-range's LOW above 0) every batch is theirs.",
     )
     gradient_top_k: int = _knob(64, "A swap picks among this many tokens, those the gradient ranks highest at its position.")
     swaps: int = _knob(1, "Tokens each gradient child changes.")

@@ -47,8 +47,9 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     if lead_slot is not None and ctx.lead_patience and lead_slot < len(population):
         moved, stall = _moved_lead(state, population, lead_slot, ctx, subject)
         moves, population = int(moved is not population), moved
-    # --readable-every: in the other gradient batches only the lead proposes (and is ranked).
-    readable_turn = stats["gradient_batches"] % ctx.readable_every == 0
+    # --readable-every: in the other gradient batches only the lead proposes (and is ranked). Without a
+    # lead every batch is the readable slots' turn.
+    readable_turn = lead_slot is None or stats["gradient_batches"] % ctx.readable_every == 0
     proposing = [(m, w, lead) for m, w, lead in zip(population, slot_weights, leads) if lead or readable_turn]
     ranked = member_swaps(
         subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w, _ in proposing], ctx.layer, ctx.neuron, ctx.position, allowed,

@@ -198,6 +198,11 @@ def test_readable_every_lets_only_the_lead_propose_in_the_batches_between(tiny_m
     gradient_search(tiny_model_dir, tmp_path, iterations=6, run_id="every-2").run(progress=False)
     assert len(asked) >= 4, asked
     assert all(n > 1 for n in asked[0::2]) and all(n == 1 for n in asked[1::2]), asked
+    # Without a lead (every fluency weight above 0) there is no batch for the lead alone: every member
+    # proposes in every batch, rather than none in every other one.
+    asked.clear()
+    gradient_search(tiny_model_dir, tmp_path, iterations=6, fluency_range="0.1,10", run_id="no-lead").run(progress=False)
+    assert len(asked) >= 4 and min(asked) > 1, asked
 
 
 def test_the_lead_moves_to_its_best_child_after_patience_iterations_without_a_better_one(tiny_model_dir):
