@@ -22,8 +22,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = r"""
@@ -58,27 +56,6 @@ weights = (embedded_subject_folder() / "model.safetensors").stat().st_size / 2**
 half = next(r for n, r in seen if n >= 160)
 run = {"loaded": loaded, "peak": peak, "search": max(r for _, r in seen), "half": half, "end": seen[-1][1], "measured": seen[-1][0], "weights": weights}
 """
-
-
-@pytest.fixture(scope="module")
-def measured() -> dict:
-    """The run's figures (`SCRIPT`) and then, in the same process and with the same model, the two
-    steps' (`STEPS`): one model load for both tests."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGSMITH_TRACING": "false"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT + STEPS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_a_gradient_runs_memory_is_bounded_and_flat(measured: dict) -> None:
-    found = measured["run"]
-    assert found["measured"] == 320
-    # While it searches (sampled after every iteration): bounded and flat.
-    assert found["search"] - found["loaded"] < 0.12, found
-    assert abs(found["end"] - found["half"]) < 0.02, found
-    # The process's peak, from start to end (the evidence and the results written after the search
-    # included): ~2x the model's own weights.
-    assert found["peak"] < 2.0 * found["weights"], found
 
 
 STEPS = r"""
@@ -118,12 +95,34 @@ print(json.dumps({"run": run, "steps": found}))
 """
 
 
-def test_a_members_swaps_and_the_evidence_never_hold_a_whole_rows_vocabulary(measured: dict) -> None:
-    """The two steps that set a default run's peak (bench/RESULTS.md section 23), on a 64-token Gemma
-    row: ranking a member's swaps for three fluency weights once held its whole gradient and gains
-    (64 MiB each, and their copies: about 0.2 GiB), and the evidence's token attribution ran its 128
-    ablated rows in one pass (0.23 GiB of activations): 173 and 210 MiB measured here before. Now each
-    adds less than 100 MiB to the process's memory at its peak (measured 47-73 and 1-10 MiB, in the
-    process of the run above, after it)."""
-    found = measured["steps"]
-    assert found["swaps"] < 100 and found["attribution"] < 100, found
+def measured() -> dict:
+    """The run's figures (`SCRIPT`) and then, in the same process and with the same model, the two
+    steps' (`STEPS`): one model load and one run for both checks, in one test so that two test workers
+    never run it twice."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGSMITH_TRACING": "false"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT + STEPS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_gradient_runs_memory_is_bounded_and_flat_and_its_peak_steps_hold_no_whole_vocabulary_row() -> None:
+    """The run (`SCRIPT`), then the two steps that set a default run's peak (bench/RESULTS.md section
+    23), on a 64-token Gemma row: ranking a member's swaps for three fluency weights once held its whole
+    gradient and gains (64 MiB each, and their copies: about 0.2 GiB), and the evidence's token
+    attribution ran its 128 ablated rows in one pass (0.23 GiB of activations): 173 and 210 MiB measured
+    here before. Now each adds less than 100 MiB to the process's memory at its peak (measured 47-73 and
+    1-10 MiB, in the process of the run above, after it)."""
+    figures = measured()
+    found = figures["run"]
+    assert found["measured"] == 320
+    # While it searches (sampled after every iteration): bounded and flat.
+    assert found["search"] - found["loaded"] < 0.12, found
+    assert abs(found["end"] - found["half"]) < 0.02, found
+    # The process's peak, from start to end (the evidence and the results written after the search
+    # included): ~2x the model's own weights.
+    assert found["peak"] < 2.0 * found["weights"], found
+    steps = figures["steps"]
+    assert steps["swaps"] < 100 and steps["attribution"] < 100, steps
+
+
+
