@@ -22,3 +22,12 @@ from neuron_search.testing.tiny_model import build_tiny_gpt2  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The bundled Gemma 3 270M on the CPU, loaded once per test process (about 10 s a load): the
+    instance a search in this process gets too (`subject_model` caches it). Tests only read it."""
+    from neuron_search.services.runtime import subject_model
+
+    return subject_model("embedded", "cpu")

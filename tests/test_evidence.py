@@ -97,11 +97,6 @@ def gpt2(gpt2_folder) -> SubjectModel:
     return SubjectModel.load(str(gpt2_folder), "cpu")
 
 
-@pytest.fixture(scope="module")
-def gemma() -> SubjectModel:
-    return SubjectModel.load("embedded", "cpu")
-
-
 def tensors(folder: Path, *names: str) -> list[torch.Tensor]:
     """Weights read straight from the model's file, as float32: not through the bridge."""
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:

@@ -38,11 +38,6 @@ def tiny(tiny_model_dir) -> SubjectModel:
     return SubjectModel.load(str(tiny_model_dir), "cpu")
 
 
-@pytest.fixture(scope="module")
-def gemma() -> SubjectModel:
-    return SubjectModel.load("embedded", "cpu")
-
-
 @pytest.fixture(params=["tiny", "gemma"])
 def model_and_layer(request) -> tuple[SubjectModel, int]:
     return (request.getfixturevalue("tiny"), 1) if request.param == "tiny" else (request.getfixturevalue("gemma"), 9)

@@ -21,9 +21,9 @@ PROMPTS = [
 LAYERS, NEURON = (0, 6, 17), 123  # the first, a middle and the last layer of Gemma 3 270M
 
 
-@pytest.fixture(scope="module")
-def subject() -> SubjectModel:
-    return SubjectModel.load("embedded", "cpu")
+@pytest.fixture
+def subject(gemma: SubjectModel) -> SubjectModel:
+    return gemma  # the process's one load of the bundled model (conftest)
 
 
 def independent_activations(folder, prompts: list[str], layer: int, neuron: int) -> list[list[float]]:

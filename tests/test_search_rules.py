@@ -24,13 +24,6 @@ from neuron_search.services.search.random_prompts import mutations, random_promp
 SEEDS = ("The quick brown fox jumps over the lazy dog.", "1, 2, 4, 8, 16, 32", "What is the capital of France?")
 
 
-@pytest.fixture(scope="module")
-def gemma() -> SubjectModel:
-    from neuron_search.services.runtime import subject_model
-
-    return subject_model("embedded", "cpu")  # the instance a search in this process gets too
-
-
 def control_ids(subject: SubjectModel) -> set[int]:
     """Every added or special token of the tokenizer, except the runs of newlines, tabs and spaces
     Gemma lists among its added tokens: those are how the tokenizer reads ordinary whitespace."""
