@@ -187,7 +187,12 @@ def test_run_py_exemplars_on_the_bundled_model(tmp_path):
     assert "Top 7 of 64 snippets" in done.stdout and str(folder / "exemplars.json") in done.stdout.replace("\n", "")
 
 
-def test_run_py_exemplars_mistakes_end_in_one_paragraph(tmp_path, tiny_model_dir):
+def test_run_py_exemplars_mistakes_end_in_one_paragraph(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    # In this process (the command's own code path; four subprocesses cost 20 s of imports).
+    from neuron_search import run
+
+    monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "160")
     (tmp_path / "blank.txt").write_text("\n\n", encoding="utf-8")
     cases = [
         (("--corpus", str(tmp_path / "missing.txt")), "does not exist"),
@@ -196,9 +201,10 @@ def test_run_py_exemplars_mistakes_end_in_one_paragraph(tmp_path, tiny_model_dir
         (("--model", str(tiny_model_dir), "--layer", "1", "--neuron", "1", "--corpus", str(tmp_path / "blank.txt")), "holds no text"),
     ]
     for args, message in cases:
-        done = run_cli(*args, "--device", "cpu", "--results-dir", str(tmp_path), env={"NEURON_SEARCH_CACHE": str(tmp_path / "cache")})
-        assert done.returncode == 2, done.stdout + done.stderr
-        assert "Traceback" not in done.stdout + done.stderr and message in done.stdout.replace("\n", " "), done.stdout
+        code = run.main(["exemplars", *args, "--device", "cpu", "--results-dir", str(tmp_path)])
+        out, err = capsys.readouterr()
+        assert code == 2, out + err
+        assert "Traceback" not in out + err and message in out.replace("\n", " "), out
 
 
 def test_run_py_exemplars_help_explains_every_option():
