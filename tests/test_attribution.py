@@ -83,10 +83,7 @@ def test_tokens_after_the_peak_have_no_effect_and_last_reads_the_last_token(tiny
     assert last["peak"] == len(ids) - 1 and all(e is not None for e in last["removal"][:-1]) and last["removal"][-1] is None
 
 
-def test_removal_and_replacement_on_the_bundled_gemma():
-    from neuron_search.services.runtime import subject_model
-
-    gemma = subject_model("embedded", "cpu")  # the process's cached one, where another test loaded it
+def test_removal_and_replacement_on_the_bundled_gemma(gemma):
     found = check_against_forward_passes(gemma, "Return a file descriptor (Unix) or handle", 9, 840)
     assert gemma.token_texts[neutral_token(gemma)] == " the" and found["tokens"][found["peak"]] == " ("
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from neuron_search import run
 from neuron_search.services.model.bundled import cache_root
 from neuron_search.services.dataset.corpus import DEFAULT_MAX_SNIPPETS, MAX_TOKENS, build_snippets, corpus_source, normalise
 from neuron_search.services.errors import UserError
@@ -189,8 +190,6 @@ def test_run_py_exemplars_on_the_bundled_model(tmp_path):
 
 def test_run_py_exemplars_mistakes_end_in_one_paragraph(tmp_path, tiny_model_dir, capsys, monkeypatch):
     # In this process (the command's own code path; four subprocesses cost 20 s of imports).
-    from neuron_search import run
-
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COLUMNS", "160")
     (tmp_path / "blank.txt").write_text("\n\n", encoding="utf-8")

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from neuron_search.services.model.bundled import embedded_subject_folder
-from neuron_search.services.model.subject_model import SubjectModel
 
 PROMPTS = [
     "Hi",
@@ -19,11 +18,6 @@ PROMPTS = [
     "Москва — столица России.",
 ]
 LAYERS, NEURON = (0, 6, 17), 123  # the first, a middle and the last layer of Gemma 3 270M
-
-
-@pytest.fixture
-def subject(gemma: SubjectModel) -> SubjectModel:
-    return gemma  # the process's one load of the bundled model (conftest)
 
 
 def independent_activations(folder, prompts: list[str], layer: int, neuron: int) -> list[list[float]]:
@@ -54,8 +48,8 @@ def expected() -> dict[int, list[list[float]]]:
 
 @pytest.mark.parametrize("layer", LAYERS)
 @pytest.mark.parametrize("position", ["max", "last"])
-def test_batched_activations_match_a_plain_transformers_hook(subject, expected, position, layer):
-    measured = subject.measure(PROMPTS, layer, NEURON, position, batch_size=len(PROMPTS))
+def test_batched_activations_match_a_plain_transformers_hook(gemma, expected, position, layer):
+    measured = gemma.measure(PROMPTS, layer, NEURON, position, batch_size=len(PROMPTS))
     expected = expected[layer]
     for m, values in zip(measured, expected):
         assert m["error"] == "" and len(m["values"]) == len(values)
@@ -66,21 +60,21 @@ def test_batched_activations_match_a_plain_transformers_hook(subject, expected, 
         assert m["peak"] == (m["values"].index(max(m["values"])) if position == "max" else len(values) - 1)
 
 
-def test_sizes_are_read_from_the_model_and_checked(subject):
+def test_sizes_are_read_from_the_model_and_checked(gemma):
     from neuron_search.services.errors import UserError
 
-    assert (subject.n_layers, subject.d_mlp) == (18, 2048)
+    assert (gemma.n_layers, gemma.d_mlp) == (18, 2048)
     with pytest.raises(UserError, match="18 layers"):
-        subject.validate(18, 0)
+        gemma.validate(18, 0)
     with pytest.raises(UserError, match="2048 neurons"):
-        subject.validate(0, 2048)
+        gemma.validate(0, 2048)
 
 
-def test_gemma_control_tokens_written_in_a_prompt_are_measured_as_text(subject):
+def test_gemma_control_tokens_written_in_a_prompt_are_measured_as_text(gemma):
     prompt = "<bos>hello <start_of_turn>user"
-    tokenizer = subject.tokenizer
+    tokenizer = gemma.tokenizer
     control = {tokenizer.convert_tokens_to_ids(t) for t in ("<bos>", "<start_of_turn>")}
     assert control == {2, 105}  # what the tokenizer would make of them if it parsed the text
-    assert not control & set(subject.token_ids(prompt))
-    (m,) = subject.measure([prompt], 9, NEURON)
+    assert not control & set(gemma.token_ids(prompt))
+    (m,) = gemma.measure([prompt], 9, NEURON)
     assert m["error"] == "" and "".join(m["tokens"]) == prompt

@@ -123,6 +123,3 @@ def test_a_gradient_runs_memory_is_bounded_and_flat_and_its_peak_steps_hold_no_w
     assert found["peak"] < 2.0 * found["weights"], found
     steps = figures["steps"]
     assert steps["swaps"] < 100 and steps["attribution"] < 100, steps
-
-
-
