@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import stats  # installed with sentence-transformers (through scikit-learn)
+from scipy import stats  # a dependency of sentence-transformers
 
 DATA = Path(__file__).parent / "data" / "head_to_head.csv"
 FIELDS = ["neuron", "group", "seed", "method", "best_x_dataset_max", "section"]
