@@ -20,12 +20,11 @@ climbs also depends on how many candidates it spends on the climb (the table's c
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
 
-csv.field_size_limit(2**31 - 1)
+from common import lead_iterations, read_records
 
 
 def level(best: float, start: float, step: float = 0.5) -> float:
@@ -34,15 +33,15 @@ def level(best: float, start: float, step: float = 0.5) -> float:
 
 
 def search_counts(records: list[dict]) -> tuple[dict[float, list[int]], float]:
-    """Per level: [candidates, risers, batches] of the lead-only gradient batches; and the start."""
+    """Per level: [candidates, risers, batches] of the lead-only gradient batches; and the start (the
+    first record's activation)."""
     start = float(records[0]["activation"])
-    batches: dict[int, list[dict]] = defaultdict(list)
-    for row in records[1:]:
-        batches[int(row["iteration"])].append(row)
     counts: dict[float, list[int]] = defaultdict(lambda: [0, 0, 0])
-    best = start
-    for _, rows in sorted(batches.items()):
-        values = [float(r["activation"]) for r in rows if not r["error"]]
+    for lead, rows in lead_iterations(records):
+        if lead is None:
+            continue
+        best = float(lead["activation"])
+        values = [float(r["activation"]) for r in rows]
         risers = sum(v > best for v in values)
         with_xent = sum(1 for r in rows if r["xent"])
         if rows[0]["source"] == "gradient" and with_xent <= risers:
@@ -50,7 +49,6 @@ def search_counts(records: list[dict]) -> tuple[dict[float, list[int]], float]:
             cell[0] += len(values)
             cell[1] += risers
             cell[2] += 1
-        best = max([best, *values])
     return counts, start
 
 
@@ -86,10 +84,9 @@ def main() -> None:
     gcg: dict[float, list[int]] = {}
     runs = [0, 0]
     for folder in args.folders:
-        records_csv = folder / f"gradient-best-{args.neuron}" / "records.csv"
-        if records_csv.is_file():
-            with records_csv.open(newline="") as f:
-                add(ours, search_counts(list(csv.DictReader(f)))[0])
+        run = folder / f"gradient-best-{args.neuron}"
+        if (run / "records.csv").is_file():
+            add(ours, search_counts(read_records(run))[0])
             runs[0] += 1
         for peer in sorted(folder.glob(f"gcg-best-{args.neuron}*.json")):
             add(gcg, gcg_counts(json.loads(peer.read_text())["records"]))

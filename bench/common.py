@@ -5,11 +5,14 @@ Not a benchmark itself.
 
 from __future__ import annotations
 
+import csv
 import os
 import platform
 import random
 import sys
 import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +81,28 @@ class Recorder:
 
     def close(self) -> None:
         pass
+
+
+def read_records(folder: Path) -> list[dict]:
+    """The rows of a run folder's records.csv, as text, in the order they were measured."""
+    with open(folder / "records.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def lead_iterations(rows: Iterable[dict]) -> Iterator[tuple[dict | None, list[dict]]]:
+    """Each iteration's measured (error-free) rows of a run's records.csv, in order, with the lead they
+    were proposed from: the best row measured before the iteration (None for the first)."""
+    by_iteration: dict[int, list[dict]] = defaultdict(list)
+    for row in rows:
+        if not row["error"]:
+            by_iteration[int(row["iteration"])].append(row)
+    best: dict | None = None
+    for iteration in sorted(by_iteration):
+        measured = by_iteration[iteration]
+        yield best, measured
+        for row in measured:
+            if best is None or float(row["activation"]) > float(best["activation"]):
+                best = row
 
 
 def best_curve(records, budget: int | None = None) -> list[float]:

@@ -21,11 +21,12 @@ folder's name (`gradient-best-N`, as bench/gradient_quality.py names it) or give
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
+
+from common import lead_iterations, read_records
 
 BOUNDS = (1, 2, 4, 8, 16, 32)
 NAMES = ("0 (the peak token)", "1", "2-3", "4-7", "8-15", "16-31", "32+")
@@ -33,24 +34,6 @@ NAMES = ("0 (the peak token)", "1", "2-3", "4-7", "8-15", "16-31", "32+")
 
 def bucket(distance: int) -> int:
     return next((i for i, bound in enumerate(BOUNDS) if distance < bound), len(BOUNDS))
-
-
-def _iterations(folder: Path) -> Iterator[tuple[dict | None, list[dict]]]:
-    """Each iteration's measured (error-free) rows of a run's records.csv, in order, with the lead they
-    were proposed from: the best row measured before the iteration (None for the first)."""
-    with open(folder / "records.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    by_iteration: dict[int, list[dict]] = defaultdict(list)
-    for row in rows:
-        if not row["error"]:
-            by_iteration[int(row["iteration"])].append(row)
-    best: dict | None = None
-    for iteration in sorted(by_iteration):
-        measured = by_iteration[iteration]
-        yield best, measured
-        for row in measured:
-            if best is None or float(row["activation"]) > float(best["activation"]):
-                best = row
 
 
 def _changed(tokens: list, parent: list) -> list[int]:
@@ -68,7 +51,7 @@ def _add(cell: list, rise: float) -> None:
 def count(folder: Path) -> dict[int, list[float]]:
     """Per bucket: [children, rises, summed rise] of one run's one-swap children of the lead."""
     out: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
-    for best, measured in _iterations(folder):
+    for best, measured in lead_iterations(read_records(folder)):
         if best is not None:
             parent = json.loads(best["tokens"])
             values = json.loads(best["values"])
@@ -86,7 +69,7 @@ def restacked(folder: Path) -> dict[int, list[int]]:
     iteration] over one run's children of the lead of the same length."""
     out: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     winners: dict[int, set[str]] = {}  # position -> tokens that rose there, the iteration before
-    for best, measured in _iterations(folder):
+    for best, measured in lead_iterations(read_records(folder)):
         found: dict[int, set[str]] = defaultdict(set)
         if best is not None:
             lead = json.loads(best["tokens"])
@@ -124,7 +107,7 @@ def ranks(folder: Path, subject, layer: int, neuron: int, top_k: int = 64) -> di
 
     allowed = allowed_tokens(subject, True)
     out: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0])
-    for best, measured in _iterations(folder):
+    for best, measured in lead_iterations(read_records(folder)):
         if best is not None:
             parent = subject.token_ids(best["prompt"])
             children = []
