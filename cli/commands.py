@@ -214,13 +214,13 @@ def configure_exemplars(p: argparse.ArgumentParser) -> None:
 def run_exemplars(args: argparse.Namespace, console) -> int:
     from neuron_search.services.dataset.corpus import check_cap, corpus_source
     from neuron_search.services.dataset.exemplars import exemplars
-    from neuron_search.services.model.subject_model import SubjectModel
     from neuron_search.services.reports.display import exemplars_table
     from neuron_search.services.reports.exemplars_page import write_exemplars
+    from neuron_search.services.runtime import subject_model
 
     source = corpus_source(args.corpus, args.text_column)  # a mistyped path is reported before the model loads
     check_cap(source, args.max_snippets)
-    subject = SubjectModel.load(args.model, args.device)
+    subject = subject_model(args.model, args.device)
     result = exemplars(subject, args.layer, args.neuron, source, args.top_k, args.max_snippets, console=console)
     console.print(exemplars_table(result.records, f"Top {len(result.records)} of {result.scanned:,} snippets: {result.corpus}"))
     paths = write_exemplars(result, args.results_dir)

@@ -57,35 +57,51 @@ def printed_number(table: list[str], column: str) -> float:
     return float(found.group())
 
 
+def run_script(path: Path, args: list[str], tmp_path: Path, capsys, monkeypatch) -> str:
+    """`python PATH ARGS` in this process, as a fresh interpreter would run it (its own __main__, argv,
+    working folder and temporary folder), and what it printed; a fresh interpreter per script cost 5-8 s
+    of imports each. Its torch thread count is put back afterwards, for the tests that run after it here."""
+    import runpy
+    import tempfile
+
+    import torch
+
+    threads = torch.get_num_threads()
+    for name, value in offline_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", [str(path), *args])
+    monkeypatch.chdir(tmp_path)
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exited:
+        captured = capsys.readouterr()
+        assert exited.code in (0, None), captured.out[-2000:] + captured.err[-3000:]
+        return captured.out
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_bench_smoke(script: str, tmp_path: Path) -> None:
-    env = offline_env(tmp_path)
-    done = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
-    assert len(table) >= 3, done.stdout  # a header, its rule, and at least one row
+def test_bench_smoke(script: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    out = run_script(BENCH / script, ["--smoke"], tmp_path, capsys, monkeypatch)
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(table) >= 3, out  # a header, its rule, and at least one row
     assert set(table[1]) <= set("|-: ")
     column, low, high = SCRIPTS[script]
     value = printed_number(table, column)
-    assert math.isfinite(value) and low <= value <= high, f"{column}: {value} not in [{low}, {high}]\n{done.stdout}"
+    assert math.isfinite(value) and low <= value <= high, f"{column}: {value} not in [{low}, {high}]\n{out}"
 
 
-def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path) -> None:
+def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path, capsys, monkeypatch) -> None:
     """scripts/gpu_check.py is only run for real on a GPU machine; here it compares the CPU with itself."""
-    env = offline_env(tmp_path)
-    script = BENCH.parent / "scripts" / "gpu_check.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--device", "cpu", "--prompts", "8", "--iterations", "3", "--folder", str(tmp_path),
-         "--sweep-neurons", "2", "--sweep-prompts", "24", "--width", "128"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "agreement: OK" in done.stdout and "GPU CHECK PASSED" in done.stdout
-    assert "search on cpu: 3 iterations" in done.stdout
-    assert "sweep on cpu: 2 neurons x 24 prompts" in done.stdout and "neurons/hour (OK)" in done.stdout
+    args = ["--device", "cpu", "--prompts", "8", "--iterations", "3", "--folder", str(tmp_path),
+            "--sweep-neurons", "2", "--sweep-prompts", "24", "--width", "128"]  # fmt: skip
+    out = run_script(BENCH.parent / "scripts" / "gpu_check.py", args, tmp_path, capsys, monkeypatch)
+    assert "agreement: OK" in out and "GPU CHECK PASSED" in out
+    assert "search on cpu: 3 iterations" in out
+    assert "sweep on cpu: 2 neurons x 24 prompts" in out and "neurons/hour (OK)" in out
 
 
 def records_folder(tmp_path: Path, rows: list[dict]) -> Path:

@@ -33,30 +33,35 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     )
 
 
-def test_offline_search_on_the_bundled_model_and_embedded_llm(tmp_path):
-    done = run_cli(
+def test_offline_search_on_the_bundled_model_and_embedded_llm(tmp_path, capsys, monkeypatch):
+    # In this process, whose bundled Gemma (loaded once per test process) both commands reuse: the command line
+    # end to end, offline. tests/test_readme.py runs the same search from a fresh interpreter.
+    monkeypatch.setenv("COLUMNS", "160")
+    code = run.main([
         "--model", "embedded", "--llm", "embedded", "--strategy", "llm", "--layer", "6", "--neuron", "123",
         "--iterations", "2", "--batch-size", "4", "--results-dir", str(tmp_path), "--quiet", "--no-explain",
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Top 10 prompts" in done.stdout and "Bottom 10 prompts" in done.stdout and "Statistics" in done.stdout
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Top 10 prompts" in out and "Bottom 10 prompts" in out and "Statistics" in out
     (run_dir,) = tmp_path.iterdir()
     results = json.loads((run_dir / "results.json").read_text())
     assert results["settings"]["model"] == "embedded" and results["settings"]["neuron"] == 123
     assert results["best"]["activation"] == max(r["activation"] for r in results["top"])
     assert (run_dir / "report.html").stat().st_size > 1000
     assert (run_dir / "records.csv").read_text().count("\n") > 20
-    assert str(run_dir) in done.stdout.replace("\n", "")
+    assert str(run_dir) in out.replace("\n", "")
     assert results["explanation"] is None
 
     # Explained afterwards, offline, by the embedded LLM: the sentence, its scores and the control's.
-    explained = run_cli("explain", run_dir.name, "--results-dir", str(tmp_path))
-    assert explained.returncode == 0, explained.stdout + explained.stderr
+    code = run.main(["explain", run_dir.name, "--results-dir", str(tmp_path)])
+    explained = capsys.readouterr().out
+    assert code == 0, explained
     final = json.loads((run_dir / "results.json").read_text())["explanation"]
     assert final["explanation"] and final["llm"] == "embedded"
     assert not set(final["held_out"]["high"] + final["held_out"]["low"]) & set(final["shown"])
     assert set(final["scores"]) == {"explanation", "control"}
-    assert "What the neuron detects" in explained.stdout and "What the neuron detects" in (run_dir / "report.html").read_text()
+    assert "What the neuron detects" in explained and "What the neuron detects" in (run_dir / "report.html").read_text()
 
 
 def test_help_explains_every_option(capsys, monkeypatch):

@@ -164,16 +164,21 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "run.py"), "exemplars", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_run_py_exemplars_on_the_bundled_model(tmp_path):
-    # A fresh scan cache, with the bundled model's converted folder linked in so it is not converted again.
+def test_run_py_exemplars_on_the_bundled_model(tmp_path, capsys, monkeypatch):
+    # In this process, whose bundled Gemma (loaded once per test process) the command reuses. A fresh scan
+    # cache, so that the scan runs, with the bundled model's converted folder linked in so it is not converted
+    # again where this process has not loaded it yet.
     cache = tmp_path / "cache"
     cache.mkdir()
     from neuron_search.services.model.bundled import embedded_subject_folder
 
     (cache / "gemma3-270m").symlink_to(embedded_subject_folder())
-    done = run_cli("--model", "embedded", "--layer", "9", "--neuron", "5", "--max-snippets", "64", "--top-k", "7",
-                   "--results-dir", str(tmp_path / "results"), env={"NEURON_SEARCH_CACHE": str(cache)})
-    assert done.returncode == 0, done.stdout + done.stderr
+    monkeypatch.setenv("NEURON_SEARCH_CACHE", str(cache))
+    monkeypatch.setenv("COLUMNS", "160")
+    code = run.main(["exemplars", "--model", "embedded", "--layer", "9", "--neuron", "5", "--max-snippets", "64", "--top-k", "7",
+                     "--results-dir", str(tmp_path / "results")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
     folder = tmp_path / "results" / "exemplars" / "embedded-L9-N5"
     data = json.loads((folder / "exemplars.json").read_text())
     assert (data["model"], data["layer"], data["neuron"], data["snippets_scanned"]) == ("embedded", 9, 5, 64)
@@ -185,8 +190,7 @@ def test_run_py_exemplars_on_the_bundled_model(tmp_path):
         assert r["xent"] > 0  # placed beside a run's prompts on its report's Pareto chart
     page = (folder / "exemplars.html").read_text()
     assert page.count('class="tok peak"') == 7 and "<script" not in page
-    assert "Top 7 of 64 snippets" in done.stdout and str(folder / "exemplars.json") in done.stdout.replace("\n", "")
-
+    assert "Top 7 of 64 snippets" in out and str(folder / "exemplars.json") in out.replace("\n", "")
 
 def test_run_py_exemplars_mistakes_end_in_one_paragraph(tmp_path, tiny_model_dir, capsys, monkeypatch):
     # In this process (the command's own code path; four subprocesses cost 20 s of imports).
