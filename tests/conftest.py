@@ -31,3 +31,17 @@ def gemma():
     from neuron_search.services.runtime import subject_model
 
     return subject_model("embedded", "cpu")
+
+
+# The longest tests that share no fixture with their neighbours run first (about 85 s each, alone in a
+# process or a subprocess): last in a worker's queue, one of them kept a core busy for its whole length
+# after the other worker had finished (an idle suite took 578 s, its last 86 s on one core).
+FIRST = (
+    "tests/test_memory.py::",
+    "tests/test_cli.py::test_offline_search_on_the_bundled_model_and_embedded_llm",
+    "tests/test_readme.py::test_readme_python_example_runs",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(FIRST))  # stable: the rest keep their order
