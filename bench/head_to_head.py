@@ -13,6 +13,10 @@ landscape and are not independent draws. An interval that holds 1 means those ru
 apart; one from 2 or 3 seeds is wide, as it should be. Cells are rounded to 0.01x, as the tables are; a
 tie at that rounding counts as level.
 
+A second table reads issue 33's first target ("≥ both nanoGCG and the plain GCG on each neuron") per seed
+and per neuron (the geometric mean over the seeds where all three ran), for the bench's five and the five
+drawn at random, and names the neurons and peers it misses on.
+
     python bench/head_to_head.py
     python bench/head_to_head.py --neurons 1577 --log run.log
 """
@@ -109,6 +113,37 @@ def compare(rows: list[dict], reference: str, method: str) -> list[list[str]]:
     return lines
 
 
+PEERS = ("nanogcg", "gcg")
+
+
+def against_both(rows: list[dict], reference: str, peers: tuple[str, ...] = PEERS) -> list[list[str]]:
+    """Issue 33's first target, "≥ both peers on each neuron", read two ways for each group of neurons:
+    per seed (the neurons with a run of the reference and of every peer at that seed), and per neuron
+    (the geometric mean over the seeds where all three ran). Each line: the neurons counted, those where
+    the reference is ≥ every peer, and those where it is not (with the peers above it)."""
+    best = {(r["neuron"], r["seed"], r["method"]): r["best_x_dataset_max"] for r in rows}
+    group = {r["neuron"]: r["group"] for r in rows}
+    complete = sorted({(n, s) for n, s, m in best if m == reference and all((n, s, p) in best for p in peers)})
+
+    def line(name: str, seed: str, cells: dict[int, dict[str, float]]) -> list[str]:
+        behind = {n: [p for p in peers if c[p] > c[reference]] for n, c in sorted(cells.items())}
+        missed = ", ".join(f"{n} ({' and '.join(ps)})" for n, ps in behind.items() if ps) or "–"
+        return [name, seed, str(len(cells)), str(sum(not ps for ps in behind.values())), missed]
+
+    lines = []
+    for name in sorted({group[n] for n, _ in complete}):
+        neurons = sorted({n for n, _ in complete if group[n] == name})
+        for seed in sorted({s for n, s in complete if group[n] == name}):
+            cells = {n: {m: best[(n, seed, m)] for m in (reference, *peers)} for n in neurons if (n, seed) in complete}
+            lines.append(line(name, str(seed), cells))
+        means = {
+            n: {m: math.exp(float(np.mean([math.log(best[(n, s, m)]) for k, s in complete if k == n]))) for m in (reference, *peers)}
+            for n in neurons
+        }
+        lines.append(line(name, "geometric mean over seeds", means))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA, help="the CSV of runs (default: %(default)s)")
@@ -140,6 +175,11 @@ def main() -> None:
     for method in sorted({r["method"] for r in rows} - {args.reference}):
         for cells in compare(rows, args.reference, method):
             print("| " + " | ".join(cells) + " |")
+    print(f"\n{args.reference} at or above both {' and '.join(PEERS)}: per seed, and per neuron over its seeds\n")
+    print(f"| group | seed | neurons | {args.reference} ≥ both | below a peer (the peers above) |")
+    print("|---|---|---:|---:|---|")
+    for cells in against_both(rows, args.reference):
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The command line: its subcommands, options and help in this process (cli/), and end to end in a
-subprocess, offline: bundled model, embedded LLM."""
+"""The command line: its subcommands, options and help (cli/), and end to end offline on the bundled model
+and the embedded LLM; a few of its errors in a fresh interpreter (`python run.py`)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from head_to_head import DATA, compare, interval, log_rows, read_rows
+from head_to_head import DATA, against_both, compare, interval, log_rows, read_rows
 
 LOG = """neuron 1577: gradient from the best start, seed 7
 neuron 1577: gcg from the best start, seed 7
@@ -24,6 +24,20 @@ def rows(method: str, values: dict[tuple[int, int], float]) -> list[dict]:
     return [
         {"neuron": n, "group": "bench", "seed": s, "method": method, "best_x_dataset_max": v, "section": "t"}
         for (n, s), v in values.items()
+    ]
+
+
+def test_at_or_above_both_peers_is_read_per_seed_and_per_neuron() -> None:
+    # Neuron 1: below nanoGCG at seed 0, above both at seed 1, above both in geometric mean. Neuron 2:
+    # below the plain GCG at seed 1 and in mean. Neuron 3 has no plain GCG run: it is not counted.
+    default = {(1, 0): 2.0, (1, 1): 4.0, (2, 0): 3.0, (2, 1): 1.0, (3, 0): 9.0}
+    nano = {(1, 0): 2.5, (1, 1): 1.0, (2, 0): 1.0, (2, 1): 1.0, (3, 0): 1.0}
+    gcg = {(1, 0): 1.0, (1, 1): 3.0, (2, 0): 2.0, (2, 1): 2.0}
+    lines = against_both(rows("default", default) + rows("nanogcg", nano) + rows("gcg", gcg), "default")
+    assert lines == [
+        ["bench", "0", "2", "1", "1 (nanogcg)"],
+        ["bench", "1", "2", "1", "2 (gcg)"],
+        ["bench", "geometric mean over seeds", "2", "1", "2 (gcg)"],  # 1: 2.83 against 1.58 and 1.73
     ]
 
 
