@@ -192,6 +192,7 @@ def test_run_py_exemplars_on_the_bundled_model(tmp_path, capsys, monkeypatch):
     assert page.count('class="tok peak"') == 7 and "<script" not in page
     assert "Top 7 of 64 snippets" in out and str(folder / "exemplars.json") in out.replace("\n", "")
 
+
 def test_run_py_exemplars_mistakes_end_in_one_paragraph(tmp_path, tiny_model_dir, capsys, monkeypatch):
     # In this process (the command's own code path; four subprocesses cost 20 s of imports).
     monkeypatch.setenv("NEURON_SEARCH_CACHE", str(tmp_path / "cache"))
