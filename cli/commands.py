@@ -110,6 +110,7 @@ def configure_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default=SearchContext.results_dir)
     p.add_argument("--llm", default=None, help=f"{describe('llm')} (default: the run's)")
     p.add_argument("--device", default=None, help=f"{describe('device')} (default: the run's)")
+    p.add_argument("--threads", type=int, default=None, help=f"{describe('threads')} (default: the run's)")
 
 
 def run_explain(args: argparse.Namespace, console) -> int:
@@ -119,12 +120,14 @@ def run_explain(args: argparse.Namespace, console) -> int:
     from neuron_search.services.llm.proposer import resolve_llm
     from neuron_search.services.reports.explanation_view import explanation_table
     from neuron_search.services.reports.results import write_run_results
-    from neuron_search.services.runtime import subject_model
+    from neuron_search.services.runtime import subject_model, use_threads
     from neuron_search.services.storage.files import inside
     from neuron_search.services.storage.run_folder import read_settings, run_lock
 
     run_dir = inside(args.results_dir, args.run_id)
     settings = read_settings(run_dir, "to explain")
+    # Before the model and the embedded LLM load: the LLM takes its thread count when it loads.
+    use_threads(settings.get("threads", 0) if args.threads is None else args.threads)
     if not (run_dir / "records.sqlite").is_file():
         raise UserError(f"There is no run {args.run_id!r} with records in {args.results_dir}/. `python run.py --list` shows the runs there.")
     subject = subject_model(settings["model"], args.device or settings["device"])

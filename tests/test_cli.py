@@ -16,12 +16,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from neuron_search import run
 from neuron_search.cli import main as cli_main
 from neuron_search.cli.main import COMMANDS, COMMON, help_text, parse
 from neuron_search.cli.options import option_of, section_of, sections
 from neuron_search.context import SearchContext
+from neuron_search.services.llm import embedded_llm
+from neuron_search.services.runtime import use_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,8 +56,13 @@ def test_offline_search_on_the_bundled_model_and_embedded_llm(tmp_path, capsys, 
     assert str(run_dir) in out.replace("\n", "")
     assert results["explanation"] is None
 
-    # Explained afterwards, offline, by the embedded LLM: the sentence, its scores and the control's.
-    code = run.main(["explain", run_dir.name, "--results-dir", str(tmp_path)])
+    # Explained afterwards, offline, by the embedded LLM: the sentence, its scores and the control's; on the
+    # threads asked for (torch's, and those of an embedded LLM loaded from then on), put back afterwards.
+    try:
+        code = run.main(["explain", run_dir.name, "--results-dir", str(tmp_path), "--threads", "1"])
+        assert (torch.get_num_threads(), embedded_llm._thread_count()) == (1, 1)
+    finally:
+        use_threads(0)
     explained = capsys.readouterr().out
     assert code == 0, explained
     final = json.loads((run_dir / "results.json").read_text())["explanation"]
@@ -208,6 +216,7 @@ def test_each_command_parses_its_options_as_before():
     explain = parse(["explain", "r1", "--results-dir", "d", "--llm", "embedded", "--device", "cpu"])
     assert (explain.command, explain.run_id, explain.results_dir, explain.llm, explain.device) == ("explain", "r1", "d", "embedded", "cpu")
     assert parse(["explain", "r1"]).llm is None and parse(["explain", "r1"]).device is None  # the run's own
+    assert parse(["explain", "r1"]).threads is None and parse(["explain", "r1", "--threads", "2"]).threads == 2
     ex = parse(["exemplars", "--neuron", "5", "--layer", "2", "--top-k", "7", "--max-snippets", "64", "--corpus", "c.txt"])
     assert (ex.command, ex.neuron, ex.layer, ex.top_k, ex.max_snippets, ex.corpus) == ("exemplars", 5, 2, 7, 64, "c.txt")
     defaults = parse(["exemplars"])
