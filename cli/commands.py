@@ -126,10 +126,10 @@ def run_explain(args: argparse.Namespace, console) -> int:
 
     run_dir = inside(args.results_dir, args.run_id)
     settings = read_settings(run_dir, "to explain")
-    # Before the model and the embedded LLM load: the LLM takes its thread count when it loads.
-    use_threads(settings.get("threads", 0) if args.threads is None else args.threads)
     if not (run_dir / "records.sqlite").is_file():
         raise UserError(f"There is no run {args.run_id!r} with records in {args.results_dir}/. `python run.py --list` shows the runs there.")
+    # Before the model and the embedded LLM load: the LLM takes its thread count when it loads.
+    use_threads(settings.get("threads", 0) if args.threads is None else args.threads)
     subject = subject_model(settings["model"], args.device or settings["device"])
     subject.validate(settings["layer"], settings["neuron"])
     measure = measurer(subject, settings["layer"], settings["neuron"], settings["position"], settings["batch_size"])
