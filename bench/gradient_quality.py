@@ -48,7 +48,8 @@ Both: search width `--peer-width`, top-k `--peer-top-k`, one swap a candidate, e
 activation from `SubjectModel.measure` (a candidate proposed again is not measured or counted
 again). They measure no cross-entropy while searching; their readable point and the cross-entropy
 of their best are computed afterwards with `SubjectModel.cross_entropy` (the tool's definition),
-outside their minutes, which are the search's own. A peer's run is kept in --results-dir as JSON
+outside their minutes, which are the search's own (--no-peer-readable skips the readable point,
+which can need ~2,000 of them, and keeps the best's). A peer's run is kept in --results-dir as JSON
 and read back by a later call with the same settings.
 Another column for every method: prompts to the dataset max, the measured prompts until the best
 first reached the dataset max (within 1e-5 relative; "-": never within the budget). From the
@@ -118,13 +119,16 @@ def above(level: float) -> float:
     return level + 1e-5 * max(1.0, abs(level))
 
 
-def fill_xent(subject, records: list[dict], budgets: list[int], max_xent: float, batch: int = 16) -> int:
+def fill_xent(
+    subject, records: list[dict], budgets: list[int], max_xent: float, batch: int = 16, readable: bool = True
+) -> int:
     """Give a peer's records the cross-entropies `best_at` needs (peers measure none while searching),
     as `SubjectModel.cross_entropy` of each prompt's tokens: at each budget, the best prompt's, and
-    every prompt's from the highest activation down until one is at or below max_xent (so the readable
-    point read from the records is exact). Returns how many were computed. Where the peer found nothing
-    readable but its start, that is every prompt above the start (a plain GCG run of neuron 1990, 61
-    tokens a prompt, needs about 2,000: minutes of the 262k-token head), so it says how far it is."""
+    (with `readable`) every prompt's from the highest activation down until one is at or below max_xent
+    (so the readable point read from the records is exact). Returns how many were computed. Where the
+    peer found nothing readable but its start, that is every prompt above the start (a plain GCG run of
+    neuron 1990, 61 tokens a prompt, needs about 2,000: minutes of the 262k-token head), so it says how
+    far it is; without `readable`, only the best's (one a budget)."""
     done = 0
     for budget in budgets:
         ranked = sorted((r for r in records[:budget] if r["activation"] is not None), key=lambda r: -r["activation"])
@@ -137,7 +141,7 @@ def fill_xent(subject, records: list[dict], budgets: list[int], max_xent: float,
                 if done // 200 != (done + len(chunk)) // 200:
                     print(f"  cross-entropies for the readable point: {done + len(chunk)} computed", file=sys.stderr, flush=True)
                 done += len(chunk)
-            if any(r["xent"] <= max_xent for r in ranked[: at + (1 if at == 0 else batch)]):
+            if not readable or any(r["xent"] <= max_xent for r in ranked[: at + (1 if at == 0 else batch)]):
                 break
             at += 1 if at == 0 else batch
     return done
@@ -159,7 +163,7 @@ def run_peer(
     path.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if saved.get("settings") == settings:
-        computed = fill_xent(subject, saved["records"], budgets, data_xent)
+        computed = fill_xent(subject, saved["records"], budgets, data_xent, readable=args.peer_readable)
         if computed:
             saved["xents"] = saved.get("xents", 0) + computed
             path.write_text(json.dumps(saved))
@@ -174,7 +178,7 @@ def run_peer(
     saved = {
         "settings": settings, "records": run.records, "seconds": run.seconds, "steps": run.steps,
         "proposed": run.proposed, "filtered": run.filtered, "mismatched": run.mismatched, "stop": run.stop,
-        "xents": fill_xent(subject, run.records, budgets, data_xent),
+        "xents": fill_xent(subject, run.records, budgets, data_xent, readable=args.peer_readable),
     }  # fmt: skip
     path.write_text(json.dumps(saved))
     return saved
@@ -191,6 +195,14 @@ def main() -> None:
     parser.add_argument("--starts", default="shipped", help="of shipped, best, neutral (see the docstring)")
     parser.add_argument("--peer-width", type=int, default=64, help="the peers' candidates a step (search width)")
     parser.add_argument("--peer-top-k", type=int, default=64, help="the peers' top-k tokens a position")
+    parser.add_argument(
+        "--peer-readable",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find the peers' best readable prompt (their cross-entropies, computed after the search: up to "
+        "~2,000 through the model's head when a peer finds nothing readable); --no-peer-readable computes only "
+        "their best's, and the table says 'not computed'",
+    )
     parser.add_argument("--snippets", type=int, default=5000, help="real-text snippets scanned for the dataset max")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -285,10 +297,11 @@ def main() -> None:
                     records = result.records
                     stats = {"minutes": stopwatch.seconds / 60, "calls": result.stats["llm_calls"]}
                     best_prompt = result.best[0] if result.best else ""
+                counted = method not in PEERS or args.peer_readable
                 row["runs"][method, start] = {
                     **stats,
                     "best": {b: best_at(records, b) for b in budgets},
-                    "readable": {b: best_at(records, b, max_xent=data_xent) for b in budgets},
+                    "readable": {b: best_at(records, b, max_xent=data_xent) if counted else None for b in budgets},
                     "reach": prompts_to_reach(best_curve(records, budgets[-1]), reach_level),
                     "measured": min(budgets[-1], sum(r["activation"] is not None for r in records)),
                     "prompt": best_prompt,
@@ -320,8 +333,12 @@ def main() -> None:
             m = row["runs"][method, start]
             bests = [f"{m['best'][b][0]:.3f} ({m['best'][b][0] / row['data']:.2f}x)" for b in budgets]
             xent = m["best"][budgets[-1]][1]
-            readable = m["readable"][budgets[-1]][0]
-            readable_cell = "-" if readable != readable else f"{readable:.3f} ({readable / row['data']:.2f}x)"
+            readable = m["readable"][budgets[-1]]
+            readable_cell = (
+                "not computed" if readable is None
+                else "-" if readable[0] != readable[0]
+                else f"{readable[0]:.3f} ({readable[0] / row['data']:.2f}x)"
+            )  # fmt: skip
             print(
                 f"| {row['neuron']} | {row['data']:.3f} ({row['data_xent']:.2f}) | {method} | {start} | " + " | ".join(bests)
                 + f" | {'-' if xent is None else f'{xent:.2f}'} | {readable_cell} | {m['reach'] or '-'} | {m['calls']} | {m['minutes']:.1f} |"
@@ -332,11 +349,13 @@ def main() -> None:
             ratios = [row["runs"][method, start]["best"][b][0] / row["data"] for row in rows]
             # Above the dataset max by more than float rounding: the best snippet itself, measured alone
             # as a start, can read a few 1e-7 above its value in the corpus scan's batch.
-            readable = [row["runs"][method, start]["readable"][b][0] > above(row["data"]) for row in rows]
+            points = [row["runs"][method, start]["readable"][b] for row in rows]
+            readable = [p is not None and p[0] > above(row["data"]) for p, row in zip(points, rows)]
             print(
                 f"{method} from {start} @{b}: median {statistics.median(ratios):.2f}x the dataset max, lowest {min(ratios):.2f}x; "
-                f"a readable prompt beats the dataset max on {sum(readable)} of {len(rows)}"
-            )
+                + (f"a readable prompt beats the dataset max on {sum(readable)} of {len(rows)}" if None not in points
+                   else "readable prompts not computed (--no-peer-readable)")
+            )  # fmt: skip
         reached = [row["runs"][method, start]["reach"] for row in rows]
         hit = sorted(r for r in reached if r is not None)
         print(

@@ -94,6 +94,17 @@ def test_bench_smoke(script: str, tmp_path: Path, capsys, monkeypatch) -> None:
     assert math.isfinite(value) and low <= value <= high, f"{column}: {value} not in [{low}, {high}]\n{out}"
 
 
+def test_gradient_quality_without_the_peers_readable_point_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    """--no-peer-readable: the peer's best and its cross-entropy are printed, its readable point is not
+    (not computed, rather than a number from the few cross-entropies it has)."""
+    out = run_script(BENCH / "gradient_quality.py", ["--smoke", "--methods", "gcg", "--no-peer-readable"], tmp_path, capsys, monkeypatch)
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    header, row = cells(table[0]), cells(table[2])
+    assert row[header.index("best readable @120 (x dataset)")] == "not computed"
+    assert NUMBER.fullmatch(row[header.index("xent of best @120")])
+    assert "readable prompts not computed (--no-peer-readable)" in out and "a readable prompt beats" not in out
+
+
 def test_gpu_check_runs_against_the_cpu_where_there_is_no_gpu(tmp_path: Path, capsys, monkeypatch) -> None:
     """scripts/gpu_check.py is only run for real on a GPU machine; here it compares the CPU with itself."""
     args = ["--device", "cpu", "--prompts", "8", "--iterations", "3", "--folder", str(tmp_path),
