@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -119,16 +120,14 @@ def above(level: float) -> float:
     return level + 1e-5 * max(1.0, abs(level))
 
 
-def fill_xent(
-    subject, records: list[dict], budgets: list[int], max_xent: float, batch: int = 16, readable: bool = True
-) -> int:
+def fill_xent(subject, records: list[dict], budgets: list[int], max_xent: float, batch: int = 16) -> int:
     """Give a peer's records the cross-entropies `best_at` needs (peers measure none while searching),
     as `SubjectModel.cross_entropy` of each prompt's tokens: at each budget, the best prompt's, and
-    (with `readable`) every prompt's from the highest activation down until one is at or below max_xent
-    (so the readable point read from the records is exact). Returns how many were computed. Where the
-    peer found nothing readable but its start, that is every prompt above the start (a plain GCG run of
-    neuron 1990, 61 tokens a prompt, needs about 2,000: minutes of the 262k-token head), so it says how
-    far it is; without `readable`, only the best's (one a budget)."""
+    every prompt's from the highest activation down until one is at or below max_xent (so the readable
+    point read from the records is exact; a max_xent of inf stops at the best's). Returns how many were
+    computed. Where the peer found nothing readable but its start, that is every prompt above the start
+    (a plain GCG run of neuron 1990, 61 tokens a prompt, needs about 2,000: minutes of the 262k-token
+    head), so it says how far it is."""
     done = 0
     for budget in budgets:
         ranked = sorted((r for r in records[:budget] if r["activation"] is not None), key=lambda r: -r["activation"])
@@ -141,7 +140,7 @@ def fill_xent(
                 if done // 200 != (done + len(chunk)) // 200:
                     print(f"  cross-entropies for the readable point: {done + len(chunk)} computed", file=sys.stderr, flush=True)
                 done += len(chunk)
-            if not readable or any(r["xent"] <= max_xent for r in ranked[: at + (1 if at == 0 else batch)]):
+            if any(r["xent"] <= max_xent for r in ranked[: at + (1 if at == 0 else batch)]):
                 break
             at += 1 if at == 0 else batch
     return done
@@ -162,8 +161,9 @@ def run_peer(
     path = Path(results_dir) / f"{method}-{'best' if start != NEUTRAL_START else 'neutral'}-{neuron}{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(path.read_text()) if path.is_file() else {}
+    limit = data_xent if args.peer_readable else math.inf  # inf: the best's cross-entropy alone
     if saved.get("settings") == settings:
-        computed = fill_xent(subject, saved["records"], budgets, data_xent, readable=args.peer_readable)
+        computed = fill_xent(subject, saved["records"], budgets, limit)
         if computed:
             saved["xents"] = saved.get("xents", 0) + computed
             path.write_text(json.dumps(saved))
@@ -178,7 +178,7 @@ def run_peer(
     saved = {
         "settings": settings, "records": run.records, "seconds": run.seconds, "steps": run.steps,
         "proposed": run.proposed, "filtered": run.filtered, "mismatched": run.mismatched, "stop": run.stop,
-        "xents": fill_xent(subject, run.records, budgets, data_xent, readable=args.peer_readable),
+        "xents": fill_xent(subject, run.records, budgets, limit),
     }  # fmt: skip
     path.write_text(json.dumps(saved))
     return saved

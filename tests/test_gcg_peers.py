@@ -88,13 +88,14 @@ def test_fill_xent_gives_the_readable_point_of_a_full_computation(tiny, run) -> 
             assert best_at(part, budget)[1] == pytest.approx(best_at(full, budget)[1], abs=1e-5)
 
 
-def test_fill_xent_without_readable_computes_only_each_budgets_best(tiny, run) -> None:
+def test_fill_xent_to_an_infinite_limit_computes_only_each_budgets_best(tiny, run) -> None:
+    """--no-peer-readable's limit: the best's cross-entropy at each budget, nothing more."""
     full = [dict(r) for r in run.records]
     for r, xent in zip(full, tiny.cross_entropy([tiny.token_ids(r["prompt"]) for r in full])):
         r["xent"] = xent
     below_all = min(r["xent"] for r in full) - 1.0  # nothing readable: the full search computes every one
     part = [dict(r) for r in run.records]
-    assert fill_xent(tiny, part, [20, 45], below_all, batch=4, readable=False) <= 2
+    assert fill_xent(tiny, part, [20, 45], math.inf, batch=4) <= 2
     assert sum(r["xent"] is not None for r in part) <= 2
     for budget in (20, 45):
         assert best_at(part, budget)[1] == pytest.approx(best_at(full, budget)[1], abs=1e-5)
