@@ -70,11 +70,17 @@ def test_the_budget_stops_a_batch_midway(tiny) -> None:
     assert len(peer.records) == 3 and evaluator.left == 0
 
 
-def test_fill_xent_gives_the_readable_point_of_a_full_computation(tiny, run) -> None:
-    records = [dict(r) for r in run.records]
+@pytest.fixture(scope="module")
+def full(tiny, run) -> list[dict]:
+    """Copies of the run's records, each with its cross-entropy: what fill_xent must agree with."""
     full = [dict(r) for r in run.records]
     for r, xent in zip(full, tiny.cross_entropy([tiny.token_ids(r["prompt"]) for r in full])):
         r["xent"] = xent
+    return full
+
+
+def test_fill_xent_gives_the_readable_point_of_a_full_computation(tiny, run, full) -> None:
+    records = [dict(r) for r in run.records]
     xents = sorted(r["xent"] for r in full)
     for limit in (xents[0], xents[len(xents) // 2], xents[-1], xents[0] - 1.0):
         part = [dict(r) for r in records]
@@ -88,11 +94,8 @@ def test_fill_xent_gives_the_readable_point_of_a_full_computation(tiny, run) -> 
             assert best_at(part, budget)[1] == pytest.approx(best_at(full, budget)[1], abs=1e-5)
 
 
-def test_fill_xent_to_an_infinite_limit_computes_only_each_budgets_best(tiny, run) -> None:
+def test_fill_xent_to_an_infinite_limit_computes_only_each_budgets_best(tiny, run, full) -> None:
     """--no-peer-readable's limit: the best's cross-entropy at each budget, nothing more."""
-    full = [dict(r) for r in run.records]
-    for r, xent in zip(full, tiny.cross_entropy([tiny.token_ids(r["prompt"]) for r in full])):
-        r["xent"] = xent
     below_all = min(r["xent"] for r in full) - 1.0  # nothing readable: the full search computes every one
     part = [dict(r) for r in run.records]
     assert fill_xent(tiny, part, [20, 45], math.inf, batch=4) <= 2
