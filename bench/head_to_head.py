@@ -15,7 +15,8 @@ tie at that rounding counts as level.
 
 A second table reads issue 33's first target ("≥ both nanoGCG and the plain GCG on each neuron") per seed
 and per neuron (the geometric mean over the seeds where all three ran), for the bench's five and the five
-drawn at random, and names the neurons and peers it misses on.
+drawn at random, and names the neurons and peers it misses on. Its last line per group estimates how often
+one seed would meet it on every neuron: each neuron's share of seeds at or above both, multiplied.
 
     python bench/head_to_head.py
     python bench/head_to_head.py --neurons 1577 --log run.log
@@ -141,7 +142,18 @@ def against_both(rows: list[dict], reference: str, peers: tuple[str, ...] = PEER
             for n in neurons
         }
         lines.append(line(name, "geometric mean over seeds", means))
+        lines.append(chance(name, {n: [best[(n, s, reference)] >= max(best[(n, s, p)] for p in peers) for k, s in complete if k == n] for n in neurons}))
     return lines
+
+
+def chance(group: str, wins: dict[int, list[bool]]) -> list[str]:
+    """How often one seed would find the reference ≥ both peers on every neuron of a group: the product of
+    each neuron's share of seeds where it is, as if the neurons were independent. An estimate from few
+    seeds a neuron, given as a rough share; the last cell names the neurons that are not ≥ both at
+    every seed, with their counts."""
+    share = math.prod(sum(w) / len(w) for w in wins.values())
+    counts = ", ".join(f"{n} ({sum(w)} of {len(w)})" for n, w in sorted(wins.items()) if not all(w)) or "–"
+    return [group, "one seed on all (each neuron's share of seeds, multiplied)", str(len(wins)), f"{share:.0%}", counts]
 
 
 def main() -> None:
