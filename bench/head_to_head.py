@@ -152,7 +152,7 @@ def chance(group: str, wins: dict[int, list[bool]]) -> list[str]:
     seeds a neuron, given as a rough share; the last cell names the neurons that are not ≥ both at
     every seed, with their counts."""
     share = math.prod(sum(w) / len(w) for w in wins.values())
-    counts = ", ".join(f"{n} ({sum(w)} of {len(w)})" for n, w in sorted(wins.items()) if not all(w)) or "–"
+    counts = ", ".join(f"{n}: {sum(w)} of {len(w)} seeds" for n, w in sorted(wins.items()) if not all(w)) or "–"
     return [group, "one seed on all (each neuron's share of seeds, multiplied)", str(len(wins)), f"{share:.0%}", counts]
 
 

@@ -39,7 +39,7 @@ def test_at_or_above_both_peers_is_read_per_seed_and_per_neuron() -> None:
         ["bench", "1", "2", "1", "2 (gcg)"],
         ["bench", "geometric mean over seeds", "2", "1", "2 (gcg)"],  # 1: 2.83 against 1.58 and 1.73
         # Each neuron is ≥ both at one of its two seeds: a seed with both, a half times a half.
-        ["bench", "one seed on all (each neuron's share of seeds, multiplied)", "2", "25%", "1 (1 of 2), 2 (1 of 2)"],
+        ["bench", "one seed on all (each neuron's share of seeds, multiplied)", "2", "25%", "1: 1 of 2 seeds, 2: 1 of 2 seeds"],
     ]
 
 
@@ -48,7 +48,7 @@ def test_a_level_run_counts_as_at_or_above_and_a_neuron_always_ahead_is_not_name
     nano = {(1, 0): 2.0, (1, 1): 2.5, (1, 2): 1.0, (2, 0): 1.0}
     gcg = {(1, 0): 1.0, (1, 1): 1.0, (1, 2): 1.0, (2, 0): 3.0}
     last = against_both(rows("default", default) + rows("nanogcg", nano) + rows("gcg", gcg), "default")[-1]
-    assert last[2:] == ["2", "67%", "1 (2 of 3)"]  # 2 of 3 on neuron 1 (level at seed 0), 1 of 1 on neuron 2
+    assert last[2:] == ["2", "67%", "1: 2 of 3 seeds"]  # 2 of 3 on neuron 1 (level at seed 0), 1 of 1 on neuron 2
 
 
 def test_a_log_gives_its_best_start_rows_at_2000_with_its_seed(tmp_path: Path) -> None:
