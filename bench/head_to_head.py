@@ -126,23 +126,29 @@ def against_both(rows: list[dict], reference: str, peers: tuple[str, ...] = PEER
     group = {r["neuron"]: r["group"] for r in rows}
     complete = sorted({(n, s) for n, s, m in best if m == reference and all((n, s, p) in best for p in peers)})
 
+    def above(cell: dict[str, float]) -> list[str]:
+        return [p for p in peers if cell[p] > cell[reference]]
+
     def line(name: str, seed: str, cells: dict[int, dict[str, float]]) -> list[str]:
-        behind = {n: [p for p in peers if c[p] > c[reference]] for n, c in sorted(cells.items())}
+        behind = {n: above(c) for n, c in sorted(cells.items())}
         missed = ", ".join(f"{n} ({' and '.join(ps)})" for n, ps in behind.items() if ps) or "–"
         return [name, seed, str(len(cells)), str(sum(not ps for ps in behind.values())), missed]
 
     lines = []
     for name in sorted({group[n] for n, _ in complete}):
         neurons = sorted({n for n, _ in complete if group[n] == name})
+        wins: dict[int, list[bool]] = defaultdict(list)
         for seed in sorted({s for n, s in complete if group[n] == name}):
             cells = {n: {m: best[(n, seed, m)] for m in (reference, *peers)} for n in neurons if (n, seed) in complete}
             lines.append(line(name, str(seed), cells))
+            for n, c in cells.items():
+                wins[n].append(not above(c))
         means = {
             n: {m: math.exp(float(np.mean([math.log(best[(n, s, m)]) for k, s in complete if k == n]))) for m in (reference, *peers)}
             for n in neurons
         }
         lines.append(line(name, "geometric mean over seeds", means))
-        lines.append(chance(name, {n: [best[(n, s, reference)] >= max(best[(n, s, p)] for p in peers) for k, s in complete if k == n] for n in neurons}))
+        lines.append(chance(name, wins))
     return lines
 
 
