@@ -31,7 +31,7 @@ LIMITS = {
     "neuron": 10**7, "layer": 10**4, "batch_size": 4096, "max_prompt_tokens": 4096, "top_k": 1000,
     "population": 256, "children": 256, "lead_children": 1024, "lead_patience": 10**6, "combine": 64, "readable_every": 1000, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
     "iterations": 10**9, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
-    "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0,
+    "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0, "lead_distance": 100.0,
 }  # fmt: skip
 
 # The settings that say where files go and what is loaded from disk or the hub. Their defaults come
@@ -132,6 +132,13 @@ class SearchContext:
         "The lead's children draw their swap's position uniformly, then a token among that position's "
         "--gradient-top-k best (GCG's draw); off: among the --gradient-top-k best (position, token) pairs over "
         "all positions.",
+    )
+    lead_distance: float = _knob(
+        0.0,
+        "The lead (every slot with --no-fluency-gradient) ranks swaps by the activation's gradient less this many "
+        "of its standard deviations per standard deviation of the distance between the new token's embedding and "
+        "the replaced one's (Faster-GCG's regularizer: the gradient's estimate is best near the current token; "
+        "bench/RESULTS.md section 34). 0: the gradient alone.",
     )
     readable_every: int = _knob(
         2,
@@ -402,8 +409,8 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--position is max or last")
     if min(ctx.population, ctx.children, ctx.lead_children, ctx.readable_every, ctx.gradient_top_k, ctx.swaps) < 1:
         problems.append("--population, --children, --lead-children, --readable-every, --gradient-top-k and --swaps must be at least 1")
-    if ctx.edits < 0 or ctx.combine < 0 or ctx.lead_patience < 0:
-        problems.append("--edits, --combine and --lead-patience cannot be negative")
+    if ctx.edits < 0 or ctx.combine < 0 or ctx.lead_patience < 0 or ctx.lead_distance < 0:
+        problems.append("--edits, --combine, --lead-patience and --lead-distance cannot be negative")
     try:
         fluency_weights(ctx)
     except ValueError:

@@ -9,6 +9,8 @@ With --position max, only positions up to the member's peak change: tokens after
 causal model's activation there. With --fluency-gradient (the default) slot i ranks the tokens by
 the gradient plus its fluency weight times how much the swap lowers the prompt's own next-token
 loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens.
+With --lead-distance the lead's ranking is lowered by each token's embedding distance to the one it
+replaces (Faster-GCG's regularizer): the gradient is a first-order estimate, best near the current token.
 The lead (weight 0) proposes in every batch and the readable slots in every --readable-every'th, so
 the lead climbs in many small steps, as GCG does. A member's gradient and gains are computed once,
 when it joins the population. Children are ordinary candidates: the filter, the measurement and the
@@ -53,7 +55,7 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     proposing = [(m, w, lead) for m, w, lead in zip(population, slot_weights, leads) if lead or readable_turn]
     ranked = member_swaps(
         subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w, _ in proposing], ctx.layer, ctx.neuron, ctx.position, allowed,
-        ctx.gradient_top_k,
+        ctx.gradient_top_k, distance=ctx.lead_distance,
     )  # fmt: skip
 
     def tried(row: list[int]) -> bool:  # measured before: the filter would drop it as a duplicate

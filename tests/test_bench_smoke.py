@@ -209,3 +209,40 @@ def test_swap_positions_ranks_a_childs_token_by_the_parents_gradient(tmp_path, t
     rows = [row(0, parent, 1.0), row(1, child(0, 8), 2.0), row(1, child(16, 32), 0.5), row(1, child(64, None), 1.5)]
     folder = records_folder(tmp_path, rows)
     assert dict(ranks(folder, tiny, 1, 3)) == {0: [1, 1, 1.0], 2: [1, 0, 0.0], 4: [1, 1, 0.5]}
+
+
+def test_swap_distance_draws_each_rules_swaps_and_takes_the_expected_best_of_a_batch(tiny_model_dir):
+    """bench/swap_distance.py: every rule's swaps sit at or before the peak, never keep the parent's token, and
+    are among that position's top 64 (16) allowed tokens by the rule's score; with a large weight on distance
+    those are the allowed tokens nearest the parent's. The lead's step is the exact expected max(0, best rise)
+    of a batch drawn without replacement."""
+    import torch
+
+    from neuron_search.services.model.gradient import embedding_matrix, token_gradients
+    from neuron_search.services.model.subject_model import SubjectModel
+    from neuron_search.services.search.candidates import allowed_tokens
+    from swap_distance import best_of, draws
+
+    assert best_of([-1.0, 2.0, 0.5], batch=2) == pytest.approx((2 + 2 + 0.5) / 3)
+    assert best_of([-1.0, -2.0, -0.5], batch=2) == 0.0
+    tiny = SubjectModel.load(str(tiny_model_dir), "cpu")
+    row = tiny.token_ids("The quick brown fox jumps over the lazy dog")
+    allowed = allowed_tokens(tiny, True)
+    embedding = embedding_matrix(tiny).float()
+    _, (grad,) = token_gradients(tiny, [row], 1, 3, "max")
+    peak = 4
+    drawn = draws(grad, row, peak, allowed, embedding, torch.Generator().manual_seed(0))
+    assert set(drawn) == {"k64", "k16", "dist0.5", "dist2.0"}
+    for rule, swaps in drawn.items():
+        assert len(swaps) == 256 and {p for p, _ in swaps} <= set(range(peak + 1))
+        for p, t in swaps:
+            assert t != row[p] and allowed[t]
+            if rule in ("k64", "k16"):
+                score = grad[p].masked_fill(~allowed, -torch.inf)
+                score[row[p]] = -torch.inf
+                assert t in score.topk(64 if rule == "k64" else 16).indices.tolist()
+    # The distance rules choose nearer tokens than the gradient alone does.
+    def mean_distance(rule: str) -> float:
+        return float(sum((embedding[t] - embedding[row[p]]).norm() for p, t in drawn[rule]) / len(drawn[rule]))
+
+    assert mean_distance("dist2.0") < mean_distance("dist0.5") < mean_distance("k64")

@@ -486,6 +486,39 @@ def test_member_swaps_from_pieces_rank_as_the_whole_rows_scores(gemma, monkeypat
         assert torch.allclose(score.gather(1, got.tokens), want.scores, rtol=1e-5, atol=1e-5)
 
 
+def test_lead_distance_lowers_the_gradient_alone_by_scaled_embedding_distance(tiny, monkeypatch) -> None:
+    """`--lead-distance`: the gradient-alone ranking (weight 0) is the gradient less, per position, the factor
+    times each token's embedding distance to the row's own token, the factor making one spread of
+    distance cost `distance` spreads of gradient (both read from every 64th token); a readable slot's
+    ranking is unchanged. Computed in pieces of 50 token ids, checked against the whole row at once."""
+    row = tiny.token_ids(PROMPTS[0])
+    allowed = allowed_tokens(tiny, ascii_only=True)
+    monkeypatch.setattr(candidates_module, "_members", type(candidates_module._members)())
+    monkeypatch.setattr(gradient_module, "PIECE_BYTES", 4 * 50 * len(row))
+    lead, readable = member_swaps(tiny, [(row, 0.0), (row, 2.0)], 1, 3, "max", allowed, 8, distance=1.5)
+    plain, plain_readable = member_swaps(tiny, [(row, 0.0), (row, 2.0)], 1, 3, "max", allowed, 8)
+    (grad,) = token_gradients(tiny, [row], 1, 3, "max")[1]
+    embedding = tiny.bridge.embed.original_component.weight.detach().float()
+    own = embedding[row]
+    distances = torch.cdist(own, embedding, compute_mode="donot_use_mm_for_euclid_dist")  # [len(row), d_vocab], exact
+    sample = embedding[::64]
+    factor = 1.5 * (grad[:, ::64]).std(dim=1) / torch.cdist(own, sample).std(dim=1)
+    want = rank_swaps(row, grad - factor[:, None] * distances, allowed, 8)
+    assert torch.equal(lead.tokens, want.tokens)
+    assert torch.allclose(lead.scores, want.scores, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(lead.current, grad.gather(1, torch.tensor(row)[:, None])[:, 0], atol=1e-4)  # its own token: distance 0
+    assert not torch.equal(lead.tokens, plain.tokens)  # the penalty changed the ranking
+    assert torch.equal(readable.tokens, plain_readable.tokens) and torch.equal(readable.scores, plain_readable.scores)
+    # Far more weight on distance: every position's top tokens are the allowed ones nearest its own token
+    # (where the gradient has a spread at all: after the peak it is 0, and so is the penalty).
+    (near,) = member_swaps(tiny, [(row, 0.0)], 1, 3, "max", allowed, 8, distance=1e6)
+    moving = [p for p in range(len(row)) if factor[p] > 0]
+    assert len(moving) >= 3
+    for p in moving:
+        nearest = distances[p].masked_fill(~allowed, torch.inf).topk(9, largest=False).indices
+        assert set(near.tokens[p].tolist()) == set(nearest.tolist())
+
+
 def test_ranked_swaps_hold_the_top_of_the_scores_and_little_memory(gemma) -> None:
     """Per position the allowed tokens of highest score, best first, one more than top_k (the row's
     own token may be among them); a 9-token Gemma row's ranked swaps are kilobytes, not the 9 MB

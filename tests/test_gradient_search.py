@@ -205,6 +205,25 @@ def test_readable_every_lets_only_the_lead_propose_in_the_batches_between(tiny_m
     assert len(asked) >= 4 and min(asked) > 1, asked
 
 
+def test_lead_distance_reaches_the_ranking_and_changes_the_leads_children(tiny_model_dir, tmp_path, monkeypatch):
+    """--lead-distance is handed to every ranking of the run (it lowers the gradient-alone scores only,
+    tests/test_gradient.py), and with it the lead proposes other children than without."""
+    module = importlib.import_module("neuron_search.nodes.gradient")
+    real, asked = module.member_swaps, []
+
+    def counted(subject, members, *args, **kwargs):
+        asked.append(kwargs.get("distance"))
+        return real(subject, members, *args, **kwargs)
+
+    monkeypatch.setattr(module, "member_swaps", counted)
+    runs = {}
+    for distance in (0.0, 1.0):
+        result = gradient_search(tiny_model_dir, tmp_path, iterations=3, lead_distance=distance, run_id=f"distance-{distance}").run(progress=False)
+        runs[distance] = [r["prompt"] for r in result.records if r["source"] == "gradient"]
+    assert asked and set(asked) == {0.0, 1.0}, asked
+    assert runs[0.0] and runs[1.0] and runs[0.0] != runs[1.0]
+
+
 def test_the_lead_moves_to_its_best_child_after_patience_iterations_without_a_better_one(tiny_model_dir):
     """--lead-patience: the stall count grows while the lead is still the parent of the last batch's
     children; at the patience it moves to the best of them, lower than itself (GCG's step), and a lead

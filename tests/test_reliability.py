@@ -282,6 +282,8 @@ def test_seed_prompts_longer_than_the_context_are_cut_to_fit_and_blank_lines_ski
         (["--max-prompts", "-5"], ["--max-prompts cannot be negative"]),
         (["--time-limit", "-1"], ["--time-limit cannot be negative"]),
         (["--patience", "-2"], ["--patience cannot be negative"]),
+        (["--lead-distance", "-1"], ["--lead-distance cannot be negative"]),
+        (["--lead-distance", "nan"], ["--lead-distance must be a finite number"]),
         (["--similarity-threshold", "1.5"], ["--similarity-threshold must lie in [0, 1]"]),
         (["--similarity-threshold", "-0.1"], ["--similarity-threshold must lie in [0, 1]"]),
         (["--bucket-percentiles", "90,10"], ["--bucket-percentiles must be LOW,HIGH"]),

@@ -209,12 +209,16 @@ def swap_scores(
     neuron: int,
     position: str,
     consume: Callable[[range, float, range, torch.Tensor], None],
+    distance: float = 0.0,
 ) -> None:
     """What a population member ranks its swaps by, for each fluency weight in `weights`: the row's
     `token_gradients` plus the weight times its `fluency_gains` (a weight of 0: the gradient alone,
     and no gains computed), handed over a piece at a time as `consume(positions, weight, tokens,
     scores)`: scores [len(positions), len(tokens)] float, for those text positions and that range of
     token ids, valid only during the call. Every (position, token) pair comes exactly once per weight.
+
+    With `distance` > 0 the gradient-alone scores (weight 0) are lowered by `distance_penalty`: the
+    further a token's embedding from the one it replaces, the less its first-order estimate is worth.
 
     The same numbers as those two functions give (to rounding: the product with W_E is taken a
     piece of the vocabulary at a time), without ever holding a row's whole gradient or gains: for a
@@ -224,11 +228,17 @@ def swap_scores(
     """
     _, (grad_e,) = embedding_gradients(subject, [row], layer, neuron, position)
     embedding = embedding_matrix(subject)
+    penalty = distance_penalty(embedding, row, grad_e, distance) if distance > 0 and 0 in weights else None
 
     def emit(start: int, stop: int, tokens: range, gains: torch.Tensor | None) -> None:
         grad = (grad_e[start:stop] @ embedding[tokens.start : tokens.stop].T).float()
         for w in weights:
-            consume(range(start, stop), w, tokens, grad + w * gains if w > 0 and gains is not None else grad)
+            if w > 0 and gains is not None:
+                consume(range(start, stop), w, tokens, grad + w * gains)
+            elif w == 0 and penalty is not None:
+                consume(range(start, stop), w, tokens, grad - penalty(start, stop, tokens))
+            else:
+                consume(range(start, stop), w, tokens, grad)
 
     def emit_without_gains(start: int, stop: int) -> None:
         if start >= stop:
@@ -250,6 +260,34 @@ def swap_scores(
 
     _gain_tiles(subject, row, with_gains)
     emit_without_gains(covered, len(row))
+
+
+def distance_penalty(
+    embedding: torch.Tensor, row: list[int], grad_e: torch.Tensor, distance: float
+) -> Callable[[int, int, range], torch.Tensor]:
+    """Faster-GCG's regularizer (Li et al., 2024) for one row: `penalty(start, stop, tokens)` is
+    [stop - start, len(tokens)], the Euclidean distance between each token's embedding (W_E's row)
+    and that of the row's own token at each text position, times a per-position factor that makes
+    one standard deviation of distance cost `distance` standard deviations of the gradient's scores
+    there. The spreads are read from every 64th token of the vocabulary. The one-hot gradient is a
+    first-order estimate around the current token, so a swap to a distant token is the least
+    trustworthy (bench/RESULTS.md section 34 measures how often each kind of child rises)."""
+    ids = torch.tensor(row, device=embedding.device)
+    current = embedding[ids].float()  # [len(row), d_model]
+    sample = embedding[::64].float()
+    spread_grad = (grad_e.float() @ sample.T).std(dim=1)
+    spread_distance = torch.cdist(current, sample).std(dim=1).clamp_min(1e-12)
+    factor = distance * spread_grad / spread_distance  # [len(row)]
+    current_sq = current.square().sum(dim=1)
+
+    def penalty(start: int, stop: int, tokens: range) -> torch.Tensor:
+        others = embedding[tokens.start : tokens.stop].float()
+        squared = current_sq[start:stop, None] + others.square().sum(dim=1)[None] - 2 * current[start:stop] @ others.T
+        # The row's own token is at distance 0 exactly (the expansion above rounds to about sqrt(1e-7) there).
+        own = ids[start:stop, None] == torch.arange(tokens.start, tokens.stop, device=embedding.device)[None]
+        return factor[start:stop, None] * squared.clamp_min(0).sqrt().masked_fill(own, 0.0)
+
+    return penalty
 
 
 def _vocabulary_out(subject: SubjectModel) -> int:

@@ -108,10 +108,12 @@ def member_swaps(
     allowed: torch.Tensor,
     top_k: int,
     max_bytes: int = 64 << 20,
+    distance: float = 0.0,
 ) -> list[RankedSwaps]:
     """Per (row, fluency weight), the row's `rank_swaps` by its `token_gradients` gradient plus the
-    weight times its `fluency_gains` (a weight of 0: the gradient alone, and no gains computed),
-    each computed for the row alone (`swap_scores`) and remembered per model for the next call.
+    weight times its `fluency_gains` (a weight of 0: the gradient alone, and no gains computed, less
+    `distance` times the swap's embedding distance, `distance_penalty`), each computed for the row
+    alone (`swap_scores`) and remembered per model for the next call.
 
     A population member usually stays for many iterations (a slot changes only when a child beats
     it), so most rows here were asked for before. Computed alone, a row's values never depend on
@@ -131,14 +133,14 @@ def member_swaps(
         by_row.setdefault(tuple(row), []).append(index)
     columns = allowed.nonzero()[:, 0]
     for ids, indices in by_row.items():
-        keys = {index: (layer, neuron, position, ids, float(members[index][1]), top_k, allowed_key) for index in indices}
+        keys = {index: (layer, neuron, position, ids, float(members[index][1]), top_k, allowed_key, distance) for index in indices}
         with _members_lock:
             for index, key in keys.items():
                 out[index] = memo.get(key)
         missing = sorted({key[4] for index, key in keys.items() if out[index] is None})
         if not missing:
             continue
-        ranked = _ranked_row(subject, list(ids), missing, layer, neuron, position, columns, top_k)
+        ranked = _ranked_row(subject, list(ids), missing, layer, neuron, position, columns, top_k, distance)
         with _members_lock:
             for index, key in keys.items():
                 if out[index] is None:
@@ -148,7 +150,15 @@ def member_swaps(
 
 
 def _ranked_row(
-    subject: SubjectModel, row: list[int], weights: list[float], layer: int, neuron: int, position: str, columns: torch.Tensor, top_k: int
+    subject: SubjectModel,
+    row: list[int],
+    weights: list[float],
+    layer: int,
+    neuron: int,
+    position: str,
+    columns: torch.Tensor,
+    top_k: int,
+    distance: float = 0.0,
 ) -> dict[float, RankedSwaps]:
     """Per weight, `rank_swaps` of the row's `swap_scores`, taken piece by piece: each piece's scores are
     cut to the allowed `columns` in it and merged into a running top, so the row's full
@@ -182,7 +192,7 @@ def _ranked_row(
             picked = picked.gather(1, order)
         tops[weight][positions.start] = (values, picked)
 
-    swap_scores(subject, row, weights, layer, neuron, position, take)
+    swap_scores(subject, row, weights, layer, neuron, position, take, distance)
     ranked: dict[float, RankedSwaps] = {}
     for w in weights:
         blocks = [tops[w][start] for start in sorted(tops[w])]
