@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from common import read_records, subject_folder
+from common import read_records
 
 LAYER = 9
 CHILDREN = 256
@@ -82,10 +82,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from neuron_search.services.model.gradient import embedding_matrix, token_gradients
-    from neuron_search.services.model.subject_model import SubjectModel
+    from neuron_search.services.runtime import subject_model
     from neuron_search.services.search.candidates import allowed_tokens
 
-    subject = SubjectModel.load(subject_folder("embedded"), "cpu")
+    subject = subject_model("embedded", "cpu")
     allowed = allowed_tokens(subject, True)
     embedding = embedding_matrix(subject).float()
     states, seen = [], set()

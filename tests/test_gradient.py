@@ -498,7 +498,7 @@ def test_lead_distance_lowers_the_gradient_alone_by_scaled_embedding_distance(ti
     lead, readable = member_swaps(tiny, [(row, 0.0), (row, 2.0)], 1, 3, "max", allowed, 8, distance=1.5)
     plain, plain_readable = member_swaps(tiny, [(row, 0.0), (row, 2.0)], 1, 3, "max", allowed, 8)
     (grad,) = token_gradients(tiny, [row], 1, 3, "max")[1]
-    embedding = tiny.bridge.embed.original_component.weight.detach().float()
+    embedding = gradient_module.embedding_matrix(tiny).float()
     own = embedding[row]
     distances = torch.cdist(own, embedding, compute_mode="donot_use_mm_for_euclid_dist")  # [len(row), d_vocab], exact
     sample = embedding[::64]
