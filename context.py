@@ -138,7 +138,7 @@ class SearchContext:
         "The lead (every slot with --no-fluency-gradient) ranks swaps by the activation's gradient less this many "
         "of its standard deviations per standard deviation of the distance between the new token's embedding and "
         "the replaced one's (Faster-GCG's regularizer: the gradient's estimate is best near the current token; "
-        "bench/RESULTS.md section 34). 0: the gradient alone.",
+        "bench/RESULTS.md sections 34-35). 0: the gradient alone.",
     )
     readable_every: int = _knob(
         2,
