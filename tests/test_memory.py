@@ -84,7 +84,7 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 found = {}
 for name, step in (("swaps", lambda: member_swaps(subject, [(row, 0.0), (row, 1.0), (row, 10.0)], 9, 840, "max", allowed, 64)),
-                   ("distance", lambda: member_swaps(subject, [(row, 0.0)], 9, 840, "max", allowed, 64, distance=1.0)),
+                   ("distance", lambda: member_swaps(subject, [(row[:8], 0.0)], 9, 840, "max", allowed, 64, distance=1.0)),
                    ("attribution", lambda: attribution(subject, subject.decode(row), 9, 840))):
     time.sleep(0.05)
     before = top[0] = mib()
@@ -124,5 +124,6 @@ def test_a_gradient_runs_memory_is_bounded_and_flat_and_its_peak_steps_hold_no_w
     assert found["peak"] < 2.0 * found["weights"], found
     steps = figures["steps"]
     assert steps["swaps"] < 100 and steps["attribution"] < 100, steps
-    # --lead-distance's penalty works in a piece's memory: 8.5 MiB measured; 82 MiB before 84fc971 (a [tokens, d_model] temporary).
-    assert steps["distance"] < 40, steps
+    # --lead-distance's penalty works in a piece's memory. On an 8-token row a piece spans the whole
+    # vocabulary, so the [tokens, d_model] temporary it held before 84fc971 would be 0.67 GB.
+    assert steps["distance"] < 100, steps
