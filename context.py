@@ -29,7 +29,7 @@ def _knob(default, help: str, **metadata):
 # useful setting, low enough that a typo cannot ask for an absurd allocation or overflow.
 LIMITS = {
     "neuron": 10**7, "layer": 10**4, "batch_size": 4096, "max_prompt_tokens": 4096, "top_k": 1000,
-    "population": 256, "children": 256, "lead_children": 1024, "lead_patience": 10**6, "combine": 64, "readable_every": 1000, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
+    "population": 256, "children": 256, "lead_children": 1024, "lead_patience": 10**6, "lead_distance_stall": 10**6, "combine": 64, "readable_every": 1000, "gradient_top_k": 4096, "swaps": 64, "edits": 256, "threads": 1024,
     "iterations": 10**9, "max_prompts": 10**9, "max_llm_calls": 10**7, "patience": 10**9,
     "max_attempts": 1000, "explain_every": 10**7, "seed": 2**32 - 1, "temperature": 100.0, "lead_distance": 100.0,
 }  # fmt: skip
@@ -139,6 +139,12 @@ class SearchContext:
         "of its standard deviations per standard deviation of the distance between the new token's embedding and "
         "the replaced one's (Faster-GCG's regularizer: the gradient's estimate is best near the current token; "
         "bench/RESULTS.md sections 34-35). 0: the gradient alone.",
+    )
+    lead_distance_stall: int = _knob(
+        0,
+        "--lead-distance applies only once the lead has gone this many gradient batches in a row without a child "
+        "beating it; while it climbs, the gradient alone ranks its swaps, so far swaps stay open to it "
+        "(bench/RESULTS.md section 36). 0: in every batch.",
     )
     readable_every: int = _knob(
         2,
@@ -393,7 +399,10 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--top-k must be at least 1")
     if ctx.max_prompt_tokens < 1:
         problems.append("--max-prompt-tokens must be at least 1")
-    for name in ("iterations", "max_prompts", "max_llm_calls", "time_limit", "patience", "max_attempts", "explain_every", "threads"):
+    for name in (
+        "iterations", "max_prompts", "max_llm_calls", "time_limit", "patience", "max_attempts", "explain_every", "threads",
+        "edits", "combine", "lead_patience", "lead_distance", "lead_distance_stall",
+    ):  # fmt: skip
         if getattr(ctx, name) < 0:
             problems.append(f"--{name.replace('_', '-')} cannot be negative")
     if not 0.0 <= ctx.similarity_threshold <= 1.0:
@@ -409,8 +418,6 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--position is max or last")
     if min(ctx.population, ctx.children, ctx.lead_children, ctx.readable_every, ctx.gradient_top_k, ctx.swaps) < 1:
         problems.append("--population, --children, --lead-children, --readable-every, --gradient-top-k and --swaps must be at least 1")
-    if ctx.edits < 0 or ctx.combine < 0 or ctx.lead_patience < 0 or ctx.lead_distance < 0:
-        problems.append("--edits, --combine, --lead-patience and --lead-distance cannot be negative")
     try:
         fluency_weights(ctx)
     except ValueError:

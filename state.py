@@ -93,7 +93,7 @@ class SearchState(TypedDict, total=False):
     bottom: list[Record]  # the bottom-k records, lowest first
     population: list[Member]  # the gradient search's slots, one per fluency weight (empty for --strategy llm)
     lead_parent: Member | None  # the lead whose children the latest gradient batch holds
-    lead_stall: int  # gradient batches in a row in which no child beat the lead (--lead-patience)
+    lead_stall: int  # gradient batches in a row in which no child beat the lead (--lead-patience, --lead-distance-stall)
     best: Record | None
     hypothesis: str  # the latest --explain-every explanation and its score, shown to the LLM ("" before one)
     explanation: str  # the run's final explanation (explanation.json holds its scores)

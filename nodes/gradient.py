@@ -10,7 +10,8 @@ causal model's activation there. With --fluency-gradient (the default) slot i ra
 the gradient plus its fluency weight times how much the swap lowers the prompt's own next-token
 loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens.
 With --lead-distance the lead's ranking is lowered by each token's embedding distance to the one it
-replaces (Faster-GCG's regularizer): the gradient is a first-order estimate, best near the current token.
+replaces (Faster-GCG's regularizer): the gradient is a first-order estimate, best near the current token;
+with --lead-distance-stall only once the lead has gone that many gradient batches without a rise.
 The lead (weight 0) proposes in every batch and the readable slots in every --readable-every'th, so
 the lead climbs in many small steps, as GCG does. A member's gradient and gains are computed once,
 when it joins the population. Children are ordinary candidates: the filter, the measurement and the
@@ -46,16 +47,18 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
     leads = [w == 0 for w in slot_weights]
     lead_slot = leads.index(True) if True in leads else None
     stall, moves = state.get("lead_stall", 0), 0
-    if lead_slot is not None and ctx.lead_patience and lead_slot < len(population):
+    if lead_slot is not None and lead_slot < len(population):
         moved, stall = _moved_lead(state, population, lead_slot, ctx, subject)
         moves, population = int(moved is not population), moved
+    # --lead-distance-stall: the penalty only once the lead has stopped climbing.
+    distance = ctx.lead_distance if stall >= ctx.lead_distance_stall else 0.0
     # --readable-every: in the other gradient batches only the lead proposes (and is ranked). Without a
     # lead every batch is the readable slots' turn.
     readable_turn = lead_slot is None or stats["gradient_batches"] % ctx.readable_every == 0
     proposing = [(m, w, lead) for m, w, lead in zip(population, slot_weights, leads) if lead or readable_turn]
     ranked = member_swaps(
         subject, [(m["ids"], w if ctx.fluency_gradient else 0.0) for m, w, _ in proposing], ctx.layer, ctx.neuron, ctx.position, allowed,
-        ctx.gradient_top_k, distance=ctx.lead_distance,
+        ctx.gradient_top_k, distance=distance,
     )  # fmt: skip
 
     def tried(row: list[int]) -> bool:  # measured before: the filter would drop it as a duplicate
@@ -90,10 +93,10 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
 
 
 def _moved_lead(state: SearchState, population: list[Member], lead_slot: int, ctx: SearchContext, subject) -> tuple[list[Member], int]:
-    """--lead-patience: the population and the lead's stall count after this rule. When none of the lead's
-    children in the latest gradient batch beat it (the lead is still their parent), the stall count grows;
-    at --lead-patience the lead moves to its best child of that batch, even a worse one (GCG's step), and
-    the count starts again. The best ever measured stays in the records and the top table."""
+    """The population and the lead's stall count (which --lead-distance-stall reads) after --lead-patience's
+    rule. When none of the lead's children in the latest gradient batch beat it (the lead is still their
+    parent), the stall count grows; at --lead-patience (0: never) the lead moves to its best child of that
+    batch, even a worse one (GCG's step), and the count starts again. The best ever measured stays in the records and the top table."""
     parent = state.get("lead_parent")
     stall = state.get("lead_stall", 0)
     if parent is None:
@@ -106,7 +109,7 @@ def _moved_lead(state: SearchState, population: list[Member], lead_slot: int, ct
     stall += 1
     last = zip(state.get("measured", []), state.get("accepted", [])) if state.get("source") == "gradient" else []
     children = [m for m, c in last if c.get("lead") and not m["error"] and m["prompt"] != parent["prompt"]]
-    if stall < ctx.lead_patience or not children:
+    if not ctx.lead_patience or stall < ctx.lead_patience or not children:
         return population, stall
     best = max(children, key=lambda m: m["activation"])
     moved = list(population)

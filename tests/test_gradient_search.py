@@ -224,6 +224,35 @@ def test_lead_distance_reaches_the_ranking_and_changes_the_leads_children(tiny_m
     assert runs[0.0] and runs[1.0] and runs[0.0] != runs[1.0]
 
 
+def test_lead_distance_stall_turns_the_penalty_on_only_while_the_lead_stalls(tiny_model_dir, tmp_path, monkeypatch):
+    """--lead-distance-stall 1: a batch ranks the lead's swaps with --lead-distance exactly when the lead's
+    previous batch had no child beat it, and with the gradient alone while it climbs; the stall is counted
+    without --lead-patience, and the lead still moves only up."""
+    module = importlib.import_module("neuron_search.nodes.gradient")
+    real_swaps, real_moved, distances, stalls = module.member_swaps, module._moved_lead, [], []
+
+    def swaps(subject, members, *args, **kwargs):
+        distances.append(kwargs["distance"])
+        return real_swaps(subject, members, *args, **kwargs)
+
+    def moved(*args):
+        population, stall = real_moved(*args)
+        stalls.append(stall)
+        return population, stall
+
+    monkeypatch.setattr(module, "member_swaps", swaps)
+    monkeypatch.setattr(module, "_moved_lead", moved)
+    # The pooled draw: on the tiny model its lead both climbs and stalls within these iterations.
+    result = gradient_search(
+        tiny_model_dir, tmp_path, iterations=10, lead_uniform_positions=False, lead_distance=1.0, lead_distance_stall=1,
+        run_id="stall-gated",
+    ).run(progress=False)  # fmt: skip
+    assert len(distances) == len(stalls) >= 5
+    assert distances == [1.0 if stall >= 1 else 0.0 for stall in stalls], (distances, stalls)
+    assert 0.0 in distances and 1.0 in distances and distances[0] == 0.0, distances
+    assert result.stats["lead_moves"] == 0
+
+
 def test_the_lead_moves_to_its_best_child_after_patience_iterations_without_a_better_one(tiny_model_dir):
     """--lead-patience: the stall count grows while the lead is still the parent of the last batch's
     children; at the patience it moves to the best of them, lower than itself (GCG's step), and a lead
