@@ -206,8 +206,8 @@ def test_readable_every_lets_only_the_lead_propose_in_the_batches_between(tiny_m
 
 
 def test_lead_distance_reaches_the_ranking_and_changes_the_leads_children(tiny_model_dir, tmp_path, monkeypatch):
-    """--lead-distance is handed to every ranking of the run (it lowers the gradient-alone scores only,
-    tests/test_gradient.py), and with it the lead proposes other children than without."""
+    """--lead-distance with --lead-distance-stall 0 is handed to every ranking of the run (it lowers the
+    gradient-alone scores only, tests/test_gradient.py), and with it the lead proposes other children than without."""
     module = importlib.import_module("neuron_search.nodes.gradient")
     real, asked = module.member_swaps, []
 
@@ -218,7 +218,9 @@ def test_lead_distance_reaches_the_ranking_and_changes_the_leads_children(tiny_m
     monkeypatch.setattr(module, "member_swaps", counted)
     runs = {}
     for distance in (0.0, 1.0):
-        result = gradient_search(tiny_model_dir, tmp_path, iterations=3, lead_distance=distance, run_id=f"distance-{distance}").run(progress=False)
+        result = gradient_search(
+            tiny_model_dir, tmp_path, iterations=3, lead_distance=distance, lead_distance_stall=0, run_id=f"distance-{distance}"
+        ).run(progress=False)
         runs[distance] = [r["prompt"] for r in result.records if r["source"] == "gradient"]
     assert asked and set(asked) == {0.0, 1.0}, asked
     assert runs[0.0] and runs[1.0] and runs[0.0] != runs[1.0]
