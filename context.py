@@ -144,7 +144,7 @@ class SearchContext:
         0,
         "--lead-distance applies only once the lead has gone this many gradient batches in a row without a child "
         "beating it; while it climbs, the gradient alone ranks its swaps, so far swaps stay open to it "
-        "(bench/RESULTS.md section 36). 0: in every batch.",
+        "(bench/RESULTS.md section 36; without a lead slot it never applies). 0: in every batch.",
     )
     readable_every: int = _knob(
         2,
