@@ -96,7 +96,8 @@ def _moved_lead(state: SearchState, population: list[Member], lead_slot: int, ct
     """The population and the lead's stall count (which --lead-distance-stall reads) after --lead-patience's
     rule. When none of the lead's children in the latest gradient batch beat it (the lead is still their
     parent), the stall count grows; at --lead-patience (0: never) the lead moves to its best child of that
-    batch, even a worse one (GCG's step), and the count starts again. The best ever measured stays in the records and the top table."""
+    batch, even a worse one (GCG's step), and the count starts again. The best ever measured stays in the
+    records and the top table."""
     parent = state.get("lead_parent")
     stall = state.get("lead_stall", 0)
     if parent is None:
@@ -107,9 +108,11 @@ def _moved_lead(state: SearchState, population: list[Member], lead_slot: int, ct
     # once per gradient batch, whatever ran between (the fallback's batch after a batch without a rise);
     # the children themselves are at hand only when the gradient's batch was the last.
     stall += 1
+    if not ctx.lead_patience or stall < ctx.lead_patience:
+        return population, stall
     last = zip(state.get("measured", []), state.get("accepted", [])) if state.get("source") == "gradient" else []
     children = [m for m, c in last if c.get("lead") and not m["error"] and m["prompt"] != parent["prompt"]]
-    if not ctx.lead_patience or stall < ctx.lead_patience or not children:
+    if not children:
         return population, stall
     best = max(children, key=lambda m: m["activation"])
     moved = list(population)
