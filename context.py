@@ -146,6 +146,12 @@ class SearchContext:
         "beating it; while it climbs, the gradient alone ranks its swaps, so far swaps stay open to it "
         "(bench/RESULTS.md section 36; without a lead slot it never applies). 0: in every batch.",
     )
+    lead_distance_share: float = _knob(
+        1.0,
+        "The share of the lead's --lead-children whose swaps --lead-distance ranks; the others are drawn from the "
+        "gradient alone, so near and far swaps are both tried in every batch (bench/RESULTS.md section 37). "
+        "1: all of them.",
+    )
     readable_every: int = _knob(
         2,
         "The readable slots (fluency weight > 0) propose children in every Nth gradient batch only; the lead "
@@ -424,5 +430,7 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--fluency-range must be LOW,HIGH with 0 <= LOW <= HIGH (e.g. 0.1,10)")
     if ctx.temperature < 0:
         problems.append("--temperature cannot be negative")
+    if not 0.0 <= ctx.lead_distance_share <= 1.0:
+        problems.append("--lead-distance-share must lie in [0, 1]")
     if problems:
         raise UserError(_cannot_work(problems))

@@ -11,7 +11,8 @@ the gradient plus its fluency weight times how much the swap lowers the prompt's
 loss at that position (EPO's direct fluency term), so the readable slots propose readable tokens.
 With --lead-distance the lead's ranking is lowered by each token's embedding distance to the one it
 replaces (Faster-GCG's regularizer): the gradient is a first-order estimate, best near the current token;
-with --lead-distance-stall only once the lead has gone that many gradient batches without a rise.
+with --lead-distance-stall only once the lead has gone that many gradient batches without a rise; with
+--lead-distance-share below 1, only that share of the lead's children, the rest drawn from the gradient alone.
 The lead (weight 0) proposes in every batch and the readable slots in every --readable-every'th, so
 the lead climbs in many small steps, as GCG does. A member's gradient and gains are computed once,
 when it joins the population. Children are ordinary candidates: the filter, the measurement and the
@@ -61,6 +62,15 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
         ctx.gradient_top_k, distance=distance,
     )  # fmt: skip
 
+    # --lead-distance-share below 1: the rest of a lead's children are drawn from the gradient alone.
+    far = ctx.lead_children - round(ctx.lead_distance_share * ctx.lead_children) if distance else 0
+    leading = [m for m, _, lead in proposing if lead] if far else []
+    far_ranked = iter(
+        member_swaps(subject, [(m["ids"], 0.0) for m in leading], ctx.layer, ctx.neuron, ctx.position, allowed, ctx.gradient_top_k)
+        if leading
+        else []
+    )
+
     def tried(row: list[int]) -> bool:  # measured before: the filter would drop it as a duplicate
         return subject.decode(row) in services.index
 
@@ -72,10 +82,16 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
             children[subject.decode(row)] = True
     for (member, _, lead), swaps in zip(proposing, ranked):
         positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(member["ids"]))
-        rows = propose_children(
-            subject, swaps, rng, ctx.lead_children if lead else ctx.children, ctx.gradient_top_k, ctx.swaps, positions,
-            tried, allow_added, uniform_positions=lead and ctx.lead_uniform_positions,
-        )  # fmt: skip
+        draws = [(swaps, ctx.lead_children - far), (next(far_ranked), far)] if lead and far else [(swaps, ctx.lead_children if lead else ctx.children)]
+        rows = [
+            row
+            for ranking, count in draws
+            if count
+            for row in propose_children(
+                subject, ranking, rng, count, ctx.gradient_top_k, ctx.swaps, positions, tried, allow_added,
+                uniform_positions=lead and ctx.lead_uniform_positions,
+            )
+        ]  # fmt: skip
         if ctx.edits:
             rows += propose_edits(subject, swaps, rng, ctx.edits, ctx.gradient_top_k, positions, ctx.max_prompt_tokens, allow_added)
         for row in rows:

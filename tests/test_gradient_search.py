@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import torch
 
 from neuron_search.context import SearchContext, fluency_weights, seeds_from_corpus
 from neuron_search.testing.helpers import fresh_answers, scripted, tiny_settings
@@ -253,6 +254,37 @@ def test_lead_distance_stall_turns_the_penalty_on_only_while_the_lead_stalls(tin
     assert distances == [1.0 if stall >= 1 else 0.0 for stall in stalls], (distances, stalls)
     assert 0.0 in distances and 1.0 in distances and distances[0] == 0.0, distances
     assert result.stats["lead_moves"] == 0
+
+
+def test_lead_distance_share_draws_the_rest_of_the_leads_children_from_the_gradient_alone(tiny_model_dir, tmp_path, monkeypatch):
+    """--lead-distance-share 0.25 with --lead-distance 1: in every batch the lead's 8 children are 2 drawn from
+    the penalised ranking and 6 from the gradient-alone ranking of the same lead; the readable slots' draws
+    are untouched, and the default share (1) draws all 8 from the penalised ranking."""
+    module = importlib.import_module("neuron_search.nodes.gradient")
+    real, draws = module.propose_children, []
+
+    def counted(subject, ranked, rng, children, *args, **kwargs):
+        draws.append((ranked, children, kwargs.get("uniform_positions")))
+        return real(subject, ranked, rng, children, *args, **kwargs)
+
+    monkeypatch.setattr(module, "propose_children", counted)
+    for share, near, far in ((0.25, 2, 6), (1.0, 8, 0)):
+        draws.clear()
+        gradient_search(
+            tiny_model_dir, tmp_path, iterations=4, lead_children=8, lead_distance=1.0, lead_distance_stall=0,
+            lead_distance_share=share, run_id=f"share-{share}",
+        ).run(progress=False)  # fmt: skip
+        lead = [(ranked, n) for ranked, n, uniform in draws if uniform]
+        assert lead and all(n in (near, far) for _, n in lead), lead
+        if far:
+            pairs = list(zip(lead[0::2], lead[1::2]))
+            assert pairs and all(a[1] == near and b[1] == far for a, b in pairs), lead
+            # One lead, two rankings: the same row, the penalty moving which tokens are ranked highest.
+            assert all(a[0].row == b[0].row for a, b in pairs)
+            assert any(not torch.equal(a[0].tokens, b[0].tokens) for a, b in pairs)
+        else:
+            assert all(n == near for _, n in lead), lead
+        assert all(n == 4 for _, n, uniform in draws if not uniform)  # --children of each readable slot
 
 
 def test_the_lead_moves_to_its_best_child_after_patience_iterations_without_a_better_one(tiny_model_dir):
