@@ -82,7 +82,10 @@ def gradient(state: SearchState, runtime: Runtime[SearchContext]) -> SearchState
             children[subject.decode(row)] = True
     for (member, _, lead), swaps in zip(proposing, ranked):
         positions = range(member["peak"] + 1) if ctx.position == "max" else range(len(member["ids"]))
-        draws = [(swaps, ctx.lead_children - far), (next(far_ranked), far)] if lead and far else [(swaps, ctx.lead_children if lead else ctx.children)]
+        if lead and far:  # (ranking, children drawn from it)
+            draws = [(swaps, ctx.lead_children - far), (next(far_ranked), far)]
+        else:
+            draws = [(swaps, ctx.lead_children if lead else ctx.children)]
         rows = [
             row
             for ranking, count in draws

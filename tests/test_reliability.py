@@ -283,6 +283,8 @@ def test_seed_prompts_longer_than_the_context_are_cut_to_fit_and_blank_lines_ski
         (["--time-limit", "-1"], ["--time-limit cannot be negative"]),
         (["--patience", "-2"], ["--patience cannot be negative"]),
         (["--lead-distance", "-1"], ["--lead-distance cannot be negative"]),
+        (["--lead-distance-share", "1.5"], ["--lead-distance-share must lie in [0, 1]"]),
+        (["--lead-distance-share", "-0.5"], ["--lead-distance-share must lie in [0, 1]"]),
         (["--lead-distance", "nan"], ["--lead-distance must be a finite number"]),
         (["--similarity-threshold", "1.5"], ["--similarity-threshold must lie in [0, 1]"]),
         (["--similarity-threshold", "-0.1"], ["--similarity-threshold must lie in [0, 1]"]),
