@@ -411,8 +411,9 @@ def validate(ctx: SearchContext) -> None:
     ):  # fmt: skip
         if getattr(ctx, name) < 0:
             problems.append(f"--{name.replace('_', '-')} cannot be negative")
-    if not 0.0 <= ctx.similarity_threshold <= 1.0:
-        problems.append("--similarity-threshold must lie in [0, 1]")
+    for name in ("similarity_threshold", "lead_distance_share"):
+        if not 0.0 <= getattr(ctx, name) <= 1.0:
+            problems.append(f"--{name.replace('_', '-')} must lie in [0, 1]")
     if not 0.0 <= ctx.low_percentile < ctx.high_percentile <= 100.0:
         problems.append("--bucket-percentiles must be LOW,HIGH with 0 <= LOW < HIGH <= 100")
     buckets = {b.strip() for b in ctx.filter_buckets.split(",") if b.strip()}
@@ -430,7 +431,5 @@ def validate(ctx: SearchContext) -> None:
         problems.append("--fluency-range must be LOW,HIGH with 0 <= LOW <= HIGH (e.g. 0.1,10)")
     if ctx.temperature < 0:
         problems.append("--temperature cannot be negative")
-    if not 0.0 <= ctx.lead_distance_share <= 1.0:
-        problems.append("--lead-distance-share must lie in [0, 1]")
     if problems:
         raise UserError(_cannot_work(problems))
